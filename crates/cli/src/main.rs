@@ -1,0 +1,62 @@
+//! `pgkeeper`: the operator's command line for pg_keeper clusters.
+//! Results go to stdout, progress and errors to stderr; exit codes: 0 ok, 1 failure,
+//! 2 usage error.
+
+mod demo;
+mod status;
+
+use std::process::ExitCode;
+
+const USAGE: &str = "\
+usage: pgkeeper <command> [options]
+
+commands:
+  status CONNINFO        the cluster as seen from any node (node_info and every worker)
+  demo [--keep]          build a local 3-node cluster with pg_keeper and show it
+                         (--keep leaves it running and prints how to connect and stop it)
+  demo --stop DIR        stop and remove a cluster left by demo --keep
+  help                   this text
+";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some(cmd) = args.first() else {
+        eprint!("{USAGE}");
+        return ExitCode::from(2);
+    };
+    let rest = &args[1..];
+    let result = match cmd.as_str() {
+        "status" => match rest.first() {
+            Some(ci) => status::run(ci),
+            None => {
+                eprintln!("pgkeeper status: give a conninfo, e.g. 'host=10.0.0.1 port=5432 user=postgres'");
+                return ExitCode::from(2);
+            }
+        },
+        "demo" => match rest.iter().position(|a| a == "--stop") {
+            Some(i) => match rest.get(i + 1) {
+                Some(dir) => demo::stop(std::path::Path::new(dir)),
+                None => {
+                    eprintln!("pgkeeper demo --stop: give the directory printed by demo --keep");
+                    return ExitCode::from(2);
+                }
+            },
+            None => demo::run(rest.iter().any(|a| a == "--keep")),
+        },
+        "help" | "--help" | "-h" => {
+            print!("{USAGE}");
+            Ok(())
+        }
+        other => {
+            eprintln!("pgkeeper: unknown command \"{other}\"\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("pgkeeper: error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}

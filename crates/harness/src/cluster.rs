@@ -1,0 +1,458 @@
+//! Cluster builder and cluster handle (master + N streaming hot standbys).
+
+use std::collections::HashSet;
+use std::net::{Ipv4Addr, TcpListener};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use anyhow::{anyhow, Context, Result};
+
+use crate::{chown_pg, hlog, proc, run_as_pg, run_checked, wait_until, Node};
+
+/// Ports handed out in this process and not yet released (avoids collisions
+/// between clusters built in parallel threads). Collisions with other
+/// processes are handled by retrying the start with a fresh port.
+static USED_PORTS: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+static DIR_COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+/// Pick a currently free TCP port on 127.0.0.1 not handed out before by this process.
+fn pick_port() -> Result<u16> {
+    for _ in 0..100 {
+        let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?
+            .local_addr()?
+            .port();
+        let mut used = USED_PORTS.lock().unwrap();
+        let used = used.get_or_insert_with(HashSet::new);
+        if used.contains(&port) {
+            continue;
+        }
+        // double check it can really be bound (listener above is dropped)
+        if TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok() {
+            used.insert(port);
+            return Ok(port);
+        }
+    }
+    anyhow::bail!("could not find a free TCP port")
+}
+
+fn release_port(p: u16) {
+    if let Some(s) = USED_PORTS.lock().unwrap().as_mut() {
+        s.remove(&p);
+    }
+}
+
+/// Quote a value for postgresql.conf (single quotes, doubled inside).
+fn q(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+/// Builder for a [`Cluster`]. Defaults: 2 standbys, no synchronous standbys,
+/// pg_keeper not loaded, no extra config, name "cluster".
+#[derive(Debug, Clone)]
+pub struct ClusterBuilder {
+    name: String,
+    standbys: usize,
+    sync_names: Option<String>,
+    keeper: bool,
+    conf: Vec<String>,
+}
+
+impl Default for ClusterBuilder {
+    fn default() -> Self {
+        ClusterBuilder::new("cluster")
+    }
+}
+
+impl ClusterBuilder {
+    /// `name` becomes part of the base dir name `pgk-<name>-<pid>-<counter>`.
+    pub fn new(name: &str) -> Self {
+        ClusterBuilder {
+            name: name.into(),
+            standbys: 2,
+            sync_names: None,
+            keeper: false,
+            conf: vec![],
+        }
+    }
+    /// Base dir name prefix (same as the `new` argument).
+    pub fn name(mut self, name: &str) -> Self {
+        self.name = name.into();
+        self
+    }
+    /// Number of hot standbys (default 2).
+    pub fn standbys(mut self, n: usize) -> Self {
+        self.standbys = n;
+        self
+    }
+    /// Value of `synchronous_standby_names` (e.g. `"node2"`, `"FIRST 1 (node2, node3)"`).
+    pub fn synchronous_standby_names(mut self, v: &str) -> Self {
+        self.sync_names = Some(v.into());
+        self
+    }
+    /// Load pg_keeper: `shared_preload_libraries='pg_keeper'` and per-node
+    /// `pg_keeper.node_name`. Requires the extension to be installed.
+    pub fn keeper(mut self, on: bool) -> Self {
+        self.keeper = on;
+        self
+    }
+    /// Extra postgresql.conf line for all nodes, e.g. `"pg_keeper.keepalive_time = 1"`.
+    pub fn conf(mut self, line: &str) -> Self {
+        self.conf.push(line.into());
+        self
+    }
+
+    /// Create, start and wait for the whole cluster (all standbys streaming).
+    /// On error everything created so far is stopped and removed (via Drop).
+    pub fn build(self) -> Result<Cluster> {
+        proc::become_subreaper();
+        let base = make_base_dir(&self.name)?;
+        hlog!(
+            "building cluster in {} ({} standbys)",
+            base.display(),
+            self.standbys
+        );
+        let mut cluster = Cluster {
+            base,
+            nodes: Vec::new(),
+            torn_down: false,
+        };
+
+        // ---- master: initdb + config
+        let m = Node::new(&cluster.base, "node1", pick_port()?)?;
+        cluster.nodes.push(m);
+        let m = &cluster.nodes[0];
+        let data = m.data_dir().display().to_string();
+        run_checked(
+            run_as_pg(
+                "initdb",
+                [
+                    "-D",
+                    &data,
+                    "-A",
+                    "trust",
+                    "-U",
+                    "postgres",
+                    "--no-sync",
+                    "-E",
+                    "UTF8",
+                    "--locale=C",
+                ],
+            ),
+            "initdb",
+        )?;
+        std::fs::write(m.data_dir().join("pg_hba.conf"), HBA)?;
+        let mut conf = String::from(BASE_CONF);
+        if let Some(s) = &self.sync_names {
+            conf += &format!("synchronous_standby_names = {}\n", q(s));
+        }
+        if self.keeper {
+            conf += "shared_preload_libraries = 'pg_keeper'\n";
+        }
+        for l in &self.conf {
+            conf += l;
+            conf += "\n";
+        }
+        // Node identity (port, sockets, names) lives in node.conf, read last
+        // (before postgresql.auto.conf). pg_basebackup copies this line.
+        conf += "include_if_exists = 'node.conf'\n";
+        append_file(&m.data_dir().join("postgresql.conf"), &conf)?;
+        m.write_node_conf(&node_conf(m, self.keeper))?;
+        start_with_port_retry(m)?;
+        m.wait_ready(Duration::from_secs(30))?;
+        let master_port = m.port();
+
+        // ---- standbys: pg_basebackup -R, fix primary_conninfo, own node.conf
+        for i in 0..self.standbys {
+            let name = format!("node{}", i + 2);
+            let s = Node::new(&cluster.base, &name, pick_port()?)?;
+            cluster.nodes.push(s);
+            let s = cluster.nodes.last().unwrap();
+            hlog!("{name}: pg_basebackup from port {master_port}");
+            let (sdata, mport) = (s.data_dir().display().to_string(), master_port.to_string());
+            run_checked(
+                run_as_pg(
+                    "pg_basebackup",
+                    [
+                        "-h",
+                        "127.0.0.1",
+                        "-p",
+                        &mport,
+                        "-U",
+                        "postgres",
+                        "-D",
+                        &sdata,
+                        "-X",
+                        "stream",
+                        "-R",
+                        "--checkpoint=fast",
+                        "--no-sync",
+                    ],
+                ),
+                "pg_basebackup",
+            )?;
+            set_primary_conninfo(s, master_port)?;
+            s.write_node_conf(&node_conf(s, self.keeper))?;
+            start_with_port_retry(s)?;
+        }
+        cluster.wait_streaming(Duration::from_secs(60))?;
+        hlog!(
+            "cluster ready: {}",
+            cluster
+                .nodes
+                .iter()
+                .map(|n| format!("{}:{}", n.name(), n.port()))
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+        Ok(cluster)
+    }
+}
+
+const HBA: &str = "\
+# keeper-harness: TRUST EVERYTHING LOCAL. For tests only!
+local all         all                trust
+host  all         all  127.0.0.1/32  trust
+host  replication all  127.0.0.1/32  trust
+";
+
+const BASE_CONF: &str = "
+# ---- keeper-harness ----
+listen_addresses = '127.0.0.1'
+wal_level = replica
+max_wal_senders = 10
+max_replication_slots = 10
+hot_standby = on
+hot_standby_feedback = on
+wal_log_hints = on
+wal_keep_size = '256MB'
+wal_receiver_status_interval = '1s'
+wal_retrieve_retry_interval = '1s'
+max_worker_processes = 16
+synchronous_commit = on
+log_line_prefix = '%m [%p] %b '
+log_connections = off
+";
+
+fn node_conf(n: &Node, keeper: bool) -> String {
+    let mut s = format!(
+        "# per-node settings (keeper-harness)\nport = {}\nunix_socket_directories = {}\ncluster_name = {}\n",
+        n.port(),
+        q(&n.sock_dir().display().to_string()),
+        q(n.name())
+    );
+    if keeper {
+        s += &format!("pg_keeper.node_name = {}\n", q(n.name()));
+    }
+    s
+}
+
+fn append_file(path: &Path, text: &str) -> Result<()> {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(path)
+        .with_context(|| format!("open {}", path.display()))?;
+    f.write_all(text.as_bytes())?;
+    Ok(())
+}
+
+/// Replace the primary_conninfo written by `pg_basebackup -R` with one that
+/// carries `application_name=<node>` (needed for synchronous_standby_names).
+fn set_primary_conninfo(n: &Node, master_port: u16) -> Result<()> {
+    let path = n.data_dir().join("postgresql.auto.conf");
+    let old = std::fs::read_to_string(&path).unwrap_or_default();
+    let mut new: String = old
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("primary_conninfo"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    new += &format!(
+        "primary_conninfo = {}\n",
+        q(&format!(
+            "host=127.0.0.1 port={master_port} user=postgres application_name={}",
+            n.name()
+        ))
+    );
+    std::fs::write(&path, new)?;
+    chown_pg(&path)
+}
+
+/// Start a node; if the log says the port was taken (another process grabbed
+/// it), pick a new port and retry (build time only).
+fn start_with_port_retry(n: &Node) -> Result<()> {
+    let mut attempt = 0;
+    loop {
+        let before = std::fs::metadata(n.log_path())
+            .map(|m| m.len() as usize)
+            .unwrap_or(0);
+        match n.start() {
+            Ok(()) => return Ok(()),
+            Err(e) => {
+                let log = n.log_contents();
+                let new_part = log.get(before..).unwrap_or(&log);
+                let port_clash = [
+                    "could not bind",
+                    "Address already in use",
+                    "could not create any TCP/IP",
+                ]
+                .iter()
+                .any(|p| new_part.contains(p));
+                attempt += 1;
+                if !port_clash || attempt >= 5 {
+                    return Err(e);
+                }
+                let old = n.port();
+                let p = pick_port()?;
+                hlog!("{}: port {old} taken, retrying with {p}", n.name());
+                n.append_conf(&format!("port = {p}"))?;
+                n.set_port(p);
+                release_port(old);
+            }
+        }
+    }
+}
+
+fn make_base_dir(name: &str) -> Result<PathBuf> {
+    let parent = std::env::var("PGK_TMPDIR")
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or("/tmp".into());
+    std::fs::create_dir_all(&parent)?;
+    loop {
+        let n = DIR_COUNTER.fetch_add(1, Ordering::SeqCst);
+        let dir = Path::new(&parent).join(format!("pgk-{name}-{}-{n}", std::process::id()));
+        match std::fs::create_dir(&dir) {
+            Ok(()) => {
+                std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))?;
+                chown_pg(&dir)?;
+                return Ok(dir);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(anyhow!("mkdir {}: {e}", dir.display())),
+        }
+    }
+}
+
+/// A running cluster. Dropping it kills every process and deletes the base dir
+/// (unless env `PGK_KEEP=1`).
+#[derive(Debug)]
+pub struct Cluster {
+    base: PathBuf,
+    nodes: Vec<Node>,
+    torn_down: bool,
+}
+
+impl Cluster {
+    /// Shortcut for `ClusterBuilder::new(name)`.
+    pub fn builder(name: &str) -> ClusterBuilder {
+        ClusterBuilder::new(name)
+    }
+    /// All nodes; index 0 is node1 (initial master).
+    pub fn nodes(&self) -> &[Node] {
+        &self.nodes
+    }
+    /// Node by name; panics if there is no such node (see [`Cluster::get_node`]).
+    pub fn node(&self, name: &str) -> &Node {
+        self.get_node(name)
+            .unwrap_or_else(|| panic!("no node named {name:?}"))
+    }
+    pub fn get_node(&self, name: &str) -> Option<&Node> {
+        self.nodes.iter().find(|n| n.name() == name)
+    }
+    /// The initial master (node1) — not necessarily the current primary.
+    pub fn master(&self) -> &Node {
+        &self.nodes[0]
+    }
+    /// The initial standbys (node2..).
+    pub fn standbys(&self) -> &[Node] {
+        &self.nodes[1..]
+    }
+    /// A running node that answers `pg_is_in_recovery() = false`, if any.
+    pub fn current_primary(&self) -> Option<&Node> {
+        self.nodes
+            .iter()
+            .find(|n| n.is_running() && matches!(n.is_in_recovery(), Ok(false)))
+    }
+    pub fn base_dir(&self) -> &Path {
+        &self.base
+    }
+
+    /// Wait until the initial master's pg_stat_replication shows every other
+    /// node (by application_name) in state 'streaming'.
+    pub fn wait_streaming(&self, timeout: Duration) -> Result<()> {
+        self.wait_streaming_to(self.master().name(), timeout)
+    }
+
+    /// Like [`Cluster::wait_streaming`] but with `primary` as the upstream of all other nodes.
+    pub fn wait_streaming_to(&self, primary: &str, timeout: Duration) -> Result<()> {
+        let p = self.node(primary);
+        let want: Vec<&str> = self
+            .nodes
+            .iter()
+            .map(|n| n.name())
+            .filter(|n| *n != primary)
+            .collect();
+        let mut last = Vec::new();
+        let r = wait_until(timeout, || {
+            match p.query("SELECT application_name, state FROM pg_stat_replication") {
+                Ok(rows) => {
+                    last = rows;
+                    want.iter().all(|w| {
+                        last.iter().any(|r| {
+                            r[0].as_deref() == Some(*w) && r[1].as_deref() == Some("streaming")
+                        })
+                    })
+                }
+                Err(_) => false,
+            }
+        });
+        r.map_err(|e| {
+            let mut msg = format!("standbys {want:?} not streaming to {primary}: {e}; last pg_stat_replication: {last:?}");
+            for n in &self.nodes {
+                msg += &format!("\n--- tail of {} ---\n{}", n.log_path().display(), n.log_tail(15));
+            }
+            anyhow!(msg)
+        })
+    }
+
+    /// Leave every server running and the directory in place (for `pgkeeper demo --keep`):
+    /// nothing is stopped when the handle goes away. Returns the base dir.
+    pub fn keep_running(mut self) -> PathBuf {
+        self.torn_down = true;
+        self.base.clone()
+    }
+
+    /// Stop all nodes (immediate, then SIGKILL leftovers) and remove the base
+    /// dir unless `PGK_KEEP=1`. Idempotent; also called by Drop.
+    pub fn teardown(&mut self) {
+        if self.torn_down {
+            return;
+        }
+        self.torn_down = true;
+        for n in self.nodes.iter().rev() {
+            n.force_stop();
+            release_port(n.port());
+        }
+        if std::env::var("PGK_KEEP").as_deref() == Ok("1") {
+            hlog!("PGK_KEEP=1: keeping {}", self.base.display());
+            return;
+        }
+        // make sure nothing still writes into the dir before removing it
+        let left = proc::pids_with_cmdline_containing(&self.base.display().to_string());
+        left.iter().for_each(|&p| proc::signal(p, libc::SIGKILL));
+        if let Err(e) = std::fs::remove_dir_all(&self.base) {
+            hlog!("could not remove {}: {e}", self.base.display());
+        } else {
+            hlog!("removed {}", self.base.display());
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.teardown();
+    }
+}

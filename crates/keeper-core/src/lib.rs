@@ -1,0 +1,15 @@
+//! keeper-core: every decision pg_keeper makes, with no PostgreSQL and no I/O.
+//!
+//! The extension (crate `pg_keeper`) is a thin adapter: it gathers observations (the node
+//! registry, settings, poll results, the clock), hands them to the functions and state
+//! machines here, and carries out the actions they return. Keeping the rules here lets them
+//! be unit-tested, property-tested and simulated without a server.
+
+pub mod conninfo;
+pub mod polling;
+pub mod registry;
+pub mod settings;
+pub mod sync_names;
+
+pub use registry::{Node, RegistryError};
+pub use sync_names::{SyncConfig, SyncMethod};

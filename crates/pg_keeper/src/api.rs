@@ -1,0 +1,291 @@
+//! The SQL API of the seed: add_node, del_node (by name and by seqno), indirect_polling,
+//! indirect_kill; plus status(). Every function refuses bad input with a clear ERROR before
+//! changing anything, and builds no SQL from its arguments.
+
+use crate::{gucs, probe, registry_sql, shared};
+use keeper_core::registry::{self, diff, Selector};
+use keeper_core::{RegistryError, SyncConfig};
+use pgrx::pg_sys::panic::ErrorReport;
+use pgrx::prelude::*;
+use pgrx::spi::SpiClient;
+use std::time::Duration;
+
+/// How long add_node waits for the new node to answer.
+const ADD_NODE_DEADLINE: Duration = Duration::from_secs(5);
+
+fn fail(code: PgSqlErrorCode, msg: impl Into<String>, hint: Option<&str>) -> ! {
+    let mut r = ErrorReport::new(code, msg.into(), function_name!());
+    if let Some(h) = hint {
+        r = r.set_hint(h);
+    }
+    r.report(PgLogLevel::ERROR);
+    unreachable!()
+}
+
+fn required<'a>(v: Option<&'a str>, what: &str) -> &'a str {
+    match v {
+        Some(s) => s,
+        None => fail(
+            PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
+            format!("{what} must not be NULL"),
+            None,
+        ),
+    }
+}
+
+fn registry_error(e: RegistryError) -> ! {
+    use PgSqlErrorCode::*;
+    let code = match &e {
+        RegistryError::BadName(_) | RegistryError::BadConninfo(_) => {
+            ERRCODE_INVALID_PARAMETER_VALUE
+        }
+        RegistryError::DuplicateName(_) | RegistryError::DuplicateConninfo { .. } => {
+            ERRCODE_DUPLICATE_OBJECT
+        }
+        RegistryError::UnknownName(_) | RegistryError::UnknownSeqno(_) => ERRCODE_UNDEFINED_OBJECT,
+        RegistryError::DeleteMaster(_) => ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+    };
+    fail(code, e.to_string(), None)
+}
+
+fn require_master(func: &str) {
+    if unsafe { pg_sys::RecoveryInProgress() } {
+        fail(
+            PgSqlErrorCode::ERRCODE_READ_ONLY_SQL_TRANSACTION,
+            format!("pgkeeper.{func} cannot run on a standby"),
+            Some("Run it on the master; node_info replicates to the standbys."),
+        );
+    }
+}
+
+fn sync_config(client: &SpiClient<'_>) -> Option<SyncConfig> {
+    let value = client
+        .select(
+            "SELECT current_setting('synchronous_standby_names')",
+            None,
+            &[],
+        )
+        .and_then(|t| t.first().get_one::<String>())
+        .unwrap_or_else(|e| fail(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, e.to_string(), None))
+        .unwrap_or_default();
+    match SyncConfig::parse(&value) {
+        Ok(c) => c,
+        Err(e) => fail(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            e.to_string(),
+            None,
+        ),
+    }
+}
+
+/// Lock node_info against concurrent API calls (readers are not blocked), read it, let
+/// `plan` compute the new rows, write the difference, and tell the local worker.
+fn change_registry(
+    plan: impl FnOnce(
+        &[keeper_core::Node],
+        Option<&SyncConfig>,
+    ) -> Result<Vec<keeper_core::Node>, RegistryError>,
+) {
+    Spi::connect_mut(|client| {
+        client
+            .update(
+                "LOCK TABLE pgkeeper.node_info IN SHARE ROW EXCLUSIVE MODE",
+                None,
+                &[],
+            )
+            .unwrap_or_else(|e| fail(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, e.to_string(), None));
+        let nodes = registry_sql::read_nodes(client)
+            .unwrap_or_else(|e| fail(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, e.to_string(), None))
+            .unwrap_or_default();
+        let sync = sync_config(client);
+        let new = plan(&nodes, sync.as_ref()).unwrap_or_else(|e| registry_error(e));
+        let _guard = registry_sql::WriteGuard::open();
+        registry_sql::apply(client, &diff(&nodes, &new))
+            .unwrap_or_else(|e| fail(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, e.to_string(), None));
+    });
+    shared::notify_worker(true, false);
+}
+
+/// Register a node. The first node registered is the master.
+#[pg_extern(volatile, parallel_unsafe)]
+fn add_node(node_name: Option<&str>, conninfo: Option<&str>) -> bool {
+    let name = required(node_name, "node_name");
+    let conninfo = required(conninfo, "conninfo");
+    require_master("add_node");
+    // Check name, conninfo and duplicates before any network traffic (checked again under
+    // the table lock below), then that the node answers.
+    let current = Spi::connect(registry_sql::read_nodes)
+        .unwrap_or_else(|e| fail(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, e.to_string(), None))
+        .unwrap_or_default();
+    if let Err(e) = registry::add(&current, name, conninfo, None) {
+        registry_error(e);
+    }
+    let cfg = probe::config(conninfo, None)
+        .unwrap_or_else(|e| fail(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, e, None));
+    if let Err(e) = probe::runtime().block_on(probe::poll(cfg, ADD_NODE_DEADLINE)) {
+        fail(
+            PgSqlErrorCode::ERRCODE_CONNECTION_FAILURE,
+            format!("node \"{name}\" does not answer on the given conninfo: {e}"),
+            Some("Check that the server runs and that this server can connect to it with that conninfo."),
+        );
+    }
+    change_registry(|nodes, sync| registry::add(nodes, name, conninfo, sync));
+    true
+}
+
+/// Remove a standby by name.
+#[pg_extern(name = "del_node", volatile, parallel_unsafe)]
+fn del_node_by_name(node_name: Option<&str>) -> bool {
+    let name = required(node_name, "node_name");
+    require_master("del_node");
+    change_registry(|nodes, sync| registry::delete(nodes, Selector::Name(name), sync));
+    true
+}
+
+/// Remove a standby by seqno.
+#[pg_extern(name = "del_node", volatile, parallel_unsafe)]
+fn del_node_by_seqno(seqno: Option<i32>) -> bool {
+    let Some(seqno) = seqno else {
+        fail(
+            PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
+            "seqno must not be NULL",
+            None,
+        )
+    };
+    require_master("del_node");
+    change_registry(|nodes, sync| registry::delete(nodes, Selector::Seqno(seqno), sync));
+    true
+}
+
+/// Default deadline of an indirect poll: half the polling interval, so that the caller's own
+/// deadline (a little under keepalive_time) always covers it; never above 10 s.
+fn default_poll_deadline() -> Duration {
+    Duration::from_secs_f64((gucs::KEEPALIVE_TIME.get() * 0.5).clamp(0.05, 10.0))
+}
+
+/// Poll the server at `conninfo` from this server. True when it answered within the deadline.
+#[pg_extern(volatile, parallel_safe)]
+fn indirect_polling(conninfo: Option<&str>, timeout_ms: default!(Option<i32>, "NULL")) -> bool {
+    let conninfo = required(conninfo, "conninfo");
+    if let Err(e) = keeper_core::conninfo::ConnInfo::parse(conninfo) {
+        fail(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            e.to_string(),
+            None,
+        );
+    }
+    let deadline = match timeout_ms {
+        None => default_poll_deadline(),
+        Some(ms) if (1..=60_000).contains(&ms) => Duration::from_millis(ms as u64),
+        Some(ms) => fail(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            format!("timeout_ms must be between 1 and 60000, not {ms}"),
+            None,
+        ),
+    };
+    let cfg = probe::config(conninfo, None)
+        .unwrap_or_else(|e| fail(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, e, None));
+    probe::runtime()
+        .block_on(probe::poll(cfg, deadline))
+        .is_ok()
+}
+
+/// The seed's way to tell the local worker about a change: 'SIGUSR1' reloads its view of
+/// node_info, 'SIGUSR2' its settings. Returns false when no worker runs here.
+#[pg_extern(volatile, parallel_unsafe)]
+fn indirect_kill(signal: Option<&str>) -> bool {
+    let signal = required(signal, "signal");
+    match signal.trim().to_ascii_uppercase().as_str() {
+        "SIGUSR1" | "USR1" => shared::notify_worker(true, false),
+        "SIGUSR2" | "USR2" => shared::notify_worker(false, true),
+        _ => fail(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            format!("unknown signal \"{signal}\""),
+            Some("Use 'SIGUSR1' (reload node_info) or 'SIGUSR2' (reload settings)."),
+        ),
+    }
+}
+
+/// Used by the trigger on node_info: true only inside add_node / del_node.
+#[pg_extern(stable, parallel_safe)]
+fn _api_write_allowed() -> bool {
+    registry_sql::write_allowed()
+}
+
+fn json_str(s: &str) -> String {
+    let mut o = String::with_capacity(s.len() + 2);
+    o.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => o.push_str("\\\""),
+            '\\' => o.push_str("\\\\"),
+            c if (c as u32) < 0x20 => o.push_str(&format!("\\u{:04x}", c as u32)),
+            c => o.push(c),
+        }
+    }
+    o.push('"');
+    o
+}
+
+/// The local worker's live state (raw; `pgkeeper.status()` is the SQL face of it).
+#[allow(clippy::type_complexity)]
+#[pg_extern(volatile, parallel_safe)]
+fn _status_raw() -> TableIterator<
+    'static,
+    (
+        name!(node_name, Option<String>),
+        name!(mode, String),
+        name!(state, String),
+        name!(failed_rounds, i32),
+        name!(rounds, i64),
+        name!(last_round_epoch, Option<f64>),
+        name!(last_failover_epoch, Option<f64>),
+        name!(worker_pid, Option<i32>),
+        name!(peers, String),
+    ),
+> {
+    if !shared::available() {
+        return TableIterator::once((
+            gucs::node_name(),
+            "not running".into(),
+            "pg_keeper is not in shared_preload_libraries".into(),
+            0,
+            0,
+            None,
+            None,
+            None,
+            "[]".into(),
+        ));
+    }
+    let st = *shared::STATE.share();
+    let epoch = |ms: i64| (ms > 0).then(|| ms as f64 / 1000.0);
+    let peers: Vec<String> =
+        st.peers[..(st.npeers as usize).min(shared::MAX_PEERS)]
+            .iter()
+            .map(|p| {
+                format!(
+                "{{\"name\":{},\"result\":{},\"latency_ms\":{:.1},\"last_ok\":{},\"error\":{}}}",
+                json_str(&shared::get_str(&p.name)),
+                json_str(match p.result {
+                    1 => "ok",
+                    2 => "failed",
+                    _ => "unknown",
+                }),
+                p.latency_us as f64 / 1000.0,
+                epoch(p.last_ok_ms).map(|e| format!("{e:.3}")).unwrap_or("null".into()),
+                json_str(&shared::get_str(&p.error)),
+            )
+            })
+            .collect();
+    TableIterator::once((
+        gucs::node_name(),
+        shared::mode_name(st.mode).into(),
+        shared::get_str(&st.state),
+        st.failed_rounds as i32,
+        st.rounds as i64,
+        epoch(st.last_round_ms),
+        epoch(st.last_failover_ms),
+        (st.worker_pid > 0).then_some(st.worker_pid),
+        format!("[{}]", peers.join(",")),
+    ))
+}

@@ -1,0 +1,149 @@
+//! The `pg_keeper.*` settings. Registered only when the library is loaded through
+//! shared_preload_libraries; every one is reloadable with SIGHUP except `database`.
+
+use keeper_core::settings::{resolve, Aliased, Settings};
+use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
+use pgrx::prelude::*;
+use std::ffi::CString;
+use std::time::Duration;
+
+pub static NODE_NAME: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+pub static KEEPALIVE_TIME: GucSetting<f64> = GucSetting::<f64>::new(5.0);
+pub static KEEPALIVE_COUNT: GucSetting<i32> = GucSetting::<i32>::new(1);
+pub static AFTER_COMMAND: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+pub static DATABASE: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c"postgres"));
+// The seed's README also spells these two with an "s"; 0 means "not set".
+pub static ALIAS_KEEPALIVES_TIME: GucSetting<f64> = GucSetting::<f64>::new(0.0);
+pub static ALIAS_KEEPALIVES_COUNT: GucSetting<i32> = GucSetting::<i32>::new(0);
+
+pub const MIN_KEEPALIVE_TIME: f64 = 0.1;
+
+pub fn register() {
+    GucRegistry::define_string_guc(
+        c"pg_keeper.node_name",
+        c"Name of this node in the pg_keeper cluster (mandatory).",
+        c"Must be unique and equal to the application_name this node streams with.",
+        &NODE_NAME,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_float_guc(
+        c"pg_keeper.keepalive_time",
+        c"Interval between polling rounds.",
+        c"In seconds; fractions allowed ('0.5', '200ms').",
+        &KEEPALIVE_TIME,
+        MIN_KEEPALIVE_TIME,
+        3600.0,
+        GucContext::Sighup,
+        GucFlags::UNIT_S,
+    );
+    GucRegistry::define_int_guc(
+        c"pg_keeper.keepalive_count",
+        c"Consecutive failed polling rounds before pg_keeper acts.",
+        c"",
+        &KEEPALIVE_COUNT,
+        1,
+        1000,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_string_guc(
+        c"pg_keeper.after_command",
+        c"Shell command run once on a node after it was promoted.",
+        c"",
+        &AFTER_COMMAND,
+        GucContext::Sighup,
+        GucFlags::SUPERUSER_ONLY,
+    );
+    GucRegistry::define_string_guc(
+        c"pg_keeper.database",
+        c"Database in which CREATE EXTENSION pg_keeper was run; the worker reads pgkeeper.node_info there.",
+        c"",
+        &DATABASE,
+        GucContext::Postmaster,
+        GucFlags::default(),
+    );
+    GucRegistry::define_float_guc(
+        c"pg_keeper.keepalives_time",
+        c"Deprecated alias of pg_keeper.keepalive_time.",
+        c"0 means not set.",
+        &ALIAS_KEEPALIVES_TIME,
+        0.0,
+        3600.0,
+        GucContext::Sighup,
+        GucFlags::UNIT_S | GucFlags::NO_SHOW_ALL,
+    );
+    GucRegistry::define_int_guc(
+        c"pg_keeper.keepalives_count",
+        c"Deprecated alias of pg_keeper.keepalive_count.",
+        c"0 means not set.",
+        &ALIAS_KEEPALIVES_COUNT,
+        0,
+        1000,
+        GucContext::Sighup,
+        GucFlags::NO_SHOW_ALL,
+    );
+    // Refuse misspelled pg_keeper.* settings instead of silently ignoring them.
+    #[cfg(any(feature = "pg13", feature = "pg14"))]
+    unsafe {
+        pg_sys::EmitWarningsOnPlaceholders(c"pg_keeper".as_ptr())
+    };
+    #[cfg(not(any(feature = "pg13", feature = "pg14")))]
+    unsafe {
+        pg_sys::MarkGUCPrefixReserved(c"pg_keeper".as_ptr())
+    };
+}
+
+fn string(s: &GucSetting<Option<CString>>) -> Option<String> {
+    s.get()
+        .map(|c| c.to_string_lossy().into_owned())
+        .filter(|v| !v.is_empty())
+}
+
+pub fn node_name() -> Option<String> {
+    string(&NODE_NAME)
+}
+
+#[allow(dead_code)] // used by the failover path (issue 2/5)
+pub fn after_command() -> Option<String> {
+    string(&AFTER_COMMAND)
+}
+
+pub fn database() -> String {
+    string(&DATABASE).unwrap_or_else(|| "postgres".into())
+}
+
+/// Current settings, with the seed's aliases resolved. `explicit` tells whether the
+/// documented names were set explicitly (their source is not the default); it is read from
+/// pg_settings by the caller. Returns the settings and the deprecation warnings to log.
+pub fn current(explicit_time: bool, explicit_count: bool) -> (Settings, Vec<String>) {
+    let mut warnings = Vec::new();
+    let alias_time = Some(ALIAS_KEEPALIVES_TIME.get()).filter(|v| *v > 0.0);
+    let alias_count = Some(ALIAS_KEEPALIVES_COUNT.get()).filter(|v| *v > 0);
+    let (time, warn) = resolve(Aliased {
+        documented: (KEEPALIVE_TIME.get(), explicit_time),
+        alias: alias_time,
+    });
+    if warn {
+        warnings.push(format!(
+            "pg_keeper.keepalives_time is deprecated: use pg_keeper.keepalive_time (using {time} s{})",
+            if explicit_time { ", the documented setting wins" } else { "" }
+        ));
+    }
+    let (count, warn) = resolve(Aliased {
+        documented: (KEEPALIVE_COUNT.get(), explicit_count),
+        alias: alias_count,
+    });
+    if warn {
+        warnings.push(format!(
+            "pg_keeper.keepalives_count is deprecated: use pg_keeper.keepalive_count (using {count}{})",
+            if explicit_count { ", the documented setting wins" } else { "" }
+        ));
+    }
+    let settings = Settings {
+        keepalive_time: Duration::from_secs_f64(time.max(MIN_KEEPALIVE_TIME)),
+        keepalive_count: count.max(1) as u32,
+    };
+    (settings, warnings)
+}

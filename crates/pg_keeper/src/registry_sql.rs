@@ -1,0 +1,104 @@
+//! Reading and writing `pgkeeper.node_info` through SPI, always with parameters.
+//!
+//! Reads use only the read-only SPI path (`select`), which works on a hot standby; writes run
+//! only on the master, inside the SQL API functions, with the write guard open.
+
+use keeper_core::registry::Change;
+use keeper_core::Node;
+use pgrx::spi::SpiClient;
+use std::cell::Cell;
+
+thread_local! {
+    /// True only while one of our API functions writes node_info; the trigger on node_info
+    /// refuses every other write. A Rust static cannot be set from SQL.
+    static API_WRITE: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Opens the write guard for its lifetime (closed again on error too: pgrx unwinds).
+pub struct WriteGuard;
+
+impl WriteGuard {
+    pub fn open() -> WriteGuard {
+        API_WRITE.with(|w| w.set(true));
+        WriteGuard
+    }
+}
+
+impl Drop for WriteGuard {
+    fn drop(&mut self) {
+        API_WRITE.with(|w| w.set(false));
+    }
+}
+
+pub fn write_allowed() -> bool {
+    API_WRITE.with(|w| w.get())
+}
+
+const SELECT_NODES: &str =
+    "SELECT seqno, name, conninfo, is_master, is_nextmaster, is_sync FROM pgkeeper.node_info ORDER BY seqno";
+
+/// All rows, or None when the extension is not created in this database.
+pub fn read_nodes(client: &SpiClient<'_>) -> Result<Option<Vec<Node>>, pgrx::spi::Error> {
+    let exists = client
+        .select(
+            "SELECT to_regclass('pgkeeper.node_info') IS NOT NULL",
+            None,
+            &[],
+        )?
+        .first()
+        .get_one::<bool>()?
+        .unwrap_or(false);
+    if !exists {
+        return Ok(None);
+    }
+    let mut out = Vec::new();
+    for row in client.select(SELECT_NODES, None, &[])? {
+        out.push(Node {
+            seqno: row.get::<i32>(1)?.unwrap_or(0),
+            name: row.get::<String>(2)?.unwrap_or_default(),
+            conninfo: row.get::<String>(3)?.unwrap_or_default(),
+            is_master: row.get::<bool>(4)?.unwrap_or(false),
+            is_nextmaster: row.get::<bool>(5)?.unwrap_or(false),
+            is_sync: row.get::<bool>(6)?.unwrap_or(false),
+        });
+    }
+    Ok(Some(out))
+}
+
+/// Apply the changes computed by keeper-core. Caller holds the table lock and the guard.
+pub fn apply(client: &mut SpiClient<'_>, changes: &[Change]) -> Result<(), pgrx::spi::Error> {
+    for c in changes {
+        match c {
+            Change::Delete(seqno) => {
+                client.update(
+                    "DELETE FROM pgkeeper.node_info WHERE seqno = $1",
+                    None,
+                    &[(*seqno).into()],
+                )?;
+            }
+            Change::Insert(n) => {
+                client.update(
+                    "INSERT INTO pgkeeper.node_info (seqno, name, conninfo, is_master, is_nextmaster, is_sync) \
+                     VALUES ($1, $2, $3, $4, $5, $6)",
+                    None,
+                    &[
+                        n.seqno.into(),
+                        n.name.as_str().into(),
+                        n.conninfo.as_str().into(),
+                        n.is_master.into(),
+                        n.is_nextmaster.into(),
+                        n.is_sync.into(),
+                    ],
+                )?;
+            }
+            Change::Update(n) => {
+                client.update(
+                    "UPDATE pgkeeper.node_info SET is_master = $2, is_nextmaster = $3, is_sync = $4 WHERE seqno = $1",
+                    None,
+                    &[n.seqno.into(), n.is_master.into(), n.is_nextmaster.into(), n.is_sync.into()],
+                )?;
+            }
+        }
+    }
+    Ok(())
+}

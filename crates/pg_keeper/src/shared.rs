@@ -1,0 +1,135 @@
+//! The worker's live state in shared memory: what `pgkeeper.status()` shows, and the flags
+//! through which SQL functions ask the worker to reload (the seed's SIGUSR1 / SIGUSR2).
+//!
+//! Fixed-size and `Copy`, as PostgreSQL shared memory requires (no heap pointers).
+
+use pgrx::lwlock::PgLwLock;
+use pgrx::prelude::*;
+use pgrx::shmem::*;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+pub const MAX_PEERS: usize = 32;
+pub const NAME_LEN: usize = 64;
+pub const TEXT_LEN: usize = 128;
+
+#[derive(Copy, Clone)]
+pub struct PeerState {
+    pub name: [u8; NAME_LEN],
+    /// 0 = never polled, 1 = answered, 2 = did not answer.
+    pub result: u8,
+    pub latency_us: u32,
+    pub last_ok_ms: i64,
+    pub error: [u8; TEXT_LEN],
+}
+
+#[derive(Copy, Clone)]
+pub struct KeeperState {
+    pub worker_pid: i32,
+    pub reload_registry: bool,
+    pub reload_settings: bool,
+    /// 0 = not running, 1 = master mode, 2 = standby mode, 3 = idle (not configured).
+    pub mode: u8,
+    pub state: [u8; TEXT_LEN],
+    pub failed_rounds: u32,
+    pub rounds: u64,
+    pub last_round_ms: i64,
+    pub last_failover_ms: i64,
+    pub npeers: u32,
+    pub peers: [PeerState; MAX_PEERS],
+}
+
+impl Default for PeerState {
+    fn default() -> Self {
+        PeerState {
+            name: [0; NAME_LEN],
+            result: 0,
+            latency_us: 0,
+            last_ok_ms: 0,
+            error: [0; TEXT_LEN],
+        }
+    }
+}
+
+impl Default for KeeperState {
+    fn default() -> Self {
+        KeeperState {
+            worker_pid: 0,
+            reload_registry: false,
+            reload_settings: false,
+            mode: 0,
+            state: [0; TEXT_LEN],
+            failed_rounds: 0,
+            rounds: 0,
+            last_round_ms: 0,
+            last_failover_ms: 0,
+            npeers: 0,
+            peers: [PeerState::default(); MAX_PEERS],
+        }
+    }
+}
+
+unsafe impl PGRXSharedMemory for KeeperState {}
+
+pub static STATE: PgLwLock<KeeperState> = unsafe { PgLwLock::new(c"pg_keeper_state") };
+
+/// Set in _PG_init when the shared memory was requested; inherited by every forked backend.
+/// Without it (library not preloaded) touching STATE would panic.
+static SHMEM_READY: AtomicBool = AtomicBool::new(false);
+
+pub fn init() {
+    pgrx::pg_shmem_init!(STATE);
+    SHMEM_READY.store(true, Ordering::Relaxed);
+}
+
+pub fn available() -> bool {
+    SHMEM_READY.load(Ordering::Relaxed)
+}
+
+pub fn put_str(dst: &mut [u8], s: &str) {
+    dst.fill(0);
+    // Cut on a char boundary, keep one NUL.
+    let mut end = s.len().min(dst.len() - 1);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    dst[..end].copy_from_slice(&s.as_bytes()[..end]);
+}
+
+pub fn get_str(src: &[u8]) -> String {
+    let end = src.iter().position(|b| *b == 0).unwrap_or(src.len());
+    String::from_utf8_lossy(&src[..end]).into_owned()
+}
+
+pub fn mode_name(mode: u8) -> &'static str {
+    match mode {
+        1 => "master",
+        2 => "standby",
+        3 => "idle",
+        _ => "not running",
+    }
+}
+
+/// Ask the worker to reload its registry view and/or settings, and wake it.
+/// Returns false when no worker is running.
+pub fn notify_worker(registry: bool, settings: bool) -> bool {
+    if !available() {
+        return false;
+    }
+    let pid = {
+        let mut st = STATE.exclusive();
+        st.reload_registry |= registry;
+        st.reload_settings |= settings;
+        st.worker_pid
+    };
+    if pid <= 0 {
+        return false;
+    }
+    unsafe {
+        let proc_ = pg_sys::BackendPidGetProc(pid);
+        if proc_.is_null() {
+            return false;
+        }
+        pg_sys::SetLatch(&raw mut (*proc_).procLatch);
+    }
+    true
+}

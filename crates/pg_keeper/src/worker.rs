@@ -1,0 +1,414 @@
+//! The background worker: one per server. Decides its mode itself (master mode when not in
+//! recovery, standby mode otherwise), polls its peers every keepalive_time with deadlines,
+//! and publishes what it sees in shared memory and in its process title.
+//!
+//! The rules (what a round means, when to act) live in keeper-core; this file gathers the
+//! observations and carries out the actions.
+
+use crate::{gucs, probe, registry_sql, shared};
+use futures_util::future::join_all;
+use keeper_core::polling::{self, Indirect, RoundObservation, RoundOutcome};
+use keeper_core::settings::Settings;
+use keeper_core::Node;
+use pgrx::bgworkers::{BackgroundWorker, SignalWakeFlags};
+use pgrx::prelude::*;
+use std::ffi::CString;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Master,
+    Standby,
+    /// Not configured (no pg_keeper.node_name): does nothing until it is set.
+    Idle,
+}
+
+impl Mode {
+    fn code(self) -> u8 {
+        match self {
+            Mode::Master => 1,
+            Mode::Standby => 2,
+            Mode::Idle => 3,
+        }
+    }
+}
+
+#[pg_guard]
+#[unsafe(no_mangle)]
+pub extern "C-unwind" fn pg_keeper_worker_main(_arg: pg_sys::Datum) {
+    BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
+    BackgroundWorker::connect_worker_to_spi(Some(&gucs::database()), None);
+    Worker::new().run();
+}
+
+/// SIGTERM seen (read without consuming pgrx's flag; set by its handler).
+fn shutdown_requested() -> bool {
+    unsafe { (&raw const pg_sys::ShutdownRequestPending).read_volatile() != 0 }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn set_title(s: &str) {
+    if let Ok(c) = CString::new(s) {
+        unsafe { pg_sys::set_ps_display(c.as_ptr()) };
+    }
+}
+
+struct Worker {
+    rt: tokio::runtime::Runtime,
+    settings: Settings,
+    mode: Option<Mode>,
+    failed_rounds: u32,
+    rounds: u64,
+    /// Last state text, to log changes once instead of every round.
+    last_state: String,
+}
+
+/// Result of one peer's probe in a round, for shared memory.
+struct PeerResult {
+    name: String,
+    ok: bool,
+    latency: Duration,
+    error: String,
+}
+
+impl Worker {
+    fn new() -> Worker {
+        Worker {
+            rt: probe::runtime(),
+            settings: Settings::default(),
+            mode: None,
+            failed_rounds: 0,
+            rounds: 0,
+            last_state: String::new(),
+        }
+    }
+
+    fn run(&mut self) {
+        {
+            let mut st = shared::STATE.exclusive();
+            st.worker_pid = unsafe { pg_sys::MyProcPid };
+        }
+        log!("pg_keeper: worker started");
+        self.load_settings();
+        let mut next_round = Instant::now();
+        loop {
+            let wait = next_round.saturating_duration_since(Instant::now());
+            if !BackgroundWorker::wait_latch(Some(wait)) {
+                break;
+            }
+            let mut reload = BackgroundWorker::sighup_received();
+            if reload {
+                unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
+            }
+            let (registry_changed, settings_changed) = {
+                let mut st = shared::STATE.exclusive();
+                let flags = (st.reload_registry, st.reload_settings);
+                st.reload_registry = false;
+                st.reload_settings = false;
+                flags
+            };
+            reload |= settings_changed;
+            if reload {
+                self.load_settings();
+            }
+            // A registry change or new settings start a round at once; otherwise keep time.
+            if !(registry_changed || reload) && Instant::now() < next_round {
+                continue;
+            }
+            next_round = Instant::now() + self.settings.keepalive_time;
+            self.round();
+            if shutdown_requested() {
+                break;
+            }
+        }
+        let mut st = shared::STATE.exclusive();
+        st.worker_pid = 0;
+        st.mode = 0;
+        drop(st);
+        log!("pg_keeper: worker stopping");
+        // Exit code 1: if this was not a server shutdown (pg_terminate_backend, a stray
+        // SIGTERM), the postmaster starts the worker again after the restart interval.
+        unsafe { pg_sys::proc_exit(1) };
+    }
+
+    /// Settings with the seed's aliases resolved; whether the documented names were set
+    /// explicitly comes from pg_settings.source.
+    fn load_settings(&mut self) {
+        let explicit = BackgroundWorker::transaction(|| {
+            Spi::connect(|c| {
+                let mut time = false;
+                let mut count = false;
+                let rows = c.select(
+                    "SELECT name, source <> 'default' FROM pg_catalog.pg_settings \
+                     WHERE name IN ('pg_keeper.keepalive_time', 'pg_keeper.keepalive_count')",
+                    None,
+                    &[],
+                )?;
+                for row in rows {
+                    let name = row.get::<String>(1)?.unwrap_or_default();
+                    let set = row.get::<bool>(2)?.unwrap_or(false);
+                    if name.ends_with("time") {
+                        time = set;
+                    } else {
+                        count = set;
+                    }
+                }
+                Ok::<_, pgrx::spi::Error>((time, count))
+            })
+        })
+        .unwrap_or((true, true));
+        let (settings, warnings) = gucs::current(explicit.0, explicit.1);
+        for w in warnings {
+            warning!("pg_keeper: {w}");
+        }
+        if settings != self.settings || self.rounds == 0 {
+            log!(
+                "pg_keeper: settings: node_name={}, keepalive_time={}s, keepalive_count={}",
+                gucs::node_name().unwrap_or_default(),
+                settings.keepalive_time.as_secs_f64(),
+                settings.keepalive_count
+            );
+        }
+        self.settings = settings;
+    }
+
+    /// Deadline of one probe: below keepalive_time so a round always ends before the next
+    /// one is due, and capped so that a long interval never means a long wait on a dead peer.
+    fn probe_deadline(&self) -> Duration {
+        self.settings
+            .keepalive_time
+            .mul_f64(0.8)
+            .min(Duration::from_secs(10))
+    }
+
+    fn set_mode(&mut self, mode: Mode) {
+        if self.mode != Some(mode) {
+            match mode {
+                Mode::Master => log!("pg_keeper: entering master mode"),
+                Mode::Standby => log!("pg_keeper: entering standby mode"),
+                Mode::Idle => warning!(
+                    "pg_keeper: pg_keeper.node_name is not set; the worker stays idle until it is set and the configuration is reloaded"
+                ),
+            }
+            self.mode = Some(mode);
+            self.failed_rounds = 0;
+        }
+    }
+
+    fn round(&mut self) {
+        self.rounds += 1;
+        let Some(me) = gucs::node_name() else {
+            self.set_mode(Mode::Idle);
+            self.publish(Mode::Idle, "pg_keeper.node_name is not set", &[]);
+            return;
+        };
+        let mode = if unsafe { pg_sys::RecoveryInProgress() } {
+            Mode::Standby
+        } else {
+            Mode::Master
+        };
+        self.set_mode(mode);
+        let nodes =
+            match BackgroundWorker::transaction(|| Spi::connect(|c| registry_sql::read_nodes(c))) {
+                Ok(Some(n)) => n,
+                Ok(None) => {
+                    self.publish(mode, "extension not created", &[]);
+                    return;
+                }
+                Err(e) => {
+                    warning!("pg_keeper: cannot read pgkeeper.node_info: {e}");
+                    return;
+                }
+            };
+        if !nodes.iter().any(|n| n.name == me) {
+            self.publish(
+                mode,
+                &format!("not registered ({} nodes in node_info)", nodes.len()),
+                &[],
+            );
+            return;
+        }
+        match mode {
+            Mode::Master => self.master_round(&me, &nodes),
+            Mode::Standby => self.standby_round(&me, &nodes),
+            Mode::Idle => {}
+        }
+    }
+
+    /// Master mode: poll every registered standby, concurrently, each within the deadline.
+    fn master_round(&mut self, me: &str, nodes: &[Node]) {
+        let deadline = self.probe_deadline();
+        let peers: Vec<&Node> = nodes.iter().filter(|n| n.name != me).collect();
+        let futs = peers.iter().map(|n| {
+            let cfg = probe::config(&n.conninfo, None);
+            async move {
+                match cfg {
+                    Ok(cfg) => probe::poll(cfg, deadline).await,
+                    Err(e) => Err(e),
+                }
+            }
+        });
+        let Some(results) =
+            probe::block_on_cancellable(&self.rt, join_all(futs), shutdown_requested)
+        else {
+            return;
+        };
+        let peer_results: Vec<PeerResult> = peers
+            .iter()
+            .zip(results)
+            .map(|(n, r)| PeerResult {
+                name: n.name.clone(),
+                ok: r.is_ok(),
+                latency: *r.as_ref().unwrap_or(&Duration::ZERO),
+                error: r.err().unwrap_or_default(),
+            })
+            .collect();
+        let connected = peer_results.iter().filter(|p| p.ok).count();
+        self.failed_rounds = 0;
+        let state = if peers.is_empty() {
+            "no standbys".to_string()
+        } else {
+            format!("connected, {connected}")
+        };
+        self.publish(Mode::Master, &state, &peer_results);
+    }
+
+    /// Standby mode: poll the master directly and through every other standby, all at once.
+    fn standby_round(&mut self, me: &str, nodes: &[Node]) {
+        let Some(master) = nodes.iter().find(|n| n.is_master && n.name != me) else {
+            self.publish(Mode::Standby, "no master in node_info", &[]);
+            return;
+        };
+        let deadline = self.probe_deadline();
+        // The standby we ask must answer within our deadline, including its own probe.
+        let nested = deadline.mul_f64(0.5);
+        let others: Vec<&Node> = nodes
+            .iter()
+            .filter(|n| n.name != me && !n.is_master)
+            .collect();
+        let direct = {
+            let cfg = probe::config(&master.conninfo, None);
+            async move {
+                match cfg {
+                    Ok(cfg) => probe::poll(cfg, deadline).await,
+                    Err(e) => Err(e),
+                }
+            }
+        };
+        let db = gucs::database();
+        let indirect = join_all(others.iter().map(|n| {
+            let cfg = probe::config(&n.conninfo, Some(&db));
+            let target = master.conninfo.clone();
+            async move {
+                match cfg {
+                    Ok(cfg) => probe::poll_via(cfg, &target, deadline, nested).await,
+                    Err(e) => Err(e),
+                }
+            }
+        }));
+        let both = async { tokio::join!(direct, indirect) };
+        let Some((direct, indirect)) =
+            probe::block_on_cancellable(&self.rt, both, shutdown_requested)
+        else {
+            return;
+        };
+        let obs = RoundObservation {
+            direct_ok: direct.is_ok(),
+            indirect: others
+                .iter()
+                .zip(indirect.iter())
+                .map(|(n, r)| {
+                    let v = match r {
+                        Ok(true) => Indirect::Reached,
+                        Ok(false) => Indirect::Unreached,
+                        Err(_) => Indirect::NoAnswer,
+                    };
+                    (n.name.clone(), v)
+                })
+                .collect(),
+        };
+        let mut peer_results = vec![PeerResult {
+            name: master.name.clone(),
+            ok: direct.is_ok(),
+            latency: *direct.as_ref().unwrap_or(&Duration::ZERO),
+            error: direct.err().unwrap_or_default(),
+        }];
+        for (n, r) in others.iter().zip(indirect) {
+            peer_results.push(PeerResult {
+                name: n.name.clone(),
+                ok: r.is_ok(),
+                latency: Duration::ZERO,
+                error: match r {
+                    Ok(true) => String::new(),
+                    Ok(false) => format!("answered: cannot reach {}", master.name),
+                    Err(e) => e,
+                },
+            });
+        }
+        let state = match polling::evaluate(&obs) {
+            RoundOutcome::MasterAlive => {
+                if self.failed_rounds > 0 {
+                    log!("pg_keeper: master \"{}\" is reachable again", master.name);
+                }
+                self.failed_rounds = 0;
+                format!("connected to {}", master.name)
+            }
+            RoundOutcome::MasterUnreachable { confirmed_by } => {
+                self.failed_rounds += 1;
+                log!(
+                    "pg_keeper: master \"{}\" unreachable directly and through every answering standby (round {} of {}; confirmed by {} of {} other standbys)",
+                    master.name,
+                    self.failed_rounds,
+                    self.settings.keepalive_count,
+                    confirmed_by.len(),
+                    others.len()
+                );
+                format!(
+                    "master unreachable, {}/{}",
+                    self.failed_rounds, self.settings.keepalive_count
+                )
+            }
+        };
+        self.publish(Mode::Standby, &state, &peer_results);
+    }
+
+    fn publish(&mut self, mode: Mode, state: &str, peers: &[PeerResult]) {
+        let now = now_ms();
+        {
+            let mut st = shared::STATE.exclusive();
+            st.mode = mode.code();
+            shared::put_str(&mut st.state, state);
+            st.failed_rounds = self.failed_rounds;
+            st.rounds = self.rounds;
+            st.last_round_ms = now;
+            // Keep last_ok of peers we already knew.
+            let old = st.peers;
+            let old_n = st.npeers as usize;
+            st.npeers = peers.len().min(shared::MAX_PEERS) as u32;
+            for (i, p) in peers.iter().take(shared::MAX_PEERS).enumerate() {
+                let prev_ok = old[..old_n]
+                    .iter()
+                    .find(|o| shared::get_str(&o.name) == p.name)
+                    .map(|o| o.last_ok_ms)
+                    .unwrap_or(0);
+                let slot = &mut st.peers[i];
+                shared::put_str(&mut slot.name, &p.name);
+                slot.result = if p.ok { 1 } else { 2 };
+                slot.latency_us = p.latency.as_micros().min(u32::MAX as u128) as u32;
+                slot.last_ok_ms = if p.ok { now } else { prev_ok };
+                shared::put_str(&mut slot.error, &p.error);
+            }
+        }
+        let title = format!("{} ({state})", shared::mode_name(mode.code()));
+        if title != self.last_state {
+            set_title(&title);
+            self.last_state = title;
+        }
+    }
+}

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Installs what building and testing pg_keeper needs, only what is missing, on Debian 12.
+# Idempotent: a second run does nothing but check.
+set -euo pipefail
+PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
+PGRX_VERSION=0.18.0
+export PATH="$HOME/.cargo/bin:$PATH"
+
+say() { echo "[prereqs] $*" >&2; }
+
+pkgs=(postgresql-15 postgresql-server-dev-15 libclang-dev clang pkg-config nftables iproute2 procps)
+missing=()
+for p in "${pkgs[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+    if [ "$(id -u)" -ne 0 ]; then
+        say "missing Debian packages: ${missing[*]}"
+        say "run as root: apt-get install ${missing[*]}"
+        exit 1
+    fi
+    say "installing ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+if ! command -v cargo >/dev/null; then
+    say "cargo not found: install a Rust toolchain (rustup) first"
+    exit 1
+fi
+
+if ! cargo pgrx --version 2>/dev/null | grep -q "$PGRX_VERSION"; then
+    say "installing cargo-pgrx $PGRX_VERSION (takes about 5 minutes)"
+    cargo install cargo-pgrx --version "$PGRX_VERSION" --locked --quiet
+fi
+
+PGRX_HOME=${PGRX_HOME:-$HOME/.pgrx}
+if ! grep -qs "^pg15 = \"$PG_CONFIG\"" "$PGRX_HOME/config.toml"; then
+    say "registering $PG_CONFIG with cargo-pgrx"
+    cargo pgrx init --pg15 "$PG_CONFIG" >/dev/null
+fi
+say "ok"
