@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use anyhow::{anyhow, Context, Result};
 
-use crate::{chown_pg, hlog, proc, run_as_pg, run_checked, wait_until, Node};
+use crate::netns::{self, Blocks, NetSet};
+use crate::{chown_pg, hlog, proc, run_checked, wait_until, Node};
 
 /// Ports handed out in this process and not yet released (avoids collisions
 /// between clusters built in parallel threads). Collisions with other
@@ -58,6 +59,7 @@ pub struct ClusterBuilder {
     sync_names: Option<String>,
     keeper: bool,
     conf: Vec<String>,
+    netns: bool,
 }
 
 impl Default for ClusterBuilder {
@@ -75,6 +77,7 @@ impl ClusterBuilder {
             sync_names: None,
             keeper: false,
             conf: vec![],
+            netns: false,
         }
     }
     /// Base dir name prefix (same as the `new` argument).
@@ -104,6 +107,16 @@ impl ClusterBuilder {
         self
     }
 
+    /// Network-namespace mode (requires root): every node runs in its own
+    /// network namespace `pgk<X>n<i>` with address `10.213.X.i`, port 5432,
+    /// all connected through a bridge in a private "switch" namespace.
+    /// Enables [`Cluster::cut`], [`Cluster::isolate`], ... The test process
+    /// still reaches every node through its UNIX socket.
+    pub fn netns(mut self, on: bool) -> Self {
+        self.netns = on;
+        self
+    }
+
     /// Create, start and wait for the whole cluster (all standbys streaming).
     /// On error everything created so far is stopped and removed (via Drop).
     pub fn build(self) -> Result<Cluster> {
@@ -118,15 +131,41 @@ impl ClusterBuilder {
             base,
             nodes: Vec::new(),
             torn_down: false,
+            net: None,
+            blocks: Mutex::new(Vec::new()),
+        };
+        let total = self.standbys + 1;
+        if self.netns {
+            if total > 250 {
+                anyhow::bail!("netns mode supports at most 250 nodes");
+            }
+            netns::cleanup_stale_netns();
+            // stored in the cluster first, so a failure below still cleans up
+            let net = cluster.net.insert(NetSet::claim()?);
+            net.create(total)?;
+            *cluster.blocks.lock().unwrap() = vec![Blocks::default(); total];
+        }
+        // (namespace, address) of node i (1-based) in netns mode; in netns mode
+        // every node uses port 5432 (the namespaces are separate, and the
+        // UNIX sockets live in distinct directories).
+        let x = cluster.net.as_ref().map(|n| n.x);
+        let net_of =
+            |i: usize| x.map(|x| (netns::node_ns(x, i), netns::node_addr(x, i).to_string()));
+        let port_for = || -> Result<u16> {
+            if x.is_some() {
+                Ok(5432)
+            } else {
+                pick_port()
+            }
         };
 
         // ---- master: initdb + config
-        let m = Node::new(&cluster.base, "node1", pick_port()?)?;
+        let m = Node::new(&cluster.base, "node1", port_for()?, net_of(1))?;
         cluster.nodes.push(m);
         let m = &cluster.nodes[0];
         let data = m.data_dir().display().to_string();
         run_checked(
-            run_as_pg(
+            m.run_as_pg(
                 "initdb",
                 [
                     "-D",
@@ -163,21 +202,23 @@ impl ClusterBuilder {
         start_with_port_retry(m)?;
         m.wait_ready(Duration::from_secs(30))?;
         let master_port = m.port();
+        let master_addr = m.addr().to_string();
 
         // ---- standbys: pg_basebackup -R, fix primary_conninfo, own node.conf
         for i in 0..self.standbys {
             let name = format!("node{}", i + 2);
-            let s = Node::new(&cluster.base, &name, pick_port()?)?;
+            let s = Node::new(&cluster.base, &name, port_for()?, net_of(i + 2))?;
             cluster.nodes.push(s);
             let s = cluster.nodes.last().unwrap();
-            hlog!("{name}: pg_basebackup from port {master_port}");
+            hlog!("{name}: pg_basebackup from {master_addr}:{master_port}");
             let (sdata, mport) = (s.data_dir().display().to_string(), master_port.to_string());
+            // (inside the standby's namespace in netns mode)
             run_checked(
-                run_as_pg(
+                s.run_as_pg(
                     "pg_basebackup",
                     [
                         "-h",
-                        "127.0.0.1",
+                        &master_addr,
                         "-p",
                         &mport,
                         "-U",
@@ -193,7 +234,7 @@ impl ClusterBuilder {
                 ),
                 "pg_basebackup",
             )?;
-            set_primary_conninfo(s, master_port)?;
+            set_primary_conninfo(s, &master_addr, master_port)?;
             s.write_node_conf(&node_conf(s, self.keeper))?;
             start_with_port_retry(s)?;
         }
@@ -216,6 +257,8 @@ const HBA: &str = "\
 local all         all                trust
 host  all         all  127.0.0.1/32  trust
 host  replication all  127.0.0.1/32  trust
+host  all         all  10.213.0.0/16 trust
+host  replication all  10.213.0.0/16 trust
 ";
 
 const BASE_CONF: &str = "
@@ -238,7 +281,8 @@ log_connections = off
 
 fn node_conf(n: &Node, keeper: bool) -> String {
     let mut s = format!(
-        "# per-node settings (keeper-harness)\nport = {}\nunix_socket_directories = {}\ncluster_name = {}\n",
+        "# per-node settings (keeper-harness)\nlisten_addresses = {}\nport = {}\nunix_socket_directories = {}\ncluster_name = {}\n",
+        q(n.addr()),
         n.port(),
         q(&n.sock_dir().display().to_string()),
         q(n.name())
@@ -261,7 +305,7 @@ fn append_file(path: &Path, text: &str) -> Result<()> {
 
 /// Replace the primary_conninfo written by `pg_basebackup -R` with one that
 /// carries `application_name=<node>` (needed for synchronous_standby_names).
-fn set_primary_conninfo(n: &Node, master_port: u16) -> Result<()> {
+fn set_primary_conninfo(n: &Node, master_addr: &str, master_port: u16) -> Result<()> {
     let path = n.data_dir().join("postgresql.auto.conf");
     let old = std::fs::read_to_string(&path).unwrap_or_default();
     let mut new: String = old
@@ -272,7 +316,7 @@ fn set_primary_conninfo(n: &Node, master_port: u16) -> Result<()> {
     new += &format!(
         "primary_conninfo = {}\n",
         q(&format!(
-            "host=127.0.0.1 port={master_port} user=postgres application_name={}",
+            "host={master_addr} port={master_port} user=postgres application_name={}",
             n.name()
         ))
     );
@@ -283,6 +327,9 @@ fn set_primary_conninfo(n: &Node, master_port: u16) -> Result<()> {
 /// Start a node; if the log says the port was taken (another process grabbed
 /// it), pick a new port and retry (build time only).
 fn start_with_port_retry(n: &Node) -> Result<()> {
+    if n.ns().is_some() {
+        return n.start(); // private namespace: nobody else can hold the port
+    }
     let mut attempt = 0;
     loop {
         let before = std::fs::metadata(n.log_path())
@@ -343,6 +390,10 @@ pub struct Cluster {
     base: PathBuf,
     nodes: Vec<Node>,
     torn_down: bool,
+    /// Namespaces of this cluster (netns mode only).
+    net: Option<NetSet>,
+    /// Per-node (index = node number - 1) partition state, netns mode only.
+    blocks: Mutex<Vec<Blocks>>,
 }
 
 impl Cluster {
@@ -420,8 +471,13 @@ impl Cluster {
 
     /// Leave every server running and the directory in place (for `pgkeeper demo --keep`):
     /// nothing is stopped when the handle goes away. Returns the base dir.
+    /// In netns mode the namespaces stay too (until [`crate::cleanup_stale_netns`]
+    /// runs after this process has exited).
     pub fn keep_running(mut self) -> PathBuf {
         self.torn_down = true;
+        if let Some(n) = self.net.as_mut() {
+            n.leak();
+        }
         self.base.clone()
     }
 
@@ -434,7 +490,13 @@ impl Cluster {
         self.torn_down = true;
         for n in self.nodes.iter().rev() {
             n.force_stop();
-            release_port(n.port());
+            if self.net.is_none() {
+                release_port(n.port());
+            }
+        }
+        // namespaces go even with PGK_KEEP=1 (the servers are stopped anyway)
+        if let Some(net) = self.net.as_mut() {
+            net.destroy();
         }
         if std::env::var("PGK_KEEP").as_deref() == Ok("1") {
             hlog!("PGK_KEEP=1: keeping {}", self.base.display());
@@ -448,6 +510,147 @@ impl Cluster {
         } else {
             hlog!("removed {}", self.base.display());
         }
+    }
+}
+
+/// Partitions (netns mode only). Implemented with nftables `drop` rules in
+/// table `inet pgk` inside the node namespaces, rebuilt from `self.blocks`
+/// after every change, so every call is idempotent. Existing TCP connections
+/// are affected too (no conntrack exceptions): peers see a black hole.
+impl Cluster {
+    /// True if the cluster was built with `.netns(true)`.
+    pub fn is_netns(&self) -> bool {
+        self.net.is_some()
+    }
+
+    /// Index of node `name` in `nodes`, error in loopback mode / unknown name.
+    fn net_idx(&self, name: &str) -> Result<usize> {
+        if self.net.is_none() {
+            anyhow::bail!("partitions need a cluster built with .netns(true)");
+        }
+        self.nodes
+            .iter()
+            .position(|n| n.name() == name)
+            .ok_or_else(|| anyhow!("no node named {name:?}"))
+    }
+
+    fn ip_of(&self, i: usize) -> Ipv4Addr {
+        self.nodes[i].addr().parse().expect("netns node address")
+    }
+
+    /// Mutate the partition state under the lock, then push the rules of
+    /// every namespace whose state changed.
+    fn update_blocks(&self, f: impl FnOnce(&mut Vec<Blocks>)) -> Result<()> {
+        let mut b = self.blocks.lock().unwrap();
+        let before = b.clone();
+        f(&mut b);
+        for (i, n) in self.nodes.iter().enumerate() {
+            let (old, new) = (&before[i], &b[i]);
+            if old.isolated != new.isolated
+                || old.out_to != new.out_to
+                || old.in_from != new.in_from
+            {
+                netns::apply_blocks(n.ns().expect("netns node"), new)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Drop every packet from node `from` to node `to` (dropped both when
+    /// leaving `from` and when arriving at `to`). `to` can still send to
+    /// `from`, but TCP connections in either direction fail because the
+    /// replies (SYN-ACK / ACK) from `from` are dropped.
+    pub fn cut_oneway(&self, from: &str, to: &str) -> Result<()> {
+        let (f, t) = (self.net_idx(from)?, self.net_idx(to)?);
+        let (fa, ta) = (self.ip_of(f), self.ip_of(t));
+        hlog!("partition: {from} -> {to} dropped (one way)");
+        self.update_blocks(|b| {
+            b[f].out_to.insert(ta);
+            b[t].in_from.insert(fa);
+        })
+    }
+
+    /// Drop all traffic between `a` and `b`, both directions.
+    pub fn cut(&self, a: &str, b: &str) -> Result<()> {
+        let (ia, ib) = (self.net_idx(a)?, self.net_idx(b)?);
+        let (aa, ba) = (self.ip_of(ia), self.ip_of(ib));
+        hlog!("partition: {a} <-> {b} cut");
+        self.update_blocks(|bl| {
+            bl[ia].out_to.insert(ba);
+            bl[ia].in_from.insert(ba);
+            bl[ib].out_to.insert(aa);
+            bl[ib].in_from.insert(aa);
+        })
+    }
+
+    /// `a` can talk to nobody: all non-loopback traffic in `a`'s namespace
+    /// is dropped (its UNIX socket keeps working for the test process).
+    pub fn isolate(&self, a: &str) -> Result<()> {
+        let ia = self.net_idx(a)?;
+        hlog!("partition: {a} isolated");
+        self.update_blocks(|b| b[ia].isolated = true)
+    }
+
+    /// Restore traffic between `a` and `b` (removes `cut`/`cut_oneway` rules
+    /// between them, either direction). If `a` or `b` was isolated, the
+    /// isolation is turned into cuts to every OTHER node, i.e. only the
+    /// `a`<->`b` link comes back.
+    pub fn heal(&self, a: &str, b: &str) -> Result<()> {
+        let (ia, ib) = (self.net_idx(a)?, self.net_idx(b)?);
+        let addrs: Vec<Ipv4Addr> = (0..self.nodes.len()).map(|i| self.ip_of(i)).collect();
+        hlog!("partition: {a} <-> {b} healed");
+        self.update_blocks(|bl| {
+            for x in [ia, ib] {
+                if bl[x].isolated {
+                    bl[x].isolated = false;
+                    for (p, &pa) in addrs.iter().enumerate() {
+                        if p != x {
+                            bl[x].out_to.insert(pa);
+                            bl[x].in_from.insert(pa);
+                            bl[p].out_to.insert(addrs[x]);
+                            bl[p].in_from.insert(addrs[x]);
+                        }
+                    }
+                }
+            }
+            for (x, y) in [(ia, ib), (ib, ia)] {
+                bl[x].out_to.remove(&addrs[y]);
+                bl[x].in_from.remove(&addrs[y]);
+            }
+        })
+    }
+
+    /// Remove every partition rule in every namespace.
+    pub fn heal_all(&self) -> Result<()> {
+        if self.net.is_none() {
+            anyhow::bail!("partitions need a cluster built with .netns(true)");
+        }
+        hlog!("partition: all healed");
+        // re-apply everywhere (not only where state changed): cheap, and
+        // also repairs rules someone changed behind our back
+        let mut b = self.blocks.lock().unwrap();
+        for (i, n) in self.nodes.iter().enumerate() {
+            b[i] = Blocks::default();
+            netns::apply_blocks(n.ns().expect("netns node"), &b[i])?;
+        }
+        Ok(())
+    }
+
+    /// Reachability probe: can node `from` open a PostgreSQL session to node
+    /// `to` (over `to.conninfo()`, from inside `from`'s namespace) within
+    /// `timeout`? Runs `timeout <t> psql "<conninfo> connect_timeout=<t>" -c 'select 1'`.
+    pub fn can_connect(&self, from: &str, to: &str, timeout: Duration) -> bool {
+        let secs = timeout.as_secs().max(1).to_string();
+        let ci = format!("{} connect_timeout={secs}", self.node(to).conninfo());
+        let psql = crate::pg_bindir().join("psql");
+        let mut c = self.node(from).ns_command("timeout");
+        c.arg(&secs)
+            .arg(psql)
+            .args(["-X", "-At", "-c", "select 1", &ci])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        c.status().map(|s| s.success()).unwrap_or(false)
     }
 }
 

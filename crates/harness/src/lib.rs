@@ -8,6 +8,12 @@
 //! # Ok::<(), anyhow::Error>(())
 //! ```
 //!
+//! Network-namespace mode (`.netns(true)`, root only): each node gets its own
+//! network namespace and address 10.213.X.i so tests can cut links with
+//! [`Cluster::cut`], [`Cluster::cut_oneway`], [`Cluster::isolate`],
+//! [`Cluster::heal`] and [`Cluster::heal_all`]; see the `netns` module source.
+//! The SQL helpers always connect over the node's UNIX socket.
+//!
 //! SECURITY NOTE: clusters are configured with `trust` authentication for
 //! local, 127.0.0.1 and replication connections. Tests only!
 //!
@@ -28,10 +34,12 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 mod cluster;
+mod netns;
 mod node;
 pub mod proc;
 
 pub use cluster::{Cluster, ClusterBuilder};
+pub use netns::cleanup_stale_netns;
 pub use node::Node;
 
 pub use anyhow::{Error, Result};

@@ -28,11 +28,22 @@ pub struct Node {
     orphans: Mutex<Vec<i32>>,
     /// statement_timeout sent with every SQL-helper connection (None = server default).
     statement_timeout: Mutex<Option<Duration>>,
+    /// Network namespace the server runs in (netns mode), None = root namespace.
+    ns: Option<String>,
+    /// Address other nodes use to reach this node (listen_addresses):
+    /// 127.0.0.1 in loopback mode, 10.213.X.i in netns mode.
+    addr: String,
 }
 
 impl Node {
     /// Create the node's directories (`<base>/<name>`, `.../sock`); no initdb yet.
-    pub(crate) fn new(base: &Path, name: &str, port: u16) -> Result<Node> {
+    /// `net` = `Some((namespace, address))` in netns mode.
+    pub(crate) fn new(
+        base: &Path,
+        name: &str,
+        port: u16,
+        net: Option<(String, String)>,
+    ) -> Result<Node> {
         let dir = base.join(name);
         let sock_dir = dir.join("sock");
         for d in [&dir, &sock_dir] {
@@ -48,6 +59,11 @@ impl Node {
             dir,
             orphans: Mutex::new(Vec::new()),
             statement_timeout: Mutex::new(Some(Duration::from_secs(30))),
+            addr: net
+                .as_ref()
+                .map(|(_, a)| a.clone())
+                .unwrap_or_else(|| "127.0.0.1".into()),
+            ns: net.map(|(n, _)| n),
         })
     }
 
@@ -83,16 +99,70 @@ impl Node {
     pub fn node_conf_path(&self) -> PathBuf {
         self.data_dir.join("node.conf")
     }
-    /// libpq key=value conninfo for database `postgres`.
+    /// Network namespace of this node (netns mode only).
+    pub fn ns(&self) -> Option<&str> {
+        self.ns.as_deref()
+    }
+    /// Address other nodes use to reach this node (also `listen_addresses`):
+    /// `127.0.0.1`, or the namespace address `10.213.X.i` in netns mode.
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+    /// libpq key=value conninfo OTHER NODES use to reach this node, database
+    /// `postgres`: `host=<addr> port=<port> user=postgres dbname=postgres`.
+    /// In netns mode this address is not reachable from the test process
+    /// (root namespace); use [`Node::admin_conninfo`] there.
     pub fn conninfo(&self) -> String {
         self.conninfo_db("postgres")
     }
-    /// libpq key=value conninfo for database `db`.
+    /// Like [`Node::conninfo`] for database `db`.
     pub fn conninfo_db(&self, db: &str) -> String {
         format!(
-            "host=127.0.0.1 port={} user=postgres dbname={db}",
+            "host={} port={} user=postgres dbname={db}",
+            self.addr,
             self.port()
         )
+    }
+    /// Conninfo over the node's UNIX socket (host = sock dir), usable from the
+    /// test process in every mode and unaffected by partitions. This is what
+    /// the SQL helpers (`try_connect`, `query`, ...) use.
+    pub fn admin_conninfo(&self) -> String {
+        format!(
+            "host={} port={} user=postgres dbname=postgres",
+            self.sock_dir.display(),
+            self.port()
+        )
+    }
+    /// `Command` for `program` run inside this node's namespace
+    /// (`ip netns exec <ns> program`), or plainly in loopback mode. Runs as
+    /// the current user (root); useful for reachability probes in tests.
+    pub fn ns_command(&self, program: &str) -> std::process::Command {
+        match &self.ns {
+            Some(ns) => {
+                let mut c = std::process::Command::new("ip");
+                c.args(["netns", "exec", ns, program]);
+                c
+            }
+            None => std::process::Command::new(program),
+        }
+    }
+    /// Like [`crate::run_as_pg`], but inside this node's namespace.
+    pub(crate) fn run_as_pg<I, S>(&self, cmd: &str, args: I) -> std::process::Command
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        let inner = run_as_pg(cmd, args);
+        match &self.ns {
+            None => inner,
+            Some(ns) => {
+                let mut c = std::process::Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(inner.get_program());
+                c.args(inner.get_args());
+                c.current_dir("/");
+                c
+            }
+        }
     }
     /// Full contents of the server log (lossy UTF-8).
     pub fn log_contents(&self) -> String {
@@ -132,7 +202,9 @@ impl Node {
         let mut a: Vec<String> = args.iter().map(|s| s.to_string()).collect();
         a.push("-D".into());
         a.push(self.data_dir.display().to_string());
-        run_as_pg("pg_ctl", a)
+        // inside the node's namespace, so the postmaster (a daemonized
+        // grandchild of pg_ctl) inherits it
+        self.run_as_pg("pg_ctl", a)
     }
 
     /// `pg_ctl start -w -t 60 -l <log>`. Waits first for processes of a
@@ -340,7 +412,8 @@ impl Node {
         self.try_connect_db("postgres")
     }
 
-    /// Connect (NoTls, connect_timeout 3 s) to database `db`.
+    /// Connect (NoTls, connect_timeout 3 s) to database `db` over the node's
+    /// UNIX socket (see [`Node::admin_conninfo`]).
     ///
     /// The postgres crate's connect_timeout only covers the TCP connect, not
     /// the startup handshake, so a SIGSTOPped server would hang us forever.
@@ -348,7 +421,8 @@ impl Node {
     /// (the thread finishes by itself once the server dies or continues).
     pub fn try_connect_db(&self, db: &str) -> Result<postgres::Client> {
         let mut cfg = postgres::Config::new();
-        cfg.host("127.0.0.1")
+        // Unix socket: works from the root namespace whatever the partitions.
+        cfg.host_path(&self.sock_dir)
             .port(self.port())
             .user("postgres")
             .dbname(db)

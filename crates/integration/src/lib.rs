@@ -128,3 +128,101 @@ pub fn wait_replayed(master: &Node, standby: &Node) -> Result<()> {
     wait_until(PATIENCE, || replayed().unwrap_or(false))
         .map_err(|_| anyhow!("{} did not replay up to {lsn}", standby.name()))
 }
+
+/// A client inserting 1, 2, 3, ... into `pgk_writes` on one node, each on a fresh connection,
+/// recording every id whose COMMIT was acknowledged (even if the acknowledgement comes late).
+pub struct Writer {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    acked: std::sync::Arc<std::sync::Mutex<Vec<i64>>>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+pub const WRITES_TABLE: &str =
+    "CREATE TABLE IF NOT EXISTS pgk_writes (id bigint PRIMARY KEY, at timestamptz DEFAULT now())";
+
+impl Writer {
+    /// Start writing through `conninfo` every `every`. The table must exist.
+    pub fn start(conninfo: &str, every: Duration) -> Writer {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::{Arc, Mutex};
+        let stop = Arc::new(AtomicBool::new(false));
+        let acked = Arc::new(Mutex::new(Vec::new()));
+        let mut cfg: postgres::Config = conninfo.parse().expect("writer conninfo");
+        cfg.connect_timeout(Duration::from_secs(1));
+        let (s, a) = (stop.clone(), acked.clone());
+        let handle = std::thread::spawn(move || {
+            let mut id = 0i64;
+            while !s.load(Ordering::Relaxed) {
+                id += 1;
+                let (cfg, a, my) = (cfg.clone(), a.clone(), id);
+                // Each attempt on its own thread: a hung server must not stop the writer.
+                let t = std::thread::spawn(move || {
+                    if let Ok(mut c) = cfg.connect(postgres::NoTls) {
+                        if c.execute("INSERT INTO pgk_writes (id) VALUES ($1)", &[&my])
+                            .is_ok()
+                        {
+                            a.lock().unwrap().push(my);
+                        }
+                    }
+                });
+                let start = std::time::Instant::now();
+                while !t.is_finished() && start.elapsed() < Duration::from_secs(2) {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                std::thread::sleep(every);
+            }
+        });
+        Writer {
+            stop,
+            acked,
+            handle: Some(handle),
+        }
+    }
+
+    pub fn acked(&self) -> Vec<i64> {
+        self.acked.lock().unwrap().clone()
+    }
+
+    pub fn stop(mut self) -> Vec<i64> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+        self.acked()
+    }
+}
+
+/// Ids present in `pgk_writes` on `node`.
+pub fn rows(node: &Node) -> Vec<i64> {
+    let mut c = node.try_connect().expect("connect");
+    c.query("SELECT id FROM pgk_writes ORDER BY id", &[])
+        .expect("read rows")
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+/// Names of the nodes that accept writes now (answer and are not in recovery).
+pub fn writable(cluster: &Cluster) -> Vec<String> {
+    cluster
+        .nodes()
+        .iter()
+        .filter(|n| n.is_in_recovery().ok() == Some(false))
+        .map(|n| n.name().to_string())
+        .collect()
+}
+
+/// Whether `standby` streams from `primary` (seen in the primary's pg_stat_replication).
+pub fn streams_from(primary: &Node, standby: &str) -> bool {
+    primary
+        .try_connect()
+        .and_then(|mut c| {
+            Ok(c.query_one(
+                "SELECT count(*) FROM pg_stat_replication WHERE application_name = $1 AND state = 'streaming'",
+                &[&standby],
+            )?
+            .get::<_, i64>(0))
+        })
+        .map(|n| n == 1)
+        .unwrap_or(false)
+}

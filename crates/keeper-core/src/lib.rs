@@ -6,6 +6,8 @@
 //! be unit-tested, property-tested and simulated without a server.
 
 pub mod conninfo;
+pub mod failover;
+pub mod lsn;
 pub mod polling;
 pub mod registry;
 pub mod settings;

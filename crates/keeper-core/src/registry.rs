@@ -205,3 +205,50 @@ pub fn diff(old: &[Node], new: &[Node]) -> Vec<Change> {
     }
     out
 }
+
+/// node_info as the writable node `me` must keep it: `me` is the master (after a promotion
+/// the old master becomes a plain entry, to be rejoined), `is_sync` follows the
+/// configuration, and the next master is chosen among the standbys that are streaming now
+/// (`streaming`, by name): the first synchronous one in list order, else the lowest seqno.
+/// When no standby streams, the current next master is kept (unless it is `me`), so that
+/// a brief outage of every standby does not churn the registry.
+pub fn master_view(
+    nodes: &[Node],
+    me: &str,
+    sync: Option<&SyncConfig>,
+    streaming: &[&str],
+) -> Vec<Node> {
+    let mut out = nodes.to_vec();
+    for n in out.iter_mut() {
+        n.is_master = n.name == me;
+        n.is_sync = !n.is_master && sync.is_some_and(|s| s.lists(&n.name));
+    }
+    let is_streaming =
+        |n: &Node| !n.is_master && streaming.iter().any(|s| s.eq_ignore_ascii_case(&n.name));
+    let by_sync = out
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| n.is_sync && is_streaming(n))
+        .min_by_key(|(_, n)| sync.and_then(|s| s.position(&n.name)).unwrap_or(usize::MAX))
+        .map(|(i, _)| i);
+    let by_seqno = || {
+        out.iter()
+            .enumerate()
+            .filter(|(_, n)| is_streaming(n))
+            .min_by_key(|(_, n)| n.seqno)
+            .map(|(i, _)| i)
+    };
+    match by_sync.or_else(by_seqno) {
+        Some(i) => {
+            for (j, n) in out.iter_mut().enumerate() {
+                n.is_nextmaster = i == j;
+            }
+        }
+        None => {
+            for n in out.iter_mut().filter(|n| n.is_master) {
+                n.is_nextmaster = false;
+            }
+        }
+    }
+    out
+}

@@ -109,6 +109,50 @@ impl SyncConfig {
     }
 }
 
+fn quote_name(n: &str) -> String {
+    if !n.is_empty()
+        && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && !n.chars().all(|c| c.is_ascii_digit())
+    {
+        n.to_string()
+    } else {
+        format!("\"{}\"", n.replace('"', "\"\""))
+    }
+}
+
+/// Renders the value to put back in `synchronous_standby_names`.
+impl fmt::Display for SyncConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names: Vec<String> = self.names.iter().map(|n| quote_name(n)).collect();
+        let kw = match self.method {
+            SyncMethod::First => "FIRST",
+            SyncMethod::Any => "ANY",
+        };
+        write!(f, "{kw} {} ({})", self.num_sync, names.join(", "))
+    }
+}
+
+impl SyncConfig {
+    /// The configuration without `name` (a node that became the master cannot be its own
+    /// synchronous standby). `num_sync` shrinks with the list; None when nothing is left.
+    pub fn without(&self, name: &str) -> Option<SyncConfig> {
+        let names: Vec<String> = self
+            .names
+            .iter()
+            .filter(|n| !n.eq_ignore_ascii_case(name))
+            .cloned()
+            .collect();
+        if names.is_empty() {
+            return None;
+        }
+        Some(SyncConfig {
+            method: self.method,
+            num_sync: self.num_sync.min(names.len()),
+            names,
+        })
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Tok {
     Word(String),
@@ -349,6 +393,20 @@ mod tests {
             SyncConfig::parse("\"open"),
             Err(SyncNamesError::Syntax(_))
         ));
+    }
+
+    #[test]
+    fn without_and_display_round_trip() {
+        let c = p("FIRST 2 (node2, \"Odd name\", node3)");
+        let w = c.without("NODE2").unwrap();
+        assert_eq!(w.to_string(), "FIRST 2 (\"Odd name\", node3)");
+        assert_eq!(SyncConfig::parse(&w.to_string()).unwrap().unwrap(), w);
+        assert_eq!(p("node2").without("node2"), None);
+        assert_eq!(
+            p("ANY 2 (a, b)").without("a").unwrap().to_string(),
+            "ANY 1 (b)"
+        );
+        assert_eq!(p("1, 2").to_string(), "FIRST 1 (\"1\", \"2\")");
     }
 
     #[test]

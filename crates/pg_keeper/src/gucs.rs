@@ -11,6 +11,7 @@ pub static NODE_NAME: GucSetting<Option<CString>> = GucSetting::<Option<CString>
 pub static KEEPALIVE_TIME: GucSetting<f64> = GucSetting::<f64>::new(5.0);
 pub static KEEPALIVE_COUNT: GucSetting<i32> = GucSetting::<i32>::new(1);
 pub static AFTER_COMMAND: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+pub static TWO_NODE_FAILOVER: GucSetting<bool> = GucSetting::<bool>::new(false);
 pub static DATABASE: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(c"postgres"));
 // The seed's README also spells these two with an "s"; 0 means "not set".
@@ -55,6 +56,14 @@ pub fn register() {
         &AFTER_COMMAND,
         GucContext::Sighup,
         GucFlags::SUPERUSER_ONLY,
+    );
+    GucRegistry::define_bool_guc(
+        c"pg_keeper.two_node_failover",
+        c"Allow the standby of a two-node cluster to promote on its own observation (the seed's behaviour).",
+        c"Unsafe: a network cut between the two nodes then yields two masters. Off by default.",
+        &TWO_NODE_FAILOVER,
+        GucContext::Sighup,
+        GucFlags::default(),
     );
     GucRegistry::define_string_guc(
         c"pg_keeper.database",
@@ -105,7 +114,6 @@ pub fn node_name() -> Option<String> {
     string(&NODE_NAME)
 }
 
-#[allow(dead_code)] // used by the failover path (issue 2/5)
 pub fn after_command() -> Option<String> {
     string(&AFTER_COMMAND)
 }

@@ -7,12 +7,15 @@ use std::time::Duration;
 
 ::pgrx::pg_module_magic!(name, version);
 
+mod actions;
 mod api;
 mod gucs;
+mod master;
 mod probe;
 mod registry_sql;
 mod schema;
 mod shared;
+mod standby;
 mod worker;
 
 #[pg_guard]

@@ -7,9 +7,6 @@ use std::str::FromStr;
 use std::time::{Duration, Instant};
 use tokio_postgres::{Client, Config, NoTls};
 
-/// Outcome of one probe: latency when it answered, or why not.
-pub type Probe = Result<Duration, String>;
-
 /// Name this process's connections carry, so they are easy to tell apart in pg_stat_activity.
 const APP_NAME: &str = "pg_keeper";
 
@@ -80,35 +77,70 @@ where
     }
 }
 
-/// Direct poll: `SELECT 1` on the node.
-pub async fn poll(cfg: Config, deadline: Duration) -> Probe {
+/// What a polled node said: how long it took and whether it is in recovery (a standby).
+#[derive(Debug, Clone, Copy)]
+pub struct Answer {
+    pub latency: Duration,
+    pub in_recovery: bool,
+}
+
+/// Direct poll: `SELECT pg_is_in_recovery()` on the node.
+pub async fn poll(cfg: Config, deadline: Duration) -> Result<Answer, String> {
     let start = Instant::now();
-    with_client(cfg, deadline, |c| async move {
-        c.simple_query("SELECT 1").await.map(|_| ())
+    let in_recovery = with_client(cfg, deadline, |c| async move {
+        c.query_one("SELECT pg_catalog.pg_is_in_recovery()", &[])
+            .await
+            .map(|r| r.get::<_, bool>(0))
     })
     .await?;
-    Ok(start.elapsed())
+    Ok(Answer {
+        latency: start.elapsed(),
+        in_recovery,
+    })
+}
+
+/// What a standby said when asked to poll the master for us.
+#[derive(Debug, Clone, Copy)]
+pub struct ViaAnswer {
+    /// It reached the master.
+    pub reached: bool,
+    /// It is itself in recovery (false: it was promoted).
+    pub in_recovery: bool,
 }
 
 /// Indirect poll: ask `via` to poll `target_conninfo` within `nested` (passed as parameters,
-/// never pasted into SQL). Ok(true) when `via` answered and reached the target, Ok(false)
-/// when `via` answered but could not reach it, Err when `via` itself did not answer.
+/// never pasted into SQL). Err when `via` itself did not answer.
 pub async fn poll_via(
     via: Config,
     target_conninfo: &str,
     deadline: Duration,
     nested: Duration,
-) -> Result<bool, String> {
+) -> Result<ViaAnswer, String> {
     let target = target_conninfo.to_string();
-    let ms = nested.as_millis().min(i32::MAX as u128) as i32;
+    let ms = nested.as_millis().clamp(1, 60_000) as i32;
     with_client(via, deadline, |c| async move {
         let row = c
             .query_one(
-                "SELECT pgkeeper.indirect_polling($1::text, $2::integer)",
+                "SELECT pgkeeper.indirect_polling($1::text, $2::integer), pg_catalog.pg_is_in_recovery()",
                 &[&target, &ms],
             )
             .await?;
-        Ok(row.get::<_, bool>(0))
+        Ok(ViaAnswer { reached: row.get(0), in_recovery: row.get(1) })
+    })
+    .await
+}
+
+/// The switch point of a promoted node's newest timeline, read from its history file
+/// (needs superuser or pg_read_server_files on that node). None when it has no history.
+pub async fn fork_point(cfg: Config, deadline: Duration) -> Result<Option<String>, String> {
+    with_client(cfg, deadline, |c| async move {
+        let row = c
+            .query_one(
+                "SELECT pg_catalog.pg_read_file('pg_wal/' || substr(pg_catalog.pg_walfile_name(pg_catalog.pg_current_wal_lsn()), 1, 8) || '.history', 0, 1048576, true)",
+                &[],
+            )
+            .await?;
+        Ok(row.get::<_, Option<String>>(0))
     })
     .await
 }

@@ -6,17 +6,15 @@
 //! observations and carries out the actions.
 
 use crate::{gucs, probe, registry_sql, shared};
-use futures_util::future::join_all;
-use keeper_core::polling::{self, Indirect, RoundObservation, RoundOutcome};
+use keeper_core::failover::StandbyMode;
 use keeper_core::settings::Settings;
-use keeper_core::Node;
 use pgrx::bgworkers::{BackgroundWorker, SignalWakeFlags};
 use pgrx::prelude::*;
 use std::ffi::CString;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Mode {
+pub(crate) enum Mode {
     Master,
     Standby,
     /// Not configured (no pg_keeper.node_name): does nothing until it is set.
@@ -42,11 +40,11 @@ pub extern "C-unwind" fn pg_keeper_worker_main(_arg: pg_sys::Datum) {
 }
 
 /// SIGTERM seen (read without consuming pgrx's flag; set by its handler).
-fn shutdown_requested() -> bool {
+pub(crate) fn shutdown_requested() -> bool {
     unsafe { (&raw const pg_sys::ShutdownRequestPending).read_volatile() != 0 }
 }
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
@@ -59,22 +57,31 @@ fn set_title(s: &str) {
     }
 }
 
-struct Worker {
-    rt: tokio::runtime::Runtime,
-    settings: Settings,
+pub(crate) struct Worker {
+    pub(crate) rt: tokio::runtime::Runtime,
+    pub(crate) settings: Settings,
     mode: Option<Mode>,
-    failed_rounds: u32,
+    /// Standby mode's memory (consecutive failed rounds) from keeper-core.
+    pub(crate) standby: StandbyMode,
     rounds: u64,
-    /// Last state text, to log changes once instead of every round.
-    last_state: String,
+    /// Last process title, to set it only when it changes.
+    last_title: String,
+    /// Last notable condition logged (a hold, a conflict), to log changes once.
+    pub(crate) last_notice: String,
+    /// after_command started after a promotion, until it exits.
+    pub(crate) after_command: Option<std::process::Child>,
+    /// The node this standby re-pointed primary_conninfo at.
+    pub(crate) following: Option<String>,
+    /// Run the next round at once (after a promotion or a re-pointing).
+    pub(crate) hurry: bool,
 }
 
 /// Result of one peer's probe in a round, for shared memory.
-struct PeerResult {
-    name: String,
-    ok: bool,
-    latency: Duration,
-    error: String,
+pub(crate) struct PeerResult {
+    pub(crate) name: String,
+    pub(crate) ok: bool,
+    pub(crate) latency: Duration,
+    pub(crate) error: String,
 }
 
 impl Worker {
@@ -83,9 +90,13 @@ impl Worker {
             rt: probe::runtime(),
             settings: Settings::default(),
             mode: None,
-            failed_rounds: 0,
+            standby: StandbyMode::default(),
             rounds: 0,
-            last_state: String::new(),
+            last_title: String::new(),
+            last_notice: String::new(),
+            after_command: None,
+            following: None,
+            hurry: false,
         }
     }
 
@@ -117,10 +128,12 @@ impl Worker {
             if reload {
                 self.load_settings();
             }
+            self.check_after_command();
             // A registry change or new settings start a round at once; otherwise keep time.
-            if !(registry_changed || reload) && Instant::now() < next_round {
+            if !(registry_changed || reload || self.hurry) && Instant::now() < next_round {
                 continue;
             }
+            self.hurry = false;
             next_round = Instant::now() + self.settings.keepalive_time;
             self.round();
             if shutdown_requested() {
@@ -180,7 +193,7 @@ impl Worker {
 
     /// Deadline of one probe: below keepalive_time so a round always ends before the next
     /// one is due, and capped so that a long interval never means a long wait on a dead peer.
-    fn probe_deadline(&self) -> Duration {
+    pub(crate) fn probe_deadline(&self) -> Duration {
         self.settings
             .keepalive_time
             .mul_f64(0.8)
@@ -197,7 +210,8 @@ impl Worker {
                 ),
             }
             self.mode = Some(mode);
-            self.failed_rounds = 0;
+            self.standby = StandbyMode::default();
+            self.following = None;
         }
     }
 
@@ -214,18 +228,17 @@ impl Worker {
             Mode::Master
         };
         self.set_mode(mode);
-        let nodes =
-            match BackgroundWorker::transaction(|| Spi::connect(|c| registry_sql::read_nodes(c))) {
-                Ok(Some(n)) => n,
-                Ok(None) => {
-                    self.publish(mode, "extension not created", &[]);
-                    return;
-                }
-                Err(e) => {
-                    warning!("pg_keeper: cannot read pgkeeper.node_info: {e}");
-                    return;
-                }
-            };
+        let nodes = match BackgroundWorker::transaction(|| Spi::connect(registry_sql::read_nodes)) {
+            Ok(Some(n)) => n,
+            Ok(None) => {
+                self.publish(mode, "extension not created", &[]);
+                return;
+            }
+            Err(e) => {
+                warning!("pg_keeper: cannot read pgkeeper.node_info: {e}");
+                return;
+            }
+        };
         if !nodes.iter().any(|n| n.name == me) {
             self.publish(
                 mode,
@@ -241,150 +254,36 @@ impl Worker {
         }
     }
 
-    /// Master mode: poll every registered standby, concurrently, each within the deadline.
-    fn master_round(&mut self, me: &str, nodes: &[Node]) {
-        let deadline = self.probe_deadline();
-        let peers: Vec<&Node> = nodes.iter().filter(|n| n.name != me).collect();
-        let futs = peers.iter().map(|n| {
-            let cfg = probe::config(&n.conninfo, None);
-            async move {
-                match cfg {
-                    Ok(cfg) => probe::poll(cfg, deadline).await,
-                    Err(e) => Err(e),
+    /// Log how after_command ended, once it has.
+    fn check_after_command(&mut self) {
+        if let Some(child) = self.after_command.as_mut() {
+            match child.try_wait() {
+                Ok(Some(status)) if status.success() => {
+                    log!("pg_keeper: after_command finished successfully")
                 }
+                Ok(Some(status)) => warning!("pg_keeper: after_command failed: {status}"),
+                Ok(None) => return,
+                Err(e) => warning!("pg_keeper: after_command: {e}"),
             }
-        });
-        let Some(results) =
-            probe::block_on_cancellable(&self.rt, join_all(futs), shutdown_requested)
-        else {
-            return;
-        };
-        let peer_results: Vec<PeerResult> = peers
-            .iter()
-            .zip(results)
-            .map(|(n, r)| PeerResult {
-                name: n.name.clone(),
-                ok: r.is_ok(),
-                latency: *r.as_ref().unwrap_or(&Duration::ZERO),
-                error: r.err().unwrap_or_default(),
-            })
-            .collect();
-        let connected = peer_results.iter().filter(|p| p.ok).count();
-        self.failed_rounds = 0;
-        let state = if peers.is_empty() {
-            "no standbys".to_string()
-        } else {
-            format!("connected, {connected}")
-        };
-        self.publish(Mode::Master, &state, &peer_results);
-    }
-
-    /// Standby mode: poll the master directly and through every other standby, all at once.
-    fn standby_round(&mut self, me: &str, nodes: &[Node]) {
-        let Some(master) = nodes.iter().find(|n| n.is_master && n.name != me) else {
-            self.publish(Mode::Standby, "no master in node_info", &[]);
-            return;
-        };
-        let deadline = self.probe_deadline();
-        // The standby we ask must answer within our deadline, including its own probe.
-        let nested = deadline.mul_f64(0.5);
-        let others: Vec<&Node> = nodes
-            .iter()
-            .filter(|n| n.name != me && !n.is_master)
-            .collect();
-        let direct = {
-            let cfg = probe::config(&master.conninfo, None);
-            async move {
-                match cfg {
-                    Ok(cfg) => probe::poll(cfg, deadline).await,
-                    Err(e) => Err(e),
-                }
-            }
-        };
-        let db = gucs::database();
-        let indirect = join_all(others.iter().map(|n| {
-            let cfg = probe::config(&n.conninfo, Some(&db));
-            let target = master.conninfo.clone();
-            async move {
-                match cfg {
-                    Ok(cfg) => probe::poll_via(cfg, &target, deadline, nested).await,
-                    Err(e) => Err(e),
-                }
-            }
-        }));
-        let both = async { tokio::join!(direct, indirect) };
-        let Some((direct, indirect)) =
-            probe::block_on_cancellable(&self.rt, both, shutdown_requested)
-        else {
-            return;
-        };
-        let obs = RoundObservation {
-            direct_ok: direct.is_ok(),
-            indirect: others
-                .iter()
-                .zip(indirect.iter())
-                .map(|(n, r)| {
-                    let v = match r {
-                        Ok(true) => Indirect::Reached,
-                        Ok(false) => Indirect::Unreached,
-                        Err(_) => Indirect::NoAnswer,
-                    };
-                    (n.name.clone(), v)
-                })
-                .collect(),
-        };
-        let mut peer_results = vec![PeerResult {
-            name: master.name.clone(),
-            ok: direct.is_ok(),
-            latency: *direct.as_ref().unwrap_or(&Duration::ZERO),
-            error: direct.err().unwrap_or_default(),
-        }];
-        for (n, r) in others.iter().zip(indirect) {
-            peer_results.push(PeerResult {
-                name: n.name.clone(),
-                ok: r.is_ok(),
-                latency: Duration::ZERO,
-                error: match r {
-                    Ok(true) => String::new(),
-                    Ok(false) => format!("answered: cannot reach {}", master.name),
-                    Err(e) => e,
-                },
-            });
+            self.after_command = None;
         }
-        let state = match polling::evaluate(&obs) {
-            RoundOutcome::MasterAlive => {
-                if self.failed_rounds > 0 {
-                    log!("pg_keeper: master \"{}\" is reachable again", master.name);
-                }
-                self.failed_rounds = 0;
-                format!("connected to {}", master.name)
-            }
-            RoundOutcome::MasterUnreachable { confirmed_by } => {
-                self.failed_rounds += 1;
-                log!(
-                    "pg_keeper: master \"{}\" unreachable directly and through every answering standby (round {} of {}; confirmed by {} of {} other standbys)",
-                    master.name,
-                    self.failed_rounds,
-                    self.settings.keepalive_count,
-                    confirmed_by.len(),
-                    others.len()
-                );
-                format!(
-                    "master unreachable, {}/{}",
-                    self.failed_rounds, self.settings.keepalive_count
-                )
-            }
-        };
-        self.publish(Mode::Standby, &state, &peer_results);
     }
 
-    fn publish(&mut self, mode: Mode, state: &str, peers: &[PeerResult]) {
+    /// Log `msg` at LOG level once, until another notice replaces it.
+    pub(crate) fn notice_once(&mut self, msg: String) {
+        if self.last_notice != msg {
+            log!("{msg}");
+            self.last_notice = msg;
+        }
+    }
+
+    pub(crate) fn publish(&mut self, mode: Mode, state: &str, peers: &[PeerResult]) {
         let now = now_ms();
         {
             let mut st = shared::STATE.exclusive();
             st.mode = mode.code();
             shared::put_str(&mut st.state, state);
-            st.failed_rounds = self.failed_rounds;
+            st.failed_rounds = self.standby.failed_rounds;
             st.rounds = self.rounds;
             st.last_round_ms = now;
             // Keep last_ok of peers we already knew.
@@ -406,9 +305,9 @@ impl Worker {
             }
         }
         let title = format!("{} ({state})", shared::mode_name(mode.code()));
-        if title != self.last_state {
+        if title != self.last_title {
             set_title(&title);
-            self.last_state = title;
+            self.last_title = title;
         }
     }
 }

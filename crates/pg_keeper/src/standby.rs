@@ -1,0 +1,308 @@
+//! Standby mode: poll the master directly and through every other standby, let keeper-core
+//! decide (promote, hold, follow a new master), and carry the decision out.
+
+use crate::worker::{now_ms, shutdown_requested, Mode, PeerResult, Worker};
+use crate::{actions, gucs, probe, shared};
+use futures_util::future::join_all;
+use keeper_core::conninfo::ConnInfo;
+use keeper_core::failover::{follow, Decision, FailoverConfig, Follow, Hold};
+use keeper_core::lsn;
+use keeper_core::polling::{Indirect, RoundObservation};
+use keeper_core::{Node, SyncConfig};
+use pgrx::bgworkers::BackgroundWorker;
+use pgrx::prelude::*;
+use std::time::Duration;
+
+impl Worker {
+    pub(crate) fn standby_round(&mut self, me: &str, nodes: &[Node]) {
+        let Some(master) = nodes.iter().find(|n| n.is_master && n.name != me) else {
+            self.publish(Mode::Standby, "no master in node_info", &[]);
+            return;
+        };
+        let deadline = self.probe_deadline();
+        // The standby we ask must answer within our deadline, including its own probe.
+        let nested = deadline.mul_f64(0.5);
+        let others: Vec<&Node> = nodes
+            .iter()
+            .filter(|n| n.name != me && !n.is_master)
+            .collect();
+        let direct = {
+            let cfg = probe::config(&master.conninfo, None);
+            async move { probe::poll(cfg?, deadline).await }
+        };
+        let db = gucs::database();
+        let indirect = join_all(others.iter().map(|n| {
+            let cfg = probe::config(&n.conninfo, Some(&db));
+            let target = master.conninfo.clone();
+            async move { probe::poll_via(cfg?, &target, deadline, nested).await }
+        }));
+        let both = async { tokio::join!(direct, indirect) };
+        let Some((direct, indirect)) =
+            probe::block_on_cancellable(&self.rt, both, shutdown_requested)
+        else {
+            return;
+        };
+
+        let obs = RoundObservation {
+            direct_ok: direct.is_ok(),
+            indirect: others
+                .iter()
+                .zip(&indirect)
+                .map(|(n, r)| {
+                    let v = match r {
+                        Ok(a) if a.reached => Indirect::Reached,
+                        Ok(_) => Indirect::Unreached,
+                        Err(_) => Indirect::NoAnswer,
+                    };
+                    (n.name.clone(), v)
+                })
+                .collect(),
+        };
+        let writable: Vec<String> = others
+            .iter()
+            .zip(&indirect)
+            .filter(|(_, r)| matches!(r, Ok(a) if !a.in_recovery))
+            .map(|(n, _)| n.name.clone())
+            .collect();
+        let mut peers = vec![PeerResult {
+            name: master.name.clone(),
+            ok: direct.is_ok(),
+            latency: direct.as_ref().map(|a| a.latency).unwrap_or(Duration::ZERO),
+            error: direct.as_ref().err().cloned().unwrap_or_default(),
+        }];
+        for (n, r) in others.iter().zip(indirect) {
+            peers.push(PeerResult {
+                name: n.name.clone(),
+                ok: r.is_ok(),
+                latency: Duration::ZERO,
+                error: match r {
+                    Ok(a) if !a.in_recovery => "writable: promoted".into(),
+                    Ok(a) if a.reached => String::new(),
+                    Ok(_) => format!("answered: cannot reach {}", master.name),
+                    Err(e) => e,
+                },
+            });
+        }
+
+        let cfg = FailoverConfig {
+            keepalive_count: self.settings.keepalive_count,
+            two_node_failover: gucs::TWO_NODE_FAILOVER.get(),
+        };
+        let decision = self.standby.on_round(me, nodes, &obs, cfg);
+        let master_alive = decision == Decision::MasterAlive;
+
+        // Someone else already promoted: follow it rather than promote.
+        match follow(master_alive, &writable) {
+            Follow::NewMaster(new) => {
+                let state = self.follow_new_master(me, nodes, &new);
+                self.publish(Mode::Standby, &state, &peers);
+                return;
+            }
+            Follow::Conflict(w) => {
+                let msg = format!(
+                    "pg_keeper: CONFLICT: more than one writable node ({}{}); following none of them",
+                    if master_alive { format!("{}, ", master.name) } else { String::new() },
+                    w.join(", ")
+                );
+                if self.last_notice != msg {
+                    warning!("{msg}");
+                    self.last_notice = msg;
+                }
+            }
+            Follow::Stay => {}
+        }
+
+        let state = match decision {
+            Decision::MasterAlive => {
+                if self.last_notice.contains("unreachable") {
+                    self.notice_once(format!(
+                        "pg_keeper: master \"{}\" is reachable again",
+                        master.name
+                    ));
+                }
+                match &self.following {
+                    Some(f) if *f != master.name => {
+                        format!("connected to {} (following {f})", master.name)
+                    }
+                    _ => format!("connected to {}", master.name),
+                }
+            }
+            Decision::Suspect { failed_rounds } => {
+                log!(
+                    "pg_keeper: master \"{}\" unreachable directly and through every answering standby (round {failed_rounds} of {})",
+                    master.name,
+                    self.settings.keepalive_count
+                );
+                format!(
+                    "master unreachable, {failed_rounds}/{}",
+                    self.settings.keepalive_count
+                )
+            }
+            Decision::Hold { failed_rounds, why } => {
+                let why = match why {
+                    Hold::NotNextMaster => "this node is not the next master".to_string(),
+                    Hold::NoMajority { confirmations, registered } => format!(
+                        "only {confirmations} of {registered} registered nodes confirm it (a majority is needed{})",
+                        if registered == 2 { "; see pg_keeper.two_node_failover" } else { "" }
+                    ),
+                    Hold::NotInRegistry => "this node or the master is missing from node_info".to_string(),
+                };
+                self.notice_once(format!(
+                    "pg_keeper: master \"{}\" unreachable for {failed_rounds} rounds; not promoting: {why}",
+                    master.name
+                ));
+                format!("master unreachable, {failed_rounds} rounds; holding: {why}")
+            }
+            Decision::Promote {
+                old_master,
+                failed_rounds,
+                confirmed_by,
+            } => self.promote(me, &old_master, failed_rounds, &confirmed_by, nodes.len()),
+        };
+        self.publish(Mode::Standby, &state, &peers);
+    }
+
+    fn promote(
+        &mut self,
+        me: &str,
+        old_master: &str,
+        failed_rounds: u32,
+        confirmed_by: &[String],
+        registered: usize,
+    ) -> String {
+        log!(
+            "pg_keeper: promoting {me}: master \"{old_master}\" unreachable for {failed_rounds} rounds, confirmed by {} of {registered} registered nodes ({me}{}{})",
+            1 + confirmed_by.len(),
+            if confirmed_by.is_empty() { "" } else { ", " },
+            confirmed_by.join(", ")
+        );
+        match actions::promote() {
+            Ok(true) => {}
+            Ok(false) => {
+                warning!("pg_keeper: promotion did not complete within 60 s");
+                return "promotion did not complete".into();
+            }
+            Err(e) => {
+                warning!("pg_keeper: promotion failed: {e}");
+                return format!("promotion failed: {e}");
+            }
+        }
+        shared::STATE.exclusive().last_failover_ms = now_ms();
+        log!("pg_keeper: {me} promoted; switching to master mode");
+        self.drop_self_from_sync_names(me);
+        if let Some(cmd) = gucs::after_command() {
+            match actions::spawn_after_command(&cmd, old_master, me) {
+                Ok(child) => {
+                    log!("pg_keeper: after_command started (pid {})", child.id());
+                    self.after_command = Some(child);
+                }
+                Err(e) => warning!("pg_keeper: after_command could not start: {e}"),
+            }
+        }
+        self.hurry = true;
+        "promoted".into()
+    }
+
+    /// A master cannot be its own synchronous standby: if synchronous_standby_names (often the
+    /// same file on every node) names this node, every commit here would wait forever. Remove
+    /// it from the list (ALTER SYSTEM), keeping the other names.
+    fn drop_self_from_sync_names(&mut self, me: &str) {
+        let current = BackgroundWorker::transaction(|| {
+            Spi::connect(|c| {
+                c.select(
+                    "SELECT current_setting('synchronous_standby_names')",
+                    None,
+                    &[],
+                )?
+                .first()
+                .get_one::<String>()
+            })
+        });
+        let Ok(Some(current)) = current else { return };
+        let Ok(Some(cfg)) = SyncConfig::parse(&current) else {
+            return;
+        };
+        if !cfg.lists(me) {
+            return;
+        }
+        let new = cfg.without(me).map(|c| c.to_string()).unwrap_or_default();
+        match actions::alter_system("synchronous_standby_names", Some(&new)) {
+            Ok(()) => {
+                actions::reload_config();
+                if new.is_empty() {
+                    warning!(
+                        "pg_keeper: synchronous_standby_names named this node ({current:?}); set to '' on the new master: replication is asynchronous until you configure standbys"
+                    );
+                } else {
+                    log!("pg_keeper: synchronous_standby_names changed from {current:?} to {new:?} (this node is the master now)");
+                }
+            }
+            Err(e) => warning!("pg_keeper: cannot fix synchronous_standby_names: {e}"),
+        }
+    }
+
+    /// Point primary_conninfo at `new`, unless this standby holds WAL past `new`'s fork point.
+    fn follow_new_master(&mut self, me: &str, nodes: &[Node], new: &str) -> String {
+        if self.following.as_deref() == Some(new) {
+            return format!("following new master {new}");
+        }
+        let Some(node) = nodes.iter().find(|n| n.name == new) else {
+            return format!("new master {new} not in node_info");
+        };
+        let deadline = self.probe_deadline();
+        let fork = probe::config(&node.conninfo, None)
+            .map(|cfg| self.rt.block_on(probe::fork_point(cfg, deadline)));
+        let mine = BackgroundWorker::transaction(|| {
+            Spi::connect(|c| {
+                c.select(
+                    "SELECT greatest(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn())::text",
+                    None,
+                    &[],
+                )?
+                .first()
+                .get_one::<String>()
+            })
+        });
+        let fork = match fork {
+            Ok(Ok(Some(h))) => lsn::fork_point(&h),
+            Ok(Ok(None)) => None,
+            Ok(Err(e)) | Err(e) => {
+                self.notice_once(format!(
+                    "pg_keeper: cannot read {new}'s timeline history ({e}); retrying"
+                ));
+                return format!("new master {new}: checking timeline");
+            }
+        };
+        let mine = mine.ok().flatten().and_then(|s| lsn::parse(&s));
+        if let (Some(fork), Some(mine)) = (fork, mine) {
+            if !lsn::can_follow(mine, fork) {
+                let msg = format!(
+                    "pg_keeper: cannot follow new master \"{new}\": this standby has WAL up to {} but {new}'s timeline forked at {}; it needs pg_rewind or a new base backup (pgkeeper rejoin)",
+                    lsn::format(mine),
+                    lsn::format(fork)
+                );
+                if self.last_notice != msg {
+                    warning!("{msg}");
+                    self.last_notice = msg;
+                }
+                return format!("cannot follow {new}: needs rejoin");
+            }
+        }
+        let mut ci = match ConnInfo::parse(&node.conninfo) {
+            Ok(c) => c,
+            Err(e) => return format!("new master {new}: {e}"),
+        };
+        ci.set("application_name", me);
+        ci.remove("dbname");
+        if let Err(e) = actions::alter_system("primary_conninfo", Some(&ci.to_string())) {
+            warning!("pg_keeper: cannot set primary_conninfo: {e}");
+            return format!("cannot follow {new}: {e}");
+        }
+        actions::reload_config();
+        log!("pg_keeper: following new master \"{new}\" (primary_conninfo updated)");
+        self.following = Some(new.to_string());
+        self.standby = Default::default();
+        self.hurry = true;
+        format!("following new master {new}")
+    }
+}
