@@ -1,11 +1,11 @@
 //! `pgkeeper demo`: a real local 3-node cluster with pg_keeper, configured as in the seed's
 //! example (node2 synchronous), registered, and shown.
 
-use crate::status;
+use crate::{status, writer};
 use anyhow::{Context, Result};
 use keeper_harness::{wait_until, Cluster};
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 fn step(s: &str) {
     eprintln!("\n==> {s}");
@@ -70,6 +70,8 @@ pub fn run(keep: bool) -> Result<()> {
     step("pgkeeper status (every node asked)");
     print!("{}", status::render(&m.conninfo())?);
 
+    failover(&cluster)?;
+
     if keep {
         let base = cluster.base_dir().to_path_buf();
         let port = m.port();
@@ -89,6 +91,100 @@ pub fn run(keep: bool) -> Result<()> {
     } else {
         step("stopping the cluster (use --keep to leave it running)");
     }
+    Ok(())
+}
+
+/// A client writing through a multi-host connection string, the master killed, and the
+/// cluster re-forming around node2.
+fn failover(cluster: &Cluster) -> Result<()> {
+    let hosts: Vec<String> = cluster
+        .nodes()
+        .iter()
+        .map(|_| "127.0.0.1".to_string())
+        .collect();
+    let ports: Vec<String> = cluster
+        .nodes()
+        .iter()
+        .map(|n| n.port().to_string())
+        .collect();
+    let uri = format!(
+        "host={} port={} user=postgres dbname=postgres target_session_attrs=read-write connect_timeout=1",
+        hosts.join(","),
+        ports.join(",")
+    );
+    cluster
+        .master()
+        .execute("CREATE TABLE demo_writes (id bigint PRIMARY KEY, node text)")?;
+    step(&format!(
+        "a client inserts a row every 100 ms, each on a new connection to\n    {uri}"
+    ));
+    let writer = writer::Writer::start(&uri, Duration::from_millis(100))?;
+    std::thread::sleep(Duration::from_secs(3));
+    let before = writer.acked();
+    println!(
+        "{} rows acknowledged so far, all by {}",
+        before.len(),
+        before.last().map(|a| a.1.as_str()).unwrap_or("-")
+    );
+
+    step("kill -9 of node1's postmaster");
+    let killed = Instant::now();
+    cluster.master().kill9();
+    let new_master = loop {
+        if let Some((_, node)) = writer.acked_since(killed).first() {
+            break node.clone();
+        }
+        anyhow::ensure!(
+            killed.elapsed() < Duration::from_secs(60),
+            "no failover within 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let took = writer
+        .acked_since(killed)
+        .first()
+        .map(|(t, _)| t.duration_since(killed))
+        .unwrap_or_default();
+    println!(
+        "writes resumed on {new_master} {:.2} s after the kill",
+        took.as_secs_f64()
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let acked = writer.stop();
+
+    step("what the workers logged");
+    for n in &cluster.nodes()[1..] {
+        for line in n.log_contents().lines().filter(|l| {
+            l.contains("pg_keeper: promoting")
+                || l.contains("promoted;")
+                || l.contains("following new master")
+                || l.contains("node_info updated")
+                || l.contains("not promoting")
+        }) {
+            println!(
+                "{:<6} {}",
+                n.name(),
+                line.split("LOG:").last().unwrap_or(line).trim()
+            );
+        }
+    }
+
+    let n2 = cluster.node(&new_master);
+    let mut c = n2.try_connect()?;
+    let have: i64 = c.query_one("SELECT count(*) FROM demo_writes", &[])?.get(0);
+    step(&format!(
+        "{} rows acknowledged in all; {have} rows on {new_master}: none lost",
+        acked.len()
+    ));
+    anyhow::ensure!(
+        have as usize >= acked.len(),
+        "acknowledged rows are missing on {new_master}"
+    );
+
+    step(&format!(
+        "pgkeeper status (asked on {new_master}; node1 is down and needs a rejoin)"
+    ));
+    print!("{}", status::render(&n2.conninfo())?);
     Ok(())
 }
 

@@ -16,7 +16,31 @@ pub fn keeper_cluster(
     sync_names: Option<&str>,
     conf: &[&str],
 ) -> Cluster {
-    let mut b = Cluster::builder(name).standbys(standbys).keeper(true);
+    build_keeper_cluster(Cluster::builder(name), standbys, sync_names, conf)
+}
+
+/// The same, each node in its own network namespace (for partitions: `cut`, `isolate`).
+pub fn keeper_cluster_netns(
+    name: &str,
+    standbys: usize,
+    sync_names: Option<&str>,
+    conf: &[&str],
+) -> Cluster {
+    build_keeper_cluster(
+        Cluster::builder(name).netns(true),
+        standbys,
+        sync_names,
+        conf,
+    )
+}
+
+fn build_keeper_cluster(
+    b: keeper_harness::ClusterBuilder,
+    standbys: usize,
+    sync_names: Option<&str>,
+    conf: &[&str],
+) -> Cluster {
+    let mut b = b.standbys(standbys).keeper(true);
     if let Some(s) = sync_names {
         b = b.synchronous_standby_names(s);
     }
