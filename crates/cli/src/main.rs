@@ -4,6 +4,7 @@
 
 mod demo;
 mod status;
+mod writer;
 
 use std::process::ExitCode;
 
