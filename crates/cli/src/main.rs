@@ -2,6 +2,7 @@
 //! Results go to stdout, progress and errors to stderr; exit codes: 0 ok, 1 failure,
 //! 2 usage error.
 
+mod bench;
 mod demo;
 mod status;
 mod writer;
@@ -16,6 +17,9 @@ commands:
   demo [--keep]          build a local 3-node cluster with pg_keeper and show it
                          (--keep leaves it running and prints how to connect and stop it)
   demo --stop DIR        stop and remove a cluster left by demo --keep
+  bench [failover] [--runs N] [--out DIR]
+                         failover-time benchmark on local clusters (default 10 runs per
+                         configuration, env BENCH_RUNS; results in bench/results)
   help                   this text
 ";
 
@@ -44,6 +48,7 @@ fn main() -> ExitCode {
             },
             None => demo::run(rest.iter().any(|a| a == "--keep")),
         },
+        "bench" => bench::run(rest),
         "help" | "--help" | "-h" => {
             print!("{USAGE}");
             Ok(())

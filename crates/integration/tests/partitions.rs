@@ -96,16 +96,24 @@ fn isolated_master_is_replaced() {
 #[test]
 fn standby_ahead_of_new_master_reports_it_cannot_follow() {
     let cluster = keeper_cluster_netns("part-ahead", 2, None, &[KT, KC]);
-    let (n1, n2, n3) = (cluster.node("node1"), cluster.node("node2"), cluster.node("node3"));
+    let (n1, n2, n3) = (
+        cluster.node("node1"),
+        cluster.node("node2"),
+        cluster.node("node3"),
+    );
     wait_title(n2, "standby (connected to node1)").unwrap();
     cluster.cut("node1", "node2").unwrap();
-    n1.execute("CREATE TABLE ahead AS SELECT g FROM generate_series(1, 1000) g").unwrap();
+    n1.execute("CREATE TABLE ahead AS SELECT g FROM generate_series(1, 1000) g")
+        .unwrap();
     wait_replayed(n1, n3).unwrap();
     n1.kill9();
     wait_until(PATIENCE, || n2.is_in_recovery().ok() == Some(false)).expect("node2 promoted");
     wait_log(n3, "cannot follow new master \"node2\"").unwrap();
     wait_until(PATIENCE, || {
-        n3.query_one("SELECT state FROM pgkeeper.status()").ok().flatten().is_some_and(|s| s.contains("needs rejoin"))
+        n3.query_one("SELECT state FROM pgkeeper.status()")
+            .ok()
+            .flatten()
+            .is_some_and(|s| s.contains("needs rejoin"))
     })
     .expect("status says needs rejoin");
     assert!(!streams_from(n2, "node3"));

@@ -11,6 +11,7 @@ pub mod lsn;
 pub mod polling;
 pub mod registry;
 pub mod settings;
+pub mod sync_guard;
 pub mod sync_names;
 
 pub use registry::{Node, RegistryError};

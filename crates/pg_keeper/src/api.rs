@@ -242,6 +242,9 @@ fn _status_raw() -> TableIterator<
         name!(last_failover_epoch, Option<f64>),
         name!(worker_pid, Option<i32>),
         name!(peers, String),
+        name!(sync_state, String),
+        name!(sync_since_epoch, Option<f64>),
+        name!(sync_reason, String),
     ),
 > {
     if !shared::available() {
@@ -255,6 +258,9 @@ fn _status_raw() -> TableIterator<
             None,
             None,
             "[]".into(),
+            "unknown".into(),
+            None,
+            String::new(),
         ));
     }
     let st = *shared::STATE.share();
@@ -287,5 +293,8 @@ fn _status_raw() -> TableIterator<
         epoch(st.last_failover_ms),
         (st.worker_pid > 0).then_some(st.worker_pid),
         format!("[{}]", peers.join(",")),
+        shared::sync_state_name(st.sync_state).into(),
+        epoch(st.sync_since_ms),
+        shared::get_str(&st.sync_reason),
     ))
 }

@@ -16,6 +16,7 @@ mod registry_sql;
 mod schema;
 mod shared;
 mod standby;
+mod sync_state;
 mod worker;
 
 #[pg_guard]

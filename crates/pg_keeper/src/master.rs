@@ -59,6 +59,12 @@ impl Worker {
             }
             format!("CONFLICT: {} also writable", writable.join(", "))
         } else {
+            let unanswered: Vec<String> = peer_results
+                .iter()
+                .filter(|p| !p.ok)
+                .map(|p| p.name.clone())
+                .collect();
+            self.guard_sync(me, &unanswered);
             self.keep_node_info(me, nodes);
             if peers.is_empty() {
                 "no standbys".to_string()

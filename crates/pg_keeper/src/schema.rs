@@ -43,11 +43,13 @@ CREATE TRIGGER node_info_guard_truncate BEFORE TRUNCATE ON pgkeeper.node_info
 CREATE FUNCTION pgkeeper.status(
     OUT node_name text, OUT mode text, OUT state text, OUT failed_rounds integer,
     OUT rounds bigint, OUT last_round timestamptz, OUT last_failover timestamptz,
-    OUT worker_pid integer, OUT peers jsonb)
+    OUT worker_pid integer, OUT peers jsonb,
+    OUT sync_state text, OUT sync_since timestamptz, OUT sync_reason text)
 RETURNS SETOF record LANGUAGE sql VOLATILE AS $$
     SELECT node_name, mode, state, failed_rounds, rounds,
            to_timestamp(last_round_epoch), to_timestamp(last_failover_epoch),
-           worker_pid, peers::jsonb
+           worker_pid, peers::jsonb,
+           sync_state, to_timestamp(sync_since_epoch), nullif(sync_reason, '')
     FROM pgkeeper._status_raw()
 $$;
 

@@ -34,6 +34,10 @@ pub struct KeeperState {
     pub rounds: u64,
     pub last_round_ms: i64,
     pub last_failover_ms: i64,
+    /// 0 = none configured, 1 = synchronous, 2 = degraded, 3 = guard off (bad value).
+    pub sync_state: u8,
+    pub sync_since_ms: i64,
+    pub sync_reason: [u8; 256],
     pub npeers: u32,
     pub peers: [PeerState; MAX_PEERS],
 }
@@ -62,6 +66,9 @@ impl Default for KeeperState {
             rounds: 0,
             last_round_ms: 0,
             last_failover_ms: 0,
+            sync_state: 0,
+            sync_since_ms: 0,
+            sync_reason: [0; 256],
             npeers: 0,
             peers: [PeerState::default(); MAX_PEERS],
         }
@@ -98,6 +105,15 @@ pub fn put_str(dst: &mut [u8], s: &str) {
 pub fn get_str(src: &[u8]) -> String {
     let end = src.iter().position(|b| *b == 0).unwrap_or(src.len());
     String::from_utf8_lossy(&src[..end]).into_owned()
+}
+
+pub fn sync_state_name(s: u8) -> &'static str {
+    match s {
+        1 => "synchronous",
+        2 => "degraded",
+        3 => "guard off",
+        _ => "none configured",
+    }
 }
 
 pub fn mode_name(mode: u8) -> &'static str {

@@ -74,6 +74,10 @@ pub(crate) struct Worker {
     pub(crate) following: Option<String>,
     /// Run the next round at once (after a promotion or a re-pointing).
     pub(crate) hurry: bool,
+    /// Master mode's synchronous-replication guard (loaded on the first master round).
+    pub(crate) sync_guard: Option<keeper_core::sync_guard::SyncGuard>,
+    /// What is remembered while synchronous replication is degraded.
+    pub(crate) degraded: Option<crate::sync_state::Degraded>,
 }
 
 /// Result of one peer's probe in a round, for shared memory.
@@ -97,6 +101,8 @@ impl Worker {
             after_command: None,
             following: None,
             hurry: false,
+            sync_guard: None,
+            degraded: None,
         }
     }
 
@@ -212,6 +218,7 @@ impl Worker {
             self.mode = Some(mode);
             self.standby = StandbyMode::default();
             self.following = None;
+            self.sync_guard = None;
         }
     }
 

@@ -1,0 +1,1064 @@
+//! `pgkeeper bench [failover] [--runs N] [--out DIR]`: failover time of pg_keeper on real local
+//! 3-node clusters, measured from a client's point of view.
+//!
+//! For each configuration (keepalive_time x keepalive_count) and each run: a fresh cluster
+//! (node2 synchronous), a client writing every 50 ms on a fresh multi-host connection with
+//! `target_session_attrs=read-write`, `kill -9` of node1's postmaster at a random point of the
+//! polling loop, and the time from the kill to the first acknowledged write after it. Then the
+//! acknowledged rows are checked on the new master. Results: `failover.md`, `failover.svg`,
+//! `failover.json` in the output directory (default `bench/results`). See `bench/README.md`.
+
+use anyhow::{anyhow, bail, Context, Result};
+use keeper_harness::{wait_until, Cluster, Node};
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+const DEFAULT_RUNS: usize = 10;
+const WRITE_EVERY: Duration = Duration::from_millis(50);
+const ATTEMPT_BOUND: Duration = Duration::from_secs(1);
+const FAILOVER_DEADLINE: Duration = Duration::from_secs(60);
+const WRITES_TABLE: &str = "CREATE TABLE bench_writes (id bigint PRIMARY KEY, \
+     client_start_s double precision NOT NULL, at timestamptz NOT NULL DEFAULT clock_timestamp())";
+const PEERS: &str = "Patroni 22.1 s at defaults / 20.0 s at its fastest; \
+     pg_auto_failover 51.4 s / 2.9 s; repmgr 52.0 s / 1.07 s (unconfirmed)";
+
+/// One benchmarked configuration.
+#[derive(Clone, Copy)]
+struct Conf {
+    label: &'static str,
+    keepalive_time: f64,
+    keepalive_count: u32,
+    /// Target for the median failover time, seconds.
+    target: f64,
+}
+
+const CONFS: [Conf; 3] = [
+    Conf {
+        label: "1 s x 1",
+        keepalive_time: 1.0,
+        keepalive_count: 1,
+        target: 1.5,
+    },
+    Conf {
+        label: "1 s x 3",
+        keepalive_time: 1.0,
+        keepalive_count: 3,
+        target: 3.5,
+    },
+    Conf {
+        label: "5 s x 1 (defaults)",
+        keepalive_time: 5.0,
+        keepalive_count: 1,
+        target: 6.0,
+    },
+];
+
+/// What one run measured. Times in seconds, relative to the kill unless said otherwise.
+#[derive(Default, Clone)]
+struct Run {
+    conf: usize,
+    index: usize,
+    /// Random delay between the writer's first ack and the kill.
+    delay_s: f64,
+    /// Kill -> first acknowledged write after the kill (None: did not fail over).
+    failover_s: Option<f64>,
+    /// When the attempt that gave that first ack started (relative to the kill).
+    first_ack_started_s: Option<f64>,
+    new_master: Option<String>,
+    acked: usize,
+    attempts: usize,
+    lost: Option<usize>,
+    /// Writes acknowledged by node1 (an orphaned backend) after its postmaster was killed.
+    acked_by_old_after_kill: usize,
+    /// From node2's log: kill -> "promoting node2", kill -> "node2 promoted".
+    promoting_s: Option<f64>,
+    promoted_s: Option<f64>,
+    error: Option<String>,
+}
+
+// ------------------------------------------------------------------------------ arguments
+
+pub fn run(args: &[String]) -> Result<()> {
+    let mut runs = match std::env::var("BENCH_RUNS") {
+        Ok(v) if !v.trim().is_empty() => v
+            .trim()
+            .parse::<usize>()
+            .map_err(|_| anyhow!("BENCH_RUNS={v:?} is not a number"))?,
+        _ => DEFAULT_RUNS,
+    };
+    let mut out = PathBuf::from("bench/results");
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "failover" => {}
+            "--runs" => {
+                let v = it.next().ok_or_else(|| anyhow!("--runs needs a number"))?;
+                runs = v.parse().map_err(|_| anyhow!("--runs {v:?} is not a number"))?;
+            }
+            "--out" => out = PathBuf::from(it.next().ok_or_else(|| anyhow!("--out needs a directory"))?),
+            other => bail!("bench: unknown argument {other:?} (usage: pgkeeper bench [failover] [--runs N] [--out DIR])"),
+        }
+    }
+    anyhow::ensure!(runs >= 1, "--runs must be at least 1");
+    failover(runs, &out)
+}
+
+fn failover(runs: usize, out: &Path) -> Result<()> {
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let mut rng = XorShift::from_time();
+    let mut all: Vec<Run> = Vec::new();
+    let started = Instant::now();
+    for (ci, conf) in CONFS.iter().enumerate() {
+        for i in 0..runs {
+            let mut r = Run {
+                conf: ci,
+                index: i + 1,
+                ..Default::default()
+            };
+            if let Err(e) = one_run(conf, &mut rng, &mut r) {
+                r.failover_s = None;
+                r.error = Some(format!("{e:#}"));
+            }
+            match (r.failover_s, &r.error) {
+                (Some(t), _) => eprintln!(
+                    "run {}/{runs} {}: {t:.2} s (new master {}, lost {}, kill delay {:.2} s{})",
+                    i + 1,
+                    conf.label,
+                    r.new_master.as_deref().unwrap_or("?"),
+                    r.lost.map(|l| l.to_string()).unwrap_or("?".into()),
+                    r.delay_s,
+                    match (r.promoting_s, r.promoted_s) {
+                        (Some(a), Some(b)) =>
+                            format!("; promoting at {a:.2} s, promoted at {b:.2} s"),
+                        _ => String::new(),
+                    }
+                ),
+                (None, e) => eprintln!(
+                    "run {}/{runs} {}: FAILED: {}",
+                    i + 1,
+                    conf.label,
+                    e.as_deref().unwrap_or("?")
+                ),
+            }
+            all.push(r);
+            // Partial results survive an interrupted benchmark.
+            write_outputs(out, runs, &all, started.elapsed())?;
+        }
+    }
+    write_outputs(out, runs, &all, started.elapsed())?;
+    print!("{}", std::fs::read_to_string(out.join("failover.md"))?);
+    eprintln!("results in {}", out.display());
+    Ok(())
+}
+
+// ------------------------------------------------------------------------------ one run
+
+fn one_run(conf: &Conf, rng: &mut XorShift, r: &mut Run) -> Result<()> {
+    let cluster = Cluster::builder("bench")
+        .standbys(2)
+        .synchronous_standby_names("node2")
+        .keeper(true)
+        .conf(&format!(
+            "pg_keeper.keepalive_time = {}",
+            conf.keepalive_time
+        ))
+        .conf(&format!(
+            "pg_keeper.keepalive_count = {}",
+            conf.keepalive_count
+        ))
+        .build()
+        .context("building the cluster")?;
+    let res = measure(&cluster, conf, rng, r);
+    drop(cluster); // tear down before the next run
+    res
+}
+
+fn measure(cluster: &Cluster, conf: &Conf, rng: &mut XorShift, r: &mut Run) -> Result<()> {
+    let (n1, n2) = (cluster.node("node1"), cluster.node("node2"));
+    {
+        let mut c = n1.try_connect()?;
+        c.batch_execute("CREATE EXTENSION pg_keeper")?;
+        for n in cluster.nodes() {
+            let ci = n.conninfo();
+            c.query_one("SELECT pgkeeper.add_node($1, $2)", &[&n.name(), &ci])
+                .with_context(|| format!("add_node {}", n.name()))?;
+        }
+        c.batch_execute(WRITES_TABLE)?;
+    }
+    wait_connected(cluster)?;
+
+    // The client: one multi-host conninfo over all three nodes.
+    let hosts: Vec<&str> = cluster.nodes().iter().map(|n| n.addr()).collect();
+    let ports: Vec<String> = cluster
+        .nodes()
+        .iter()
+        .map(|n| n.port().to_string())
+        .collect();
+    let conninfo = format!(
+        "host={} port={} user=postgres dbname=postgres target_session_attrs=read-write connect_timeout=1 application_name=pgkeeper-bench",
+        hosts.join(","),
+        ports.join(",")
+    );
+    let port_names: Vec<(i32, String)> = cluster
+        .nodes()
+        .iter()
+        .map(|n| (n.port() as i32, n.name().to_string()))
+        .collect();
+    let epoch = Instant::now();
+    let writer = Writer::start(&conninfo, epoch)?;
+
+    // At least one write acknowledged by node1 before the kill.
+    wait_until(Duration::from_secs(20), || {
+        writer.snapshot().iter().any(|a| a.ok)
+    })
+    .map_err(|_| {
+        anyhow!(
+            "the writer got no acknowledgement before the kill: {:?}",
+            writer.last_error()
+        )
+    })?;
+    r.delay_s = conf.keepalive_time * rng.unit();
+    std::thread::sleep(Duration::from_secs_f64(r.delay_s));
+    let kill_wall = SystemTime::now();
+    let kill_at = epoch.elapsed().as_secs_f64();
+    n1.kill9();
+
+    // First acknowledged write after the kill, from another node than node1.
+    let deadline = Instant::now() + FAILOVER_DEADLINE;
+    let first = loop {
+        let found = writer
+            .snapshot()
+            .iter()
+            .filter(|a| a.ok && a.end > kill_at && a.port != Some(n1.port() as i32))
+            .min_by(|a, b| a.end.total_cmp(&b.end))
+            .cloned();
+        if let Some(a) = found {
+            break Some(a);
+        }
+        if Instant::now() >= deadline {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    // Let the writer go on a little on the new master, then stop it.
+    if first.is_some() {
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let attempts = writer.stop();
+    r.attempts = attempts.len();
+    let acked: Vec<i64> = attempts.iter().filter(|a| a.ok).map(|a| a.id).collect();
+    r.acked = acked.len();
+    r.acked_by_old_after_kill = attempts
+        .iter()
+        .filter(|a| a.ok && a.end > kill_at && a.port == Some(n1.port() as i32))
+        .count();
+    let (promoting, promoted) = log_breakdown(n2, kill_wall);
+    r.promoting_s = promoting;
+    r.promoted_s = promoted;
+
+    let Some(first) = first else {
+        let states: Vec<String> = cluster
+            .nodes()
+            .iter()
+            .skip(1)
+            .map(|n| {
+                format!(
+                    "{}: {:?}",
+                    n.name(),
+                    n.query_one("SELECT state FROM pgkeeper.status()")
+                        .unwrap_or_else(|e| Some(e.to_string()))
+                )
+            })
+            .collect();
+        bail!(
+            "no acknowledged write within {FAILOVER_DEADLINE:?} of the kill; last client error: {:?}; {}",
+            attempts.iter().rev().find_map(|a| a.err.clone()),
+            states.join("; ")
+        );
+    };
+    r.failover_s = Some(first.end - kill_at);
+    r.first_ack_started_s = Some(first.start - kill_at);
+    let new_master = port_names
+        .iter()
+        .find(|(p, _)| Some(*p) == first.port)
+        .map(|(_, n)| n.clone())
+        .unwrap_or_else(|| format!("port {:?}", first.port));
+    r.new_master = Some(new_master.clone());
+
+    // No acknowledged row may be missing on the new master.
+    let node: &Node = cluster.get_node(&new_master).unwrap_or(n2);
+    let have: std::collections::HashSet<i64> = node
+        .try_connect()?
+        .query("SELECT id FROM bench_writes", &[])?
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    r.lost = Some(acked.iter().filter(|id| !have.contains(id)).count());
+    Ok(())
+}
+
+/// Every worker connected: node1 'connected, 2', the standbys 'connected to node1...'.
+fn wait_connected(cluster: &Cluster) -> Result<()> {
+    let state = |n: &Node| -> String {
+        n.query_one("SELECT state FROM pgkeeper.status()")
+            .ok()
+            .flatten()
+            .unwrap_or_default()
+    };
+    let ok = || {
+        cluster.nodes().iter().all(|n| {
+            let s = state(n);
+            if n.name() == "node1" {
+                s == "connected, 2"
+            } else {
+                s.starts_with("connected to node1")
+            }
+        })
+    };
+    wait_until(Duration::from_secs(60), ok).map_err(|_| {
+        let states: Vec<String> = cluster
+            .nodes()
+            .iter()
+            .map(|n| format!("{}: {:?}", n.name(), state(n)))
+            .collect();
+        anyhow!(
+            "workers did not all connect within 60 s: {}",
+            states.join("; ")
+        )
+    })
+}
+
+/// Seconds from the kill to node2's "promoting node2" and "node2 promoted" log lines.
+/// The log's timestamps (`%m`, UTC in these clusters) have millisecond resolution.
+fn log_breakdown(n2: &Node, kill: SystemTime) -> (Option<f64>, Option<f64>) {
+    let kill_s = kill
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0);
+    let log = n2.log_contents();
+    let at = |needle: &str| -> Option<f64> {
+        log.lines()
+            .filter(|l| l.contains(needle))
+            .filter_map(parse_log_time)
+            .map(|t| t - kill_s)
+            .find(|d| *d > -0.01)
+    };
+    (
+        at("pg_keeper: promoting node2"),
+        at("pg_keeper: node2 promoted"),
+    )
+}
+
+/// `2026-11-25 18:40:56.123 UTC ...` -> seconds since the epoch (UTC/GMT only).
+fn parse_log_time(line: &str) -> Option<f64> {
+    let mut parts = line.split_whitespace();
+    let (date, time, tz) = (parts.next()?, parts.next()?, parts.next()?);
+    if tz != "UTC" && tz != "GMT" {
+        return None;
+    }
+    let d: Vec<i64> = date
+        .split('-')
+        .map(|x| x.parse().ok())
+        .collect::<Option<_>>()?;
+    let t: Vec<f64> = time
+        .split(':')
+        .map(|x| x.parse().ok())
+        .collect::<Option<_>>()?;
+    if d.len() != 3 || t.len() != 3 {
+        return None;
+    }
+    let days = days_from_civil(d[0], d[1], d[2]);
+    Some(days as f64 * 86400.0 + t[0] * 3600.0 + t[1] * 60.0 + t[2])
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = if y >= 0 { y } else { y - 399 } / 400;
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146097 + doe - 719468
+}
+
+// ------------------------------------------------------------------------------ the client
+
+#[derive(Clone, Debug)]
+struct Attempt {
+    id: i64,
+    /// Seconds since the run's epoch.
+    start: f64,
+    end: f64,
+    ok: bool,
+    /// `inet_server_port()` of the server that acknowledged.
+    port: Option<i32>,
+    err: Option<String>,
+}
+
+/// Writes every 50 ms on a fresh connection, each attempt on its own thread; the loop waits
+/// at most 1 s for an attempt, so a hung connect never stalls it longer than that.
+struct Writer {
+    stop: Arc<AtomicBool>,
+    attempts: Arc<Mutex<Vec<Attempt>>>,
+    in_flight: Arc<AtomicUsize>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Writer {
+    fn start(conninfo: &str, epoch: Instant) -> Result<Writer> {
+        let cfg: postgres::Config = conninfo.parse().context("writer conninfo")?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let attempts = Arc::new(Mutex::new(Vec::new()));
+        let in_flight = Arc::new(AtomicUsize::new(0));
+        let (s, at, inf) = (stop.clone(), attempts.clone(), in_flight.clone());
+        let handle = std::thread::Builder::new()
+            .name("bench-writer".into())
+            .spawn(move || {
+                let mut id = 0i64;
+                let mut next = Instant::now();
+                while !s.load(Ordering::Relaxed) {
+                    id += 1;
+                    let (cfg, at, inf, my) = (cfg.clone(), at.clone(), inf.clone(), id);
+                    inf.fetch_add(1, Ordering::SeqCst);
+                    let t = std::thread::spawn(move || {
+                        let start = epoch.elapsed().as_secs_f64();
+                        let res = (|| -> Result<i32, postgres::Error> {
+                            let mut c = cfg.connect(postgres::NoTls)?;
+                            let row = c.query_one(
+                                "INSERT INTO bench_writes (id, client_start_s) VALUES ($1, $2) \
+                             RETURNING inet_server_port()",
+                                &[&my, &start],
+                            )?;
+                            Ok(row.get(0))
+                        })();
+                        let end = epoch.elapsed().as_secs_f64();
+                        let a = match res {
+                            Ok(port) => Attempt {
+                                id: my,
+                                start,
+                                end,
+                                ok: true,
+                                port: Some(port),
+                                err: None,
+                            },
+                            Err(e) => Attempt {
+                                id: my,
+                                start,
+                                end,
+                                ok: false,
+                                port: None,
+                                err: Some(e.to_string()),
+                            },
+                        };
+                        at.lock().unwrap().push(a);
+                        inf.fetch_sub(1, Ordering::SeqCst);
+                    });
+                    let t0 = Instant::now();
+                    while !t.is_finished() && t0.elapsed() < ATTEMPT_BOUND {
+                        std::thread::sleep(Duration::from_millis(2));
+                    }
+                    next += WRITE_EVERY;
+                    let now = Instant::now();
+                    if next > now {
+                        std::thread::sleep(next - now);
+                    } else {
+                        next = now;
+                    }
+                }
+            })?;
+        Ok(Writer {
+            stop,
+            attempts,
+            in_flight,
+            handle: Some(handle),
+        })
+    }
+
+    fn snapshot(&self) -> Vec<Attempt> {
+        self.attempts.lock().unwrap().clone()
+    }
+
+    fn last_error(&self) -> Option<String> {
+        self.attempts
+            .lock()
+            .unwrap()
+            .iter()
+            .rev()
+            .find_map(|a| a.err.clone())
+    }
+
+    /// Stop, give in-flight attempts up to 3 s to finish, and return what was recorded
+    /// (an attempt still unfinished then counts as not acknowledged).
+    fn stop(mut self) -> Vec<Attempt> {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+        let _ = wait_until(Duration::from_secs(3), || {
+            self.in_flight.load(Ordering::SeqCst) == 0
+        });
+        let mut v = self.snapshot();
+        v.sort_by_key(|a| a.id);
+        v
+    }
+}
+
+// ------------------------------------------------------------------------------ statistics
+
+struct Stats {
+    runs: usize,
+    failures: usize,
+    min: f64,
+    median: f64,
+    p95: f64,
+    max: f64,
+    lost: usize,
+}
+
+/// Median: middle value (mean of the two middle ones for an even count).
+/// p95: nearest rank, the ceil(0.95 n)-th smallest value.
+fn stats(runs: &[&Run]) -> Option<Stats> {
+    let mut v: Vec<f64> = runs.iter().filter_map(|r| r.failover_s).collect();
+    let failures = runs.len() - v.len();
+    let lost = runs.iter().filter_map(|r| r.lost).sum();
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    let n = v.len();
+    let median = if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    };
+    let rank = ((0.95 * n as f64).ceil() as usize).clamp(1, n);
+    Some(Stats {
+        runs: runs.len(),
+        failures,
+        min: v[0],
+        median,
+        p95: v[rank - 1],
+        max: v[n - 1],
+        lost,
+    })
+}
+
+fn median_of(mut v: Vec<f64>) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    let n = v.len();
+    Some(if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    })
+}
+
+// ------------------------------------------------------------------------------ outputs
+
+fn sh(cmd: &str, args: &[&str]) -> String {
+    std::process::Command::new(cmd)
+        .args(args)
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|| "?".into())
+}
+
+fn write_outputs(out: &Path, runs_per_conf: usize, all: &[Run], took: Duration) -> Result<()> {
+    let date = sh("date", &["-u", "+%Y-%m-%d %H:%M UTC"]);
+    let machine = format!(
+        "{} CPUs (nproc), Linux {} (uname -r)",
+        sh("nproc", &[]),
+        sh("uname", &["-r"])
+    );
+    let per_conf: Vec<Vec<&Run>> = (0..CONFS.len())
+        .map(|ci| all.iter().filter(|r| r.conf == ci).collect())
+        .collect();
+    let stats: Vec<Option<Stats>> = per_conf.iter().map(|rs| stats(rs)).collect();
+
+    // ---- markdown
+    let mut md = String::new();
+    writeln!(md, "# pg_keeper failover benchmark\n")?;
+    writeln!(md, "- date: {date}")?;
+    writeln!(md, "- machine: {machine}")?;
+    writeln!(
+        md,
+        "- method: `pgkeeper bench failover` ({runs_per_conf} runs per configuration, {:.0} min in all); \
+         3 local nodes, node2 synchronous; a client writes every 50 ms on a fresh multi-host \
+         connection (`target_session_attrs=read-write`, `connect_timeout=1`); node1's postmaster is \
+         killed with SIGKILL at a random point of the polling loop; failover time = first \
+         acknowledged write after the kill minus the kill instant. See `bench/README.md`.\n",
+        took.as_secs_f64() / 60.0
+    )?;
+    writeln!(md, "| keepalive_time x count | runs | failures | min s | median s | p95 s | max s | lost rows | new master | target (median) | met |")?;
+    writeln!(md, "|---|---:|---:|---:|---:|---:|---:|---:|---|---|---|")?;
+    for (ci, conf) in CONFS.iter().enumerate() {
+        let rs = &per_conf[ci];
+        let masters = {
+            let mut m: Vec<(String, usize)> = Vec::new();
+            for r in rs.iter().filter_map(|r| r.new_master.clone()) {
+                match m.iter_mut().find(|(n, _)| *n == r) {
+                    Some(e) => e.1 += 1,
+                    None => m.push((r, 1)),
+                }
+            }
+            m.iter()
+                .map(|(n, c)| format!("{n} x{c}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        match &stats[ci] {
+            Some(s) => writeln!(
+                md,
+                "| {} | {} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {} | <= {} s | {} |",
+                conf.label,
+                s.runs,
+                s.failures,
+                s.min,
+                s.median,
+                s.p95,
+                s.max,
+                s.lost,
+                masters,
+                conf.target,
+                if s.median <= conf.target && s.failures == 0 && s.lost == 0 {
+                    "yes"
+                } else if s.median <= conf.target {
+                    "median yes, but see failures/lost rows"
+                } else {
+                    "**no**"
+                }
+            )?,
+            None if rs.is_empty() => writeln!(
+                md,
+                "| {} | 0 | - | - | - | - | - | - | - | <= {} s | not run |",
+                conf.label, conf.target
+            )?,
+            None => writeln!(
+                md,
+                "| {} | {} | {} | - | - | - | - | - | - | <= {} s | **no** |",
+                conf.label,
+                rs.len(),
+                rs.len(),
+                conf.target
+            )?,
+        }
+    }
+    writeln!(md, "\nTargets: median <= 1.5 s at 1 s x 1, <= 3.5 s at 1 s x 3, <= 6 s at the defaults (5 s x 1).")?;
+    writeln!(md, "\nPeers, for comparison (from the issue): {PEERS}.")?;
+
+    writeln!(
+        md,
+        "\n## Where the time goes (medians, seconds after the kill)\n"
+    )?;
+    writeln!(md, "From node2's server log (`pg_keeper: promoting node2`, `node2 promoted`) and the client.\n")?;
+    writeln!(md, "| keepalive_time x count | kill delay (random) | promotion decided | promoted | first ack | decided -> promoted | promoted -> first ack |")?;
+    writeln!(md, "|---|---:|---:|---:|---:|---:|---:|")?;
+    let f = |x: Option<f64>| x.map(|v| format!("{v:.2}")).unwrap_or("-".into());
+    for (ci, conf) in CONFS.iter().enumerate() {
+        let rs = &per_conf[ci];
+        let col =
+            |g: &dyn Fn(&Run) -> Option<f64>| median_of(rs.iter().filter_map(|r| g(r)).collect());
+        writeln!(
+            md,
+            "| {} | {} | {} | {} | {} | {} | {} |",
+            conf.label,
+            f(col(&|r| Some(r.delay_s))),
+            f(col(&|r| r.promoting_s)),
+            f(col(&|r| r.promoted_s)),
+            f(col(&|r| r.failover_s)),
+            f(col(&|r| Some(r.promoted_s? - r.promoting_s?))),
+            f(col(&|r| Some(r.failover_s? - r.promoted_s?))),
+        )?;
+    }
+    let failed: Vec<&Run> = all.iter().filter(|r| r.failover_s.is_none()).collect();
+    if !failed.is_empty() {
+        writeln!(md, "\n## Failed runs\n")?;
+        for r in failed {
+            writeln!(
+                md,
+                "- {} run {}: {}",
+                CONFS[r.conf].label,
+                r.index,
+                r.error.as_deref().unwrap_or("?").replace('\n', " ")
+            )?;
+        }
+    }
+    let orphan: usize = all.iter().map(|r| r.acked_by_old_after_kill).sum();
+    if orphan > 0 {
+        writeln!(md, "\nNote: {orphan} write(s) were acknowledged by node1's orphaned backends after its postmaster was killed (counted as acknowledged, not as failover).")?;
+    }
+    writeln!(md, "\nRaw numbers: `failover.json`; chart: `failover.svg`.")?;
+    std::fs::write(out.join("failover.md"), md)?;
+
+    // ---- json
+    let mut js = String::new();
+    let num = |x: Option<f64>| x.map(|v| format!("{v:.4}")).unwrap_or("null".into());
+    let strj = |x: Option<&str>| x.map(json_str).unwrap_or("null".into());
+    writeln!(js, "{{")?;
+    writeln!(js, "  \"date\": {},", json_str(&date))?;
+    writeln!(js, "  \"machine\": {},", json_str(&machine))?;
+    writeln!(js, "  \"runs_per_configuration\": {runs_per_conf},")?;
+    writeln!(js, "  \"write_interval_ms\": {},", WRITE_EVERY.as_millis())?;
+    writeln!(js, "  \"configurations\": [")?;
+    for (ci, conf) in CONFS.iter().enumerate() {
+        writeln!(js, "    {{")?;
+        writeln!(js, "      \"label\": {},", json_str(conf.label))?;
+        writeln!(js, "      \"keepalive_time_s\": {},", conf.keepalive_time)?;
+        writeln!(js, "      \"keepalive_count\": {},", conf.keepalive_count)?;
+        writeln!(js, "      \"target_median_s\": {},", conf.target)?;
+        match &stats[ci] {
+            Some(s) => writeln!(
+                js,
+                "      \"summary\": {{\"runs\": {}, \"failures\": {}, \"min_s\": {:.4}, \"median_s\": {:.4}, \"p95_s\": {:.4}, \"max_s\": {:.4}, \"lost_rows\": {}}},",
+                s.runs, s.failures, s.min, s.median, s.p95, s.max, s.lost
+            )?,
+            None => writeln!(js, "      \"summary\": null,")?,
+        }
+        writeln!(js, "      \"runs\": [")?;
+        let rs = &per_conf[ci];
+        for (k, r) in rs.iter().enumerate() {
+            writeln!(
+                js,
+                "        {{\"run\": {}, \"kill_delay_s\": {:.4}, \"failover_s\": {}, \"first_ack_attempt_started_s\": {}, \"new_master\": {}, \"promoting_s\": {}, \"promoted_s\": {}, \"attempts\": {}, \"acked\": {}, \"acked_by_old_after_kill\": {}, \"lost_rows\": {}, \"error\": {}}}{}",
+                r.index,
+                r.delay_s,
+                num(r.failover_s),
+                num(r.first_ack_started_s),
+                strj(r.new_master.as_deref()),
+                num(r.promoting_s),
+                num(r.promoted_s),
+                r.attempts,
+                r.acked,
+                r.acked_by_old_after_kill,
+                r.lost.map(|l| l.to_string()).unwrap_or("null".into()),
+                strj(r.error.as_deref()),
+                if k + 1 < rs.len() { "," } else { "" }
+            )?;
+        }
+        writeln!(js, "      ]")?;
+        writeln!(js, "    }}{}", if ci + 1 < CONFS.len() { "," } else { "" })?;
+    }
+    writeln!(js, "  ]")?;
+    writeln!(js, "}}")?;
+    std::fs::write(out.join("failover.json"), js)?;
+
+    // ---- svg
+    std::fs::write(out.join("failover.svg"), svg(&per_conf, &stats, &date))?;
+    Ok(())
+}
+
+fn json_str(s: &str) -> String {
+    let mut o = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => o.push_str("\\\""),
+            '\\' => o.push_str("\\\\"),
+            '\n' => o.push_str("\\n"),
+            '\r' => o.push_str("\\r"),
+            '\t' => o.push_str("\\t"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(o, "\\u{:04x}", c as u32);
+            }
+            c => o.push(c),
+        }
+    }
+    o.push('"');
+    o
+}
+
+fn xml(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+/// One band per configuration: min-max line, each run as a small dot, p95 tick, median
+/// diamond, target as a dashed red mark; x axis in seconds.
+fn svg(per_conf: &[Vec<&Run>], stats: &[Option<Stats>], date: &str) -> String {
+    let (w, left, right, top, band) = (860.0, 170.0, 40.0, 60.0, 90.0);
+    let plot_w = w - left - right;
+    let n = CONFS.len() as f64;
+    let axis_y = top + band * n;
+    let h = axis_y + 110.0;
+    let mut vmax: f64 = CONFS.iter().map(|c| c.target).fold(0.0, f64::max);
+    for s in stats.iter().flatten() {
+        vmax = vmax.max(s.max);
+    }
+    let step = [0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0]
+        .into_iter()
+        .find(|s| vmax * 1.05 / s <= 12.0)
+        .unwrap_or(100.0);
+    let xmax = ((vmax * 1.05) / step).ceil().max(1.0) * step;
+    let x = |v: f64| left + v / xmax * plot_w;
+
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" font-family="sans-serif" font-size="13">"#
+    );
+    let _ = writeln!(s, r#"<rect width="100%" height="100%" fill="white"/>"#);
+    let _ = writeln!(
+        s,
+        r#"<text x="{}" y="26" font-size="17" font-weight="bold" text-anchor="middle">pg_keeper failover time after kill -9 of the master (client view)</text>"#,
+        w / 2.0
+    );
+    let _ = writeln!(
+        s,
+        r##"<text x="{}" y="45" fill="#555" text-anchor="middle">3 local nodes, node2 synchronous, write every 50 ms; {}</text>"##,
+        w / 2.0,
+        xml(date)
+    );
+    // grid and ticks
+    let mut t = 0.0;
+    while t <= xmax + 1e-9 {
+        let xx = x(t);
+        let _ = writeln!(
+            s,
+            r##"<line x1="{xx:.1}" y1="{top}" x2="{xx:.1}" y2="{axis_y}" stroke="#e4e4e4"/>"##
+        );
+        let _ = writeln!(
+            s,
+            r##"<line x1="{xx:.1}" y1="{axis_y}" x2="{xx:.1}" y2="{}" stroke="#333"/>"##,
+            axis_y + 5.0
+        );
+        let _ = writeln!(
+            s,
+            r#"<text x="{xx:.1}" y="{}" text-anchor="middle">{}</text>"#,
+            axis_y + 20.0,
+            if step < 1.0 {
+                format!("{t:.1}")
+            } else {
+                format!("{t:.0}")
+            }
+        );
+        t += step;
+    }
+    let _ = writeln!(
+        s,
+        r##"<line x1="{left}" y1="{axis_y}" x2="{}" y2="{axis_y}" stroke="#333"/>"##,
+        left + plot_w
+    );
+    let _ = writeln!(
+        s,
+        r#"<text x="{}" y="{}" text-anchor="middle">seconds from kill -9 to the first acknowledged write</text>"#,
+        left + plot_w / 2.0,
+        axis_y + 40.0
+    );
+
+    for (ci, conf) in CONFS.iter().enumerate() {
+        let cy = top + band * ci as f64 + band / 2.0;
+        let _ = writeln!(
+            s,
+            r#"<text x="{}" y="{}" text-anchor="end" font-weight="bold">{}</text>"#,
+            left - 12.0,
+            cy - 4.0,
+            xml(conf.label)
+        );
+        let runs = &per_conf[ci];
+        let fails = runs.iter().filter(|r| r.failover_s.is_none()).count();
+        let sub = match &stats[ci] {
+            Some(st) => format!(
+                "median {:.2} s, n={}{}",
+                st.median,
+                st.runs,
+                if fails > 0 {
+                    format!(", {fails} failed")
+                } else {
+                    String::new()
+                }
+            ),
+            None if runs.is_empty() => "not run".into(),
+            None => format!("{} runs, all failed", runs.len()),
+        };
+        let _ = writeln!(
+            s,
+            r##"<text x="{}" y="{}" text-anchor="end" fill="#555" font-size="11">{}</text>"##,
+            left - 12.0,
+            cy + 12.0,
+            xml(&sub)
+        );
+        // target
+        let tx = x(conf.target);
+        let _ = writeln!(
+            s,
+            r##"<line x1="{tx:.1}" y1="{}" x2="{tx:.1}" y2="{}" stroke="#d62728" stroke-width="2" stroke-dasharray="5,3"/>"##,
+            cy - 28.0,
+            cy + 28.0
+        );
+        let _ = writeln!(
+            s,
+            r##"<text x="{tx:.1}" y="{}" text-anchor="middle" fill="#d62728" font-size="11">target {}</text>"##,
+            cy - 31.0,
+            conf.target
+        );
+        let Some(st) = &stats[ci] else { continue };
+        let (x0, x1) = (x(st.min), x(st.max));
+        let _ = writeln!(
+            s,
+            r##"<line x1="{x0:.1}" y1="{cy}" x2="{x1:.1}" y2="{cy}" stroke="#1f77b4" stroke-width="2"/>"##
+        );
+        for xe in [x0, x1] {
+            let _ = writeln!(
+                s,
+                r##"<line x1="{xe:.1}" y1="{}" x2="{xe:.1}" y2="{}" stroke="#1f77b4" stroke-width="2"/>"##,
+                cy - 7.0,
+                cy + 7.0
+            );
+        }
+        for r in runs.iter().filter_map(|r| r.failover_s) {
+            let _ = writeln!(
+                s,
+                r##"<circle cx="{:.1}" cy="{}" r="2.5" fill="#1f77b4" fill-opacity="0.45"/>"##,
+                x(r),
+                cy + 14.0
+            );
+        }
+        let px = x(st.p95);
+        let _ = writeln!(
+            s,
+            r##"<line x1="{px:.1}" y1="{}" x2="{px:.1}" y2="{}" stroke="#ff7f0e" stroke-width="3"/>"##,
+            cy - 12.0,
+            cy + 12.0
+        );
+        let mx = x(st.median);
+        let _ = writeln!(
+            s,
+            r##"<polygon points="{:.1},{} {:.1},{} {:.1},{} {:.1},{}" fill="#2ca02c" stroke="#1a661a"/>"##,
+            mx,
+            cy - 8.0,
+            mx + 8.0,
+            cy,
+            mx,
+            cy + 8.0,
+            mx - 8.0,
+            cy
+        );
+    }
+    // legend
+    let ly = axis_y + 70.0;
+    let mut lx = left;
+    let _ = writeln!(
+        s,
+        r##"<line x1="{lx}" y1="{ly}" x2="{}" y2="{ly}" stroke="#1f77b4" stroke-width="2"/><text x="{}" y="{}">min–max</text>"##,
+        lx + 30.0,
+        lx + 36.0,
+        ly + 4.0
+    );
+    lx += 120.0;
+    let _ = writeln!(
+        s,
+        r##"<circle cx="{}" cy="{ly}" r="2.5" fill="#1f77b4" fill-opacity="0.45"/><text x="{}" y="{}">each run</text>"##,
+        lx + 10.0,
+        lx + 20.0,
+        ly + 4.0
+    );
+    lx += 110.0;
+    let _ = writeln!(
+        s,
+        r##"<polygon points="{},{} {},{} {},{} {},{}" fill="#2ca02c" stroke="#1a661a"/><text x="{}" y="{}">median</text>"##,
+        lx + 10.0,
+        ly - 8.0,
+        lx + 18.0,
+        ly,
+        lx + 10.0,
+        ly + 8.0,
+        lx + 2.0,
+        ly,
+        lx + 24.0,
+        ly + 4.0
+    );
+    lx += 100.0;
+    let _ = writeln!(
+        s,
+        r##"<line x1="{}" y1="{}" x2="{}" y2="{}" stroke="#ff7f0e" stroke-width="3"/><text x="{}" y="{}">p95</text>"##,
+        lx + 10.0,
+        ly - 10.0,
+        lx + 10.0,
+        ly + 10.0,
+        lx + 20.0,
+        ly + 4.0
+    );
+    lx += 80.0;
+    let _ = writeln!(
+        s,
+        r##"<line x1="{lx}" y1="{}" x2="{lx}" y2="{}" stroke="#d62728" stroke-width="2" stroke-dasharray="5,3"/><text x="{}" y="{}">target for the median</text>"##,
+        ly - 10.0,
+        ly + 10.0,
+        lx + 10.0,
+        ly + 4.0
+    );
+    let _ = writeln!(s, "</svg>");
+    s
+}
+
+// ------------------------------------------------------------------------------ randomness
+
+/// xorshift64*, seeded from the clock and the pid: enough to place the kill at a random
+/// point of the polling loop.
+struct XorShift(u64);
+
+impl XorShift {
+    fn from_time() -> XorShift {
+        let t = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(1);
+        XorShift((t ^ ((std::process::id() as u64) << 32)) | 1)
+    }
+    fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    /// Uniform in [0, 1).
+    fn unit(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_time_parses_utc() {
+        let t = parse_log_time("1970-01-02 00:00:01.500 UTC [12] background worker x").unwrap();
+        assert!((t - 86401.5).abs() < 1e-9);
+        assert!(parse_log_time("2026-11-25 18:40:56.123 CET [1]").is_none());
+        assert_eq!(days_from_civil(2000, 3, 1), 11017);
+    }
+
+    #[test]
+    fn stats_median_and_p95() {
+        let rs: Vec<Run> = (1..=10)
+            .map(|i| Run {
+                failover_s: Some(i as f64),
+                lost: Some(0),
+                ..Default::default()
+            })
+            .chain(std::iter::once(Run::default()))
+            .collect();
+        let refs: Vec<&Run> = rs.iter().collect();
+        let s = stats(&refs).unwrap();
+        assert_eq!((s.runs, s.failures), (11, 1));
+        assert_eq!((s.min, s.median, s.p95, s.max), (1.0, 5.5, 10.0, 10.0));
+    }
+
+    #[test]
+    fn unit_in_range() {
+        let mut r = XorShift(12345);
+        assert!((0..1000).map(|_| r.unit()).all(|u| (0.0..1.0).contains(&u)));
+    }
+}
