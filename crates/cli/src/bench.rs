@@ -7,6 +7,11 @@
 //! polling loop, and the time from the kill to the first acknowledged write after it. Then the
 //! acknowledged rows are checked on the new master. Results: `failover.md`, `failover.svg`,
 //! `failover.json` in the output directory (default `bench/results`). See `bench/README.md`.
+//!
+//! `pgkeeper bench sync` (module [`sync`]) measures the master's synchronous-replication guard;
+//! `pgkeeper bench` without a kind runs both.
+
+mod sync;
 
 use anyhow::{anyhow, bail, Context, Result};
 use keeper_harness::{wait_until, Cluster, Node};
@@ -36,24 +41,9 @@ struct Conf {
 }
 
 const CONFS: [Conf; 3] = [
-    Conf {
-        label: "1 s x 1",
-        keepalive_time: 1.0,
-        keepalive_count: 1,
-        target: 1.5,
-    },
-    Conf {
-        label: "1 s x 3",
-        keepalive_time: 1.0,
-        keepalive_count: 3,
-        target: 3.5,
-    },
-    Conf {
-        label: "5 s x 1 (defaults)",
-        keepalive_time: 5.0,
-        keepalive_count: 1,
-        target: 6.0,
-    },
+    Conf { label: "1 s x 1", keepalive_time: 1.0, keepalive_count: 1, target: 1.5 },
+    Conf { label: "1 s x 3", keepalive_time: 1.0, keepalive_count: 3, target: 3.5 },
+    Conf { label: "5 s x 1 (defaults)", keepalive_time: 5.0, keepalive_count: 1, target: 6.0 },
 ];
 
 /// What one run measured. Times in seconds, relative to the kill unless said otherwise.
@@ -83,28 +73,48 @@ struct Run {
 
 pub fn run(args: &[String]) -> Result<()> {
     let mut runs = match std::env::var("BENCH_RUNS") {
-        Ok(v) if !v.trim().is_empty() => v
-            .trim()
-            .parse::<usize>()
-            .map_err(|_| anyhow!("BENCH_RUNS={v:?} is not a number"))?,
+        Ok(v) if !v.trim().is_empty() => {
+            v.trim().parse::<usize>().map_err(|_| anyhow!("BENCH_RUNS={v:?} is not a number"))?
+        }
         _ => DEFAULT_RUNS,
     };
     let mut out = PathBuf::from("bench/results");
+    let mut kind: Option<&str> = None;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
-            "failover" => {}
+            k @ ("failover" | "sync") => {
+                if kind.is_some() {
+                    bail!("bench: give one kind at most ({USAGE})");
+                }
+                kind = Some(k);
+            }
             "--runs" => {
                 let v = it.next().ok_or_else(|| anyhow!("--runs needs a number"))?;
                 runs = v.parse().map_err(|_| anyhow!("--runs {v:?} is not a number"))?;
             }
             "--out" => out = PathBuf::from(it.next().ok_or_else(|| anyhow!("--out needs a directory"))?),
-            other => bail!("bench: unknown argument {other:?} (usage: pgkeeper bench [failover] [--runs N] [--out DIR])"),
+            other => bail!("bench: unknown argument {other:?} ({USAGE})"),
         }
     }
     anyhow::ensure!(runs >= 1, "--runs must be at least 1");
-    failover(runs, &out)
+    match kind {
+        Some("failover") => failover(runs, &out),
+        Some("sync") => sync::run(runs, &out),
+        _ => {
+            // Both; the second runs even if the first failed.
+            let f = failover(runs, &out);
+            if let Err(e) = &f {
+                eprintln!("bench failover: {e:#}");
+            }
+            let s = sync::run(runs, &out);
+            f.context("bench failover")?;
+            s.context("bench sync")
+        }
+    }
 }
+
+const USAGE: &str = "usage: pgkeeper bench [failover|sync] [--runs N] [--out DIR]; no kind: both";
 
 fn failover(runs: usize, out: &Path) -> Result<()> {
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
@@ -113,11 +123,7 @@ fn failover(runs: usize, out: &Path) -> Result<()> {
     let started = Instant::now();
     for (ci, conf) in CONFS.iter().enumerate() {
         for i in 0..runs {
-            let mut r = Run {
-                conf: ci,
-                index: i + 1,
-                ..Default::default()
-            };
+            let mut r = Run { conf: ci, index: i + 1, ..Default::default() };
             if let Err(e) = one_run(conf, &mut rng, &mut r) {
                 r.failover_s = None;
                 r.error = Some(format!("{e:#}"));
@@ -131,17 +137,11 @@ fn failover(runs: usize, out: &Path) -> Result<()> {
                     r.lost.map(|l| l.to_string()).unwrap_or("?".into()),
                     r.delay_s,
                     match (r.promoting_s, r.promoted_s) {
-                        (Some(a), Some(b)) =>
-                            format!("; promoting at {a:.2} s, promoted at {b:.2} s"),
+                        (Some(a), Some(b)) => format!("; promoting at {a:.2} s, promoted at {b:.2} s"),
                         _ => String::new(),
                     }
                 ),
-                (None, e) => eprintln!(
-                    "run {}/{runs} {}: FAILED: {}",
-                    i + 1,
-                    conf.label,
-                    e.as_deref().unwrap_or("?")
-                ),
+                (None, e) => eprintln!("run {}/{runs} {}: FAILED: {}", i + 1, conf.label, e.as_deref().unwrap_or("?")),
             }
             all.push(r);
             // Partial results survive an interrupted benchmark.
@@ -156,21 +156,37 @@ fn failover(runs: usize, out: &Path) -> Result<()> {
 
 // ------------------------------------------------------------------------------ one run
 
-fn one_run(conf: &Conf, rng: &mut XorShift, r: &mut Run) -> Result<()> {
-    let cluster = Cluster::builder("bench")
+/// A fresh 3-node cluster: node1 master, node2 (synchronous) and node3 standbys, pg_keeper
+/// loaded with these settings.
+fn build_cluster(name: &str, keepalive_time: f64, keepalive_count: u32) -> Result<Cluster> {
+    Cluster::builder(name)
         .standbys(2)
         .synchronous_standby_names("node2")
         .keeper(true)
-        .conf(&format!(
-            "pg_keeper.keepalive_time = {}",
-            conf.keepalive_time
-        ))
-        .conf(&format!(
-            "pg_keeper.keepalive_count = {}",
-            conf.keepalive_count
-        ))
+        .conf(&format!("pg_keeper.keepalive_time = {keepalive_time}"))
+        .conf(&format!("pg_keeper.keepalive_count = {keepalive_count}"))
         .build()
-        .context("building the cluster")?;
+        .context("building the cluster")
+}
+
+/// `CREATE EXTENSION pg_keeper`, every node registered (parameterised `add_node`), the
+/// benchmark's table; then wait until every worker is connected.
+fn prepare(cluster: &Cluster, table_sql: &str) -> Result<()> {
+    {
+        let mut c = cluster.node("node1").try_connect()?;
+        c.batch_execute("CREATE EXTENSION pg_keeper")?;
+        for n in cluster.nodes() {
+            let ci = n.conninfo();
+            c.query_one("SELECT pgkeeper.add_node($1, $2)", &[&n.name(), &ci])
+                .with_context(|| format!("add_node {}", n.name()))?;
+        }
+        c.batch_execute(table_sql)?;
+    }
+    wait_connected(cluster)
+}
+
+fn one_run(conf: &Conf, rng: &mut XorShift, r: &mut Run) -> Result<()> {
+    let cluster = build_cluster("bench", conf.keepalive_time, conf.keepalive_count)?;
     let res = measure(&cluster, conf, rng, r);
     drop(cluster); // tear down before the next run
     res
@@ -178,48 +194,24 @@ fn one_run(conf: &Conf, rng: &mut XorShift, r: &mut Run) -> Result<()> {
 
 fn measure(cluster: &Cluster, conf: &Conf, rng: &mut XorShift, r: &mut Run) -> Result<()> {
     let (n1, n2) = (cluster.node("node1"), cluster.node("node2"));
-    {
-        let mut c = n1.try_connect()?;
-        c.batch_execute("CREATE EXTENSION pg_keeper")?;
-        for n in cluster.nodes() {
-            let ci = n.conninfo();
-            c.query_one("SELECT pgkeeper.add_node($1, $2)", &[&n.name(), &ci])
-                .with_context(|| format!("add_node {}", n.name()))?;
-        }
-        c.batch_execute(WRITES_TABLE)?;
-    }
-    wait_connected(cluster)?;
+    prepare(cluster, WRITES_TABLE)?;
 
     // The client: one multi-host conninfo over all three nodes.
     let hosts: Vec<&str> = cluster.nodes().iter().map(|n| n.addr()).collect();
-    let ports: Vec<String> = cluster
-        .nodes()
-        .iter()
-        .map(|n| n.port().to_string())
-        .collect();
+    let ports: Vec<String> = cluster.nodes().iter().map(|n| n.port().to_string()).collect();
     let conninfo = format!(
         "host={} port={} user=postgres dbname=postgres target_session_attrs=read-write connect_timeout=1 application_name=pgkeeper-bench",
         hosts.join(","),
         ports.join(",")
     );
-    let port_names: Vec<(i32, String)> = cluster
-        .nodes()
-        .iter()
-        .map(|n| (n.port() as i32, n.name().to_string()))
-        .collect();
+    let port_names: Vec<(i32, String)> =
+        cluster.nodes().iter().map(|n| (n.port() as i32, n.name().to_string())).collect();
     let epoch = Instant::now();
     let writer = Writer::start(&conninfo, epoch)?;
 
     // At least one write acknowledged by node1 before the kill.
-    wait_until(Duration::from_secs(20), || {
-        writer.snapshot().iter().any(|a| a.ok)
-    })
-    .map_err(|_| {
-        anyhow!(
-            "the writer got no acknowledgement before the kill: {:?}",
-            writer.last_error()
-        )
-    })?;
+    wait_until(Duration::from_secs(20), || writer.snapshot().iter().any(|a| a.ok))
+        .map_err(|_| anyhow!("the writer got no acknowledgement before the kill: {:?}", writer.last_error()))?;
     r.delay_s = conf.keepalive_time * rng.unit();
     std::thread::sleep(Duration::from_secs_f64(r.delay_s));
     let kill_wall = SystemTime::now();
@@ -251,10 +243,8 @@ fn measure(cluster: &Cluster, conf: &Conf, rng: &mut XorShift, r: &mut Run) -> R
     r.attempts = attempts.len();
     let acked: Vec<i64> = attempts.iter().filter(|a| a.ok).map(|a| a.id).collect();
     r.acked = acked.len();
-    r.acked_by_old_after_kill = attempts
-        .iter()
-        .filter(|a| a.ok && a.end > kill_at && a.port == Some(n1.port() as i32))
-        .count();
+    r.acked_by_old_after_kill =
+        attempts.iter().filter(|a| a.ok && a.end > kill_at && a.port == Some(n1.port() as i32)).count();
     let (promoting, promoted) = log_breakdown(n2, kill_wall);
     r.promoting_s = promoting;
     r.promoted_s = promoted;
@@ -268,8 +258,7 @@ fn measure(cluster: &Cluster, conf: &Conf, rng: &mut XorShift, r: &mut Run) -> R
                 format!(
                     "{}: {:?}",
                     n.name(),
-                    n.query_one("SELECT state FROM pgkeeper.status()")
-                        .unwrap_or_else(|e| Some(e.to_string()))
+                    n.query_one("SELECT state FROM pgkeeper.status()").unwrap_or_else(|e| Some(e.to_string()))
                 )
             })
             .collect();
@@ -290,24 +279,16 @@ fn measure(cluster: &Cluster, conf: &Conf, rng: &mut XorShift, r: &mut Run) -> R
 
     // No acknowledged row may be missing on the new master.
     let node: &Node = cluster.get_node(&new_master).unwrap_or(n2);
-    let have: std::collections::HashSet<i64> = node
-        .try_connect()?
-        .query("SELECT id FROM bench_writes", &[])?
-        .iter()
-        .map(|row| row.get(0))
-        .collect();
+    let have: std::collections::HashSet<i64> =
+        node.try_connect()?.query("SELECT id FROM bench_writes", &[])?.iter().map(|row| row.get(0)).collect();
     r.lost = Some(acked.iter().filter(|id| !have.contains(id)).count());
     Ok(())
 }
 
 /// Every worker connected: node1 'connected, 2', the standbys 'connected to node1...'.
 fn wait_connected(cluster: &Cluster) -> Result<()> {
-    let state = |n: &Node| -> String {
-        n.query_one("SELECT state FROM pgkeeper.status()")
-            .ok()
-            .flatten()
-            .unwrap_or_default()
-    };
+    let state =
+        |n: &Node| -> String { n.query_one("SELECT state FROM pgkeeper.status()").ok().flatten().unwrap_or_default() };
     let ok = || {
         cluster.nodes().iter().all(|n| {
             let s = state(n);
@@ -319,37 +300,23 @@ fn wait_connected(cluster: &Cluster) -> Result<()> {
         })
     };
     wait_until(Duration::from_secs(60), ok).map_err(|_| {
-        let states: Vec<String> = cluster
-            .nodes()
-            .iter()
-            .map(|n| format!("{}: {:?}", n.name(), state(n)))
-            .collect();
-        anyhow!(
-            "workers did not all connect within 60 s: {}",
-            states.join("; ")
-        )
+        let states: Vec<String> = cluster.nodes().iter().map(|n| format!("{}: {:?}", n.name(), state(n))).collect();
+        anyhow!("workers did not all connect within 60 s: {}", states.join("; "))
     })
 }
 
 /// Seconds from the kill to node2's "promoting node2" and "node2 promoted" log lines.
 /// The log's timestamps (`%m`, UTC in these clusters) have millisecond resolution.
 fn log_breakdown(n2: &Node, kill: SystemTime) -> (Option<f64>, Option<f64>) {
-    let kill_s = kill
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0);
     let log = n2.log_contents();
-    let at = |needle: &str| -> Option<f64> {
-        log.lines()
-            .filter(|l| l.contains(needle))
-            .filter_map(parse_log_time)
-            .map(|t| t - kill_s)
-            .find(|d| *d > -0.01)
-    };
-    (
-        at("pg_keeper: promoting node2"),
-        at("pg_keeper: node2 promoted"),
-    )
+    (log_line_after(&log, "pg_keeper: promoting node2", kill), log_line_after(&log, "pg_keeper: node2 promoted", kill))
+}
+
+/// Seconds from `since` to the first log line containing `needle` logged at or after it
+/// (10 ms of slack for the log's millisecond resolution).
+fn log_line_after(log: &str, needle: &str, since: SystemTime) -> Option<f64> {
+    let since_s = since.duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
+    log.lines().filter(|l| l.contains(needle)).filter_map(parse_log_time).map(|t| t - since_s).find(|d| *d > -0.01)
 }
 
 /// `2026-11-25 18:40:56.123 UTC ...` -> seconds since the epoch (UTC/GMT only).
@@ -359,14 +326,8 @@ fn parse_log_time(line: &str) -> Option<f64> {
     if tz != "UTC" && tz != "GMT" {
         return None;
     }
-    let d: Vec<i64> = date
-        .split('-')
-        .map(|x| x.parse().ok())
-        .collect::<Option<_>>()?;
-    let t: Vec<f64> = time
-        .split(':')
-        .map(|x| x.parse().ok())
-        .collect::<Option<_>>()?;
+    let d: Vec<i64> = date.split('-').map(|x| x.parse().ok()).collect::<Option<_>>()?;
+    let t: Vec<f64> = time.split(':').map(|x| x.parse().ok()).collect::<Option<_>>()?;
     if d.len() != 3 || t.len() != 3 {
         return None;
     }
@@ -415,67 +376,46 @@ impl Writer {
         let attempts = Arc::new(Mutex::new(Vec::new()));
         let in_flight = Arc::new(AtomicUsize::new(0));
         let (s, at, inf) = (stop.clone(), attempts.clone(), in_flight.clone());
-        let handle = std::thread::Builder::new()
-            .name("bench-writer".into())
-            .spawn(move || {
-                let mut id = 0i64;
-                let mut next = Instant::now();
-                while !s.load(Ordering::Relaxed) {
-                    id += 1;
-                    let (cfg, at, inf, my) = (cfg.clone(), at.clone(), inf.clone(), id);
-                    inf.fetch_add(1, Ordering::SeqCst);
-                    let t = std::thread::spawn(move || {
-                        let start = epoch.elapsed().as_secs_f64();
-                        let res = (|| -> Result<i32, postgres::Error> {
-                            let mut c = cfg.connect(postgres::NoTls)?;
-                            let row = c.query_one(
-                                "INSERT INTO bench_writes (id, client_start_s) VALUES ($1, $2) \
+        let handle = std::thread::Builder::new().name("bench-writer".into()).spawn(move || {
+            let mut id = 0i64;
+            let mut next = Instant::now();
+            while !s.load(Ordering::Relaxed) {
+                id += 1;
+                let (cfg, at, inf, my) = (cfg.clone(), at.clone(), inf.clone(), id);
+                inf.fetch_add(1, Ordering::SeqCst);
+                let t = std::thread::spawn(move || {
+                    let start = epoch.elapsed().as_secs_f64();
+                    let res = (|| -> Result<i32, postgres::Error> {
+                        let mut c = cfg.connect(postgres::NoTls)?;
+                        let row = c.query_one(
+                            "INSERT INTO bench_writes (id, client_start_s) VALUES ($1, $2) \
                              RETURNING inet_server_port()",
-                                &[&my, &start],
-                            )?;
-                            Ok(row.get(0))
-                        })();
-                        let end = epoch.elapsed().as_secs_f64();
-                        let a = match res {
-                            Ok(port) => Attempt {
-                                id: my,
-                                start,
-                                end,
-                                ok: true,
-                                port: Some(port),
-                                err: None,
-                            },
-                            Err(e) => Attempt {
-                                id: my,
-                                start,
-                                end,
-                                ok: false,
-                                port: None,
-                                err: Some(e.to_string()),
-                            },
-                        };
-                        at.lock().unwrap().push(a);
-                        inf.fetch_sub(1, Ordering::SeqCst);
-                    });
-                    let t0 = Instant::now();
-                    while !t.is_finished() && t0.elapsed() < ATTEMPT_BOUND {
-                        std::thread::sleep(Duration::from_millis(2));
-                    }
-                    next += WRITE_EVERY;
-                    let now = Instant::now();
-                    if next > now {
-                        std::thread::sleep(next - now);
-                    } else {
-                        next = now;
-                    }
+                            &[&my, &start],
+                        )?;
+                        Ok(row.get(0))
+                    })();
+                    let end = epoch.elapsed().as_secs_f64();
+                    let a = match res {
+                        Ok(port) => Attempt { id: my, start, end, ok: true, port: Some(port), err: None },
+                        Err(e) => Attempt { id: my, start, end, ok: false, port: None, err: Some(e.to_string()) },
+                    };
+                    at.lock().unwrap().push(a);
+                    inf.fetch_sub(1, Ordering::SeqCst);
+                });
+                let t0 = Instant::now();
+                while !t.is_finished() && t0.elapsed() < ATTEMPT_BOUND {
+                    std::thread::sleep(Duration::from_millis(2));
                 }
-            })?;
-        Ok(Writer {
-            stop,
-            attempts,
-            in_flight,
-            handle: Some(handle),
-        })
+                next += WRITE_EVERY;
+                let now = Instant::now();
+                if next > now {
+                    std::thread::sleep(next - now);
+                } else {
+                    next = now;
+                }
+            }
+        })?;
+        Ok(Writer { stop, attempts, in_flight, handle: Some(handle) })
     }
 
     fn snapshot(&self) -> Vec<Attempt> {
@@ -483,12 +423,7 @@ impl Writer {
     }
 
     fn last_error(&self) -> Option<String> {
-        self.attempts
-            .lock()
-            .unwrap()
-            .iter()
-            .rev()
-            .find_map(|a| a.err.clone())
+        self.attempts.lock().unwrap().iter().rev().find_map(|a| a.err.clone())
     }
 
     /// Stop, give in-flight attempts up to 3 s to finish, and return what was recorded
@@ -498,9 +433,7 @@ impl Writer {
         if let Some(h) = self.handle.take() {
             let _ = h.join();
         }
-        let _ = wait_until(Duration::from_secs(3), || {
-            self.in_flight.load(Ordering::SeqCst) == 0
-        });
+        let _ = wait_until(Duration::from_secs(3), || self.in_flight.load(Ordering::SeqCst) == 0);
         let mut v = self.snapshot();
         v.sort_by_key(|a| a.id);
         v
@@ -522,29 +455,30 @@ struct Stats {
 /// Median: middle value (mean of the two middle ones for an even count).
 /// p95: nearest rank, the ceil(0.95 n)-th smallest value.
 fn stats(runs: &[&Run]) -> Option<Stats> {
-    let mut v: Vec<f64> = runs.iter().filter_map(|r| r.failover_s).collect();
+    let v: Vec<f64> = runs.iter().filter_map(|r| r.failover_s).collect();
     let failures = runs.len() - v.len();
     let lost = runs.iter().filter_map(|r| r.lost).sum();
+    let q = quantiles(v)?;
+    Some(Stats { runs: runs.len(), failures, min: q.min, median: q.median, p95: q.p95, max: q.max, lost })
+}
+
+/// min, median, p95 (nearest rank), max of a sample.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Quantiles {
+    min: f64,
+    median: f64,
+    p95: f64,
+    max: f64,
+}
+
+fn quantiles(mut v: Vec<f64>) -> Option<Quantiles> {
     if v.is_empty() {
         return None;
     }
     v.sort_by(|a, b| a.total_cmp(b));
     let n = v.len();
-    let median = if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    };
     let rank = ((0.95 * n as f64).ceil() as usize).clamp(1, n);
-    Some(Stats {
-        runs: runs.len(),
-        failures,
-        min: v[0],
-        median,
-        p95: v[rank - 1],
-        max: v[n - 1],
-        lost,
-    })
+    Some(Quantiles { min: v[0], median: median_of(v.clone())?, p95: v[rank - 1], max: v[n - 1] })
 }
 
 fn median_of(mut v: Vec<f64>) -> Option<f64> {
@@ -553,11 +487,7 @@ fn median_of(mut v: Vec<f64>) -> Option<f64> {
     }
     v.sort_by(|a, b| a.total_cmp(b));
     let n = v.len();
-    Some(if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    })
+    Some(if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 })
 }
 
 // ------------------------------------------------------------------------------ outputs
@@ -572,16 +502,17 @@ fn sh(cmd: &str, args: &[&str]) -> String {
         .unwrap_or_else(|| "?".into())
 }
 
+fn now_utc() -> String {
+    sh("date", &["-u", "+%Y-%m-%d %H:%M UTC"])
+}
+
+fn machine() -> String {
+    format!("{} CPUs (nproc), Linux {} (uname -r)", sh("nproc", &[]), sh("uname", &["-r"]))
+}
+
 fn write_outputs(out: &Path, runs_per_conf: usize, all: &[Run], took: Duration) -> Result<()> {
-    let date = sh("date", &["-u", "+%Y-%m-%d %H:%M UTC"]);
-    let machine = format!(
-        "{} CPUs (nproc), Linux {} (uname -r)",
-        sh("nproc", &[]),
-        sh("uname", &["-r"])
-    );
-    let per_conf: Vec<Vec<&Run>> = (0..CONFS.len())
-        .map(|ci| all.iter().filter(|r| r.conf == ci).collect())
-        .collect();
+    let (date, machine) = (now_utc(), machine());
+    let per_conf: Vec<Vec<&Run>> = (0..CONFS.len()).map(|ci| all.iter().filter(|r| r.conf == ci).collect()).collect();
     let stats: Vec<Option<Stats>> = per_conf.iter().map(|rs| stats(rs)).collect();
 
     // ---- markdown
@@ -610,10 +541,7 @@ fn write_outputs(out: &Path, runs_per_conf: usize, all: &[Run], took: Duration) 
                     None => m.push((r, 1)),
                 }
             }
-            m.iter()
-                .map(|(n, c)| format!("{n} x{c}"))
-                .collect::<Vec<_>>()
-                .join(", ")
+            m.iter().map(|(n, c)| format!("{n} x{c}")).collect::<Vec<_>>().join(", ")
         };
         match &stats[ci] {
             Some(s) => writeln!(
@@ -637,11 +565,9 @@ fn write_outputs(out: &Path, runs_per_conf: usize, all: &[Run], took: Duration) 
                     "**no**"
                 }
             )?,
-            None if rs.is_empty() => writeln!(
-                md,
-                "| {} | 0 | - | - | - | - | - | - | - | <= {} s | not run |",
-                conf.label, conf.target
-            )?,
+            None if rs.is_empty() => {
+                writeln!(md, "| {} | 0 | - | - | - | - | - | - | - | <= {} s | not run |", conf.label, conf.target)?
+            }
             None => writeln!(
                 md,
                 "| {} | {} | {} | - | - | - | - | - | - | <= {} s | **no** |",
@@ -655,18 +581,14 @@ fn write_outputs(out: &Path, runs_per_conf: usize, all: &[Run], took: Duration) 
     writeln!(md, "\nTargets: median <= 1.5 s at 1 s x 1, <= 3.5 s at 1 s x 3, <= 6 s at the defaults (5 s x 1).")?;
     writeln!(md, "\nPeers, for comparison (from the issue): {PEERS}.")?;
 
-    writeln!(
-        md,
-        "\n## Where the time goes (medians, seconds after the kill)\n"
-    )?;
+    writeln!(md, "\n## Where the time goes (medians, seconds after the kill)\n")?;
     writeln!(md, "From node2's server log (`pg_keeper: promoting node2`, `node2 promoted`) and the client.\n")?;
     writeln!(md, "| keepalive_time x count | kill delay (random) | promotion decided | promoted | first ack | decided -> promoted | promoted -> first ack |")?;
     writeln!(md, "|---|---:|---:|---:|---:|---:|---:|")?;
     let f = |x: Option<f64>| x.map(|v| format!("{v:.2}")).unwrap_or("-".into());
     for (ci, conf) in CONFS.iter().enumerate() {
         let rs = &per_conf[ci];
-        let col =
-            |g: &dyn Fn(&Run) -> Option<f64>| median_of(rs.iter().filter_map(|r| g(r)).collect());
+        let col = |g: &dyn Fn(&Run) -> Option<f64>| median_of(rs.iter().filter_map(|r| g(r)).collect());
         writeln!(
             md,
             "| {} | {} | {} | {} | {} | {} | {} |",
@@ -776,9 +698,7 @@ fn json_str(s: &str) -> String {
 }
 
 fn xml(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
 }
 
 /// One band per configuration: min-max line, each run as a small dot, p95 tick, median
@@ -793,10 +713,7 @@ fn svg(per_conf: &[Vec<&Run>], stats: &[Option<Stats>], date: &str) -> String {
     for s in stats.iter().flatten() {
         vmax = vmax.max(s.max);
     }
-    let step = [0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0]
-        .into_iter()
-        .find(|s| vmax * 1.05 / s <= 12.0)
-        .unwrap_or(100.0);
+    let step = [0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0].into_iter().find(|s| vmax * 1.05 / s <= 12.0).unwrap_or(100.0);
     let xmax = ((vmax * 1.05) / step).ceil().max(1.0) * step;
     let x = |v: f64| left + v / xmax * plot_w;
 
@@ -821,32 +738,17 @@ fn svg(per_conf: &[Vec<&Run>], stats: &[Option<Stats>], date: &str) -> String {
     let mut t = 0.0;
     while t <= xmax + 1e-9 {
         let xx = x(t);
-        let _ = writeln!(
-            s,
-            r##"<line x1="{xx:.1}" y1="{top}" x2="{xx:.1}" y2="{axis_y}" stroke="#e4e4e4"/>"##
-        );
-        let _ = writeln!(
-            s,
-            r##"<line x1="{xx:.1}" y1="{axis_y}" x2="{xx:.1}" y2="{}" stroke="#333"/>"##,
-            axis_y + 5.0
-        );
+        let _ = writeln!(s, r##"<line x1="{xx:.1}" y1="{top}" x2="{xx:.1}" y2="{axis_y}" stroke="#e4e4e4"/>"##);
+        let _ = writeln!(s, r##"<line x1="{xx:.1}" y1="{axis_y}" x2="{xx:.1}" y2="{}" stroke="#333"/>"##, axis_y + 5.0);
         let _ = writeln!(
             s,
             r#"<text x="{xx:.1}" y="{}" text-anchor="middle">{}</text>"#,
             axis_y + 20.0,
-            if step < 1.0 {
-                format!("{t:.1}")
-            } else {
-                format!("{t:.0}")
-            }
+            if step < 1.0 { format!("{t:.1}") } else { format!("{t:.0}") }
         );
         t += step;
     }
-    let _ = writeln!(
-        s,
-        r##"<line x1="{left}" y1="{axis_y}" x2="{}" y2="{axis_y}" stroke="#333"/>"##,
-        left + plot_w
-    );
+    let _ = writeln!(s, r##"<line x1="{left}" y1="{axis_y}" x2="{}" y2="{axis_y}" stroke="#333"/>"##, left + plot_w);
     let _ = writeln!(
         s,
         r#"<text x="{}" y="{}" text-anchor="middle">seconds from kill -9 to the first acknowledged write</text>"#,
@@ -870,11 +772,7 @@ fn svg(per_conf: &[Vec<&Run>], stats: &[Option<Stats>], date: &str) -> String {
                 "median {:.2} s, n={}{}",
                 st.median,
                 st.runs,
-                if fails > 0 {
-                    format!(", {fails} failed")
-                } else {
-                    String::new()
-                }
+                if fails > 0 { format!(", {fails} failed") } else { String::new() }
             ),
             None if runs.is_empty() => "not run".into(),
             None => format!("{} runs, all failed", runs.len()),
@@ -902,10 +800,8 @@ fn svg(per_conf: &[Vec<&Run>], stats: &[Option<Stats>], date: &str) -> String {
         );
         let Some(st) = &stats[ci] else { continue };
         let (x0, x1) = (x(st.min), x(st.max));
-        let _ = writeln!(
-            s,
-            r##"<line x1="{x0:.1}" y1="{cy}" x2="{x1:.1}" y2="{cy}" stroke="#1f77b4" stroke-width="2"/>"##
-        );
+        let _ =
+            writeln!(s, r##"<line x1="{x0:.1}" y1="{cy}" x2="{x1:.1}" y2="{cy}" stroke="#1f77b4" stroke-width="2"/>"##);
         for xe in [x0, x1] {
             let _ = writeln!(
                 s,
@@ -1008,10 +904,7 @@ struct XorShift(u64);
 
 impl XorShift {
     fn from_time() -> XorShift {
-        let t = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(1);
+        let t = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1);
         XorShift((t ^ ((std::process::id() as u64) << 32)) | 1)
     }
     fn next(&mut self) -> u64 {
@@ -1043,11 +936,7 @@ mod tests {
     #[test]
     fn stats_median_and_p95() {
         let rs: Vec<Run> = (1..=10)
-            .map(|i| Run {
-                failover_s: Some(i as f64),
-                lost: Some(0),
-                ..Default::default()
-            })
+            .map(|i| Run { failover_s: Some(i as f64), lost: Some(0), ..Default::default() })
             .chain(std::iter::once(Run::default()))
             .collect();
         let refs: Vec<&Run> = rs.iter().collect();

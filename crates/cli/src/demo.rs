@@ -58,11 +58,7 @@ pub fn run(keep: bool) -> Result<()> {
 
     step("workers' process titles");
     for n in cluster.nodes() {
-        for (pid, title) in n
-            .children()
-            .into_iter()
-            .filter(|(_, t)| t.contains("pg_keeper"))
-        {
+        for (pid, title) in n.children().into_iter().filter(|(_, t)| t.contains("pg_keeper")) {
             println!("{:<6} pid {pid:<7} {title}", n.name());
         }
     }
@@ -75,11 +71,7 @@ pub fn run(keep: bool) -> Result<()> {
     if keep {
         let base = cluster.base_dir().to_path_buf();
         let port = m.port();
-        let nodes: Vec<String> = cluster
-            .nodes()
-            .iter()
-            .map(|n| format!("{:<6} {}", n.name(), n.conninfo()))
-            .collect();
+        let nodes: Vec<String> = cluster.nodes().iter().map(|n| format!("{:<6} {}", n.name(), n.conninfo())).collect();
         cluster.keep_running();
         step("the cluster keeps running");
         for n in nodes {
@@ -97,27 +89,15 @@ pub fn run(keep: bool) -> Result<()> {
 /// A client writing through a multi-host connection string, the master killed, and the
 /// cluster re-forming around node2.
 fn failover(cluster: &Cluster) -> Result<()> {
-    let hosts: Vec<String> = cluster
-        .nodes()
-        .iter()
-        .map(|_| "127.0.0.1".to_string())
-        .collect();
-    let ports: Vec<String> = cluster
-        .nodes()
-        .iter()
-        .map(|n| n.port().to_string())
-        .collect();
+    let hosts: Vec<String> = cluster.nodes().iter().map(|_| "127.0.0.1".to_string()).collect();
+    let ports: Vec<String> = cluster.nodes().iter().map(|n| n.port().to_string()).collect();
     let uri = format!(
         "host={} port={} user=postgres dbname=postgres target_session_attrs=read-write connect_timeout=1",
         hosts.join(","),
         ports.join(",")
     );
-    cluster
-        .master()
-        .execute("CREATE TABLE demo_writes (id bigint PRIMARY KEY, node text)")?;
-    step(&format!(
-        "a client inserts a row every 100 ms, each on a new connection to\n    {uri}"
-    ));
+    cluster.master().execute("CREATE TABLE demo_writes (id bigint PRIMARY KEY, node text)")?;
+    step(&format!("a client inserts a row every 100 ms, each on a new connection to\n    {uri}"));
     let writer = writer::Writer::start(&uri, Duration::from_millis(100))?;
     std::thread::sleep(Duration::from_secs(3));
     let before = writer.acked();
@@ -134,21 +114,11 @@ fn failover(cluster: &Cluster) -> Result<()> {
         if let Some((_, node)) = writer.acked_since(killed).first() {
             break node.clone();
         }
-        anyhow::ensure!(
-            killed.elapsed() < Duration::from_secs(60),
-            "no failover within 60 s"
-        );
+        anyhow::ensure!(killed.elapsed() < Duration::from_secs(60), "no failover within 60 s");
         std::thread::sleep(Duration::from_millis(20));
     };
-    let took = writer
-        .acked_since(killed)
-        .first()
-        .map(|(t, _)| t.duration_since(killed))
-        .unwrap_or_default();
-    println!(
-        "writes resumed on {new_master} {:.2} s after the kill",
-        took.as_secs_f64()
-    );
+    let took = writer.acked_since(killed).first().map(|(t, _)| t.duration_since(killed)).unwrap_or_default();
+    println!("writes resumed on {new_master} {:.2} s after the kill", took.as_secs_f64());
     std::thread::sleep(Duration::from_secs(2));
     let acked = writer.stop();
 
@@ -161,29 +131,27 @@ fn failover(cluster: &Cluster) -> Result<()> {
                 || l.contains("node_info updated")
                 || l.contains("not promoting")
         }) {
-            println!(
-                "{:<6} {}",
-                n.name(),
-                line.split("LOG:").last().unwrap_or(line).trim()
-            );
+            println!("{:<6} {}", n.name(), line.split("LOG:").last().unwrap_or(line).trim());
         }
     }
 
     let n2 = cluster.node(&new_master);
     let mut c = n2.try_connect()?;
     let have: i64 = c.query_one("SELECT count(*) FROM demo_writes", &[])?.get(0);
-    step(&format!(
-        "{} rows acknowledged in all; {have} rows on {new_master}: none lost",
-        acked.len()
-    ));
-    anyhow::ensure!(
-        have as usize >= acked.len(),
-        "acknowledged rows are missing on {new_master}"
-    );
+    step(&format!("{} rows acknowledged in all; {have} rows on {new_master}: none lost", acked.len()));
+    anyhow::ensure!(have as usize >= acked.len(), "acknowledged rows are missing on {new_master}");
 
-    step(&format!(
-        "pgkeeper status (asked on {new_master}; node1 is down and needs a rejoin)"
-    ));
+    step(&format!("pgkeeper status (asked on {new_master}; node1 is down and needs a rejoin)"));
+    print!("{}", status::render(&n2.conninfo())?);
+
+    let n1 = cluster.node("node1");
+    step(&format!("pgkeeper rejoin --pgdata {} --name node1 '{}'", n1.data_dir().display(), n2.conninfo()));
+    let args: Vec<String> =
+        vec!["--pgdata".into(), n1.data_dir().display().to_string(), "--name".into(), "node1".into(), n2.conninfo()];
+    crate::rejoin::rejoin(&args)?;
+
+    step("pgkeeper status: the cluster is whole again");
+    let _ = wait_until(Duration::from_secs(30), || status::gather(&n2.conninfo()).is_ok_and(|r| r.warnings.is_empty()));
     print!("{}", status::render(&n2.conninfo())?);
     Ok(())
 }
@@ -191,8 +159,7 @@ fn failover(cluster: &Cluster) -> Result<()> {
 /// Stop every server of a cluster left by `demo --keep` and remove its directory.
 pub fn stop(base: &Path) -> Result<()> {
     anyhow::ensure!(
-        base.file_name()
-            .is_some_and(|n| n.to_string_lossy().starts_with("pgk-")),
+        base.file_name().is_some_and(|n| n.to_string_lossy().starts_with("pgk-")),
         "{} is not a directory made by pgkeeper demo",
         base.display()
     );
@@ -201,10 +168,9 @@ pub fn stop(base: &Path) -> Result<()> {
         if data.join("postmaster.pid").exists() {
             eprintln!("stopping {}", data.display());
             let d = data.display().to_string();
-            let _ =
-                keeper_harness::run_as_pg("pg_ctl", ["stop", "-m", "fast", "-w", "-D", d.as_str()])
-                    .stdout(std::process::Stdio::null())
-                    .status();
+            let _ = keeper_harness::run_as_pg("pg_ctl", ["stop", "-m", "fast", "-w", "-D", d.as_str()])
+                .stdout(std::process::Stdio::null())
+                .status();
         }
     }
     std::fs::remove_dir_all(base).with_context(|| format!("removing {}", base.display()))?;
@@ -213,10 +179,7 @@ pub fn stop(base: &Path) -> Result<()> {
 }
 
 fn print_node_info(c: &mut postgres::Client) -> Result<()> {
-    println!(
-        "{:>5} | {:<6} | {:<56} | is_master | is_nextmaster | is_sync",
-        "seqno", "name", "conninfo"
-    );
+    println!("{:>5} | {:<6} | {:<56} | is_master | is_nextmaster | is_sync", "seqno", "name", "conninfo");
     for r in c.query(
         "SELECT seqno, name, conninfo, is_master, is_nextmaster, is_sync FROM pgkeeper.node_info ORDER BY seqno",
         &[],

@@ -4,6 +4,7 @@
 
 mod bench;
 mod demo;
+mod rejoin;
 mod status;
 mod writer;
 
@@ -13,13 +14,21 @@ const USAGE: &str = "\
 usage: pgkeeper <command> [options]
 
 commands:
-  status CONNINFO        the cluster as seen from any node (node_info and every worker)
+  status CONNINFO [--json] [--watch [SECONDS]]
+                         the cluster: node_info read from CONNINFO (any node; a multi-host
+                         conninfo works too), then every node asked: role, keeper state,
+                         timeline, LSN, lag, and warnings
+  rejoin --pgdata DIR --name NODE CONNINFO [--basebackup] [--no-start] [--log FILE]
+                         make a failed old master (or a standby that cannot follow) a
+                         standby of the current master: pg_rewind, else pg_basebackup;
+                         run it on that node's host (root or the data directory's owner)
+  uri CONNINFO           a multi-host connection URI for clients (target_session_attrs=read-write)
   demo [--keep]          build a local 3-node cluster with pg_keeper and show it
                          (--keep leaves it running and prints how to connect and stop it)
   demo --stop DIR        stop and remove a cluster left by demo --keep
-  bench [failover] [--runs N] [--out DIR]
-                         failover-time benchmark on local clusters (default 10 runs per
-                         configuration, env BENCH_RUNS; results in bench/results)
+  bench [failover|sync] [--runs N] [--out DIR]
+                         failover and sync-guard benchmarks on local clusters (no kind:
+                         both; 10 runs per configuration, env BENCH_RUNS; bench/results)
   help                   this text
 ";
 
@@ -31,10 +40,18 @@ fn main() -> ExitCode {
     };
     let rest = &args[1..];
     let result = match cmd.as_str() {
-        "status" => match rest.first() {
-            Some(ci) => status::run(ci),
-            None => {
+        "status" => {
+            if rest.iter().all(|a| a.starts_with("--")) {
                 eprintln!("pgkeeper status: give a conninfo, e.g. 'host=10.0.0.1 port=5432 user=postgres'");
+                return ExitCode::from(2);
+            }
+            status::run(rest)
+        }
+        "rejoin" => rejoin::rejoin(rest),
+        "uri" => match rest.first() {
+            Some(ci) => status::uri(ci).map(|u| println!("{u}")),
+            None => {
+                eprintln!("pgkeeper uri: give a conninfo of any node");
                 return ExitCode::from(2);
             }
         },

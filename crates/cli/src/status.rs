@@ -1,23 +1,41 @@
-//! `pgkeeper status`: node_info from one node, then every registered node asked for its
-//! role and its worker's state.
+//! `pgkeeper status`: node_info read from any node, then every registered node asked, all at
+//! once, each within a deadline: role, keeper mode and state, timeline, WAL positions, lag,
+//! and warnings for anything wrong.
 
 use anyhow::{Context, Result};
+use keeper_core::conninfo::ConnInfo;
+use keeper_core::lsn;
+use serde_json::{json, Value};
 use std::str::FromStr;
 use std::time::Duration;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
-fn connect(conninfo: &str) -> Result<postgres::Client> {
+pub fn connect(conninfo: &str) -> Result<postgres::Client> {
     let mut cfg = postgres::Config::from_str(conninfo).context("invalid conninfo")?;
     if cfg.get_user().is_none() {
         cfg.user("postgres");
     }
     cfg.connect_timeout(CONNECT_TIMEOUT);
     cfg.application_name("pgkeeper");
-    cfg.connect(postgres::NoTls)
-        .with_context(|| format!("cannot connect to {conninfo}"))
+    cfg.connect(postgres::NoTls).map_err(|e| anyhow::anyhow!("{}", short_error(&e)))
 }
 
+/// "connection refused" rather than the whole chain with the conninfo.
+fn short_error(e: &postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        return db.message().to_string();
+    }
+    let mut s = e.to_string();
+    let mut src = std::error::Error::source(e);
+    while let Some(c) = src {
+        s = c.to_string();
+        src = c.source();
+    }
+    s
+}
+
+#[derive(Debug, Clone)]
 pub struct NodeRow {
     pub name: String,
     pub conninfo: String,
@@ -27,12 +45,9 @@ pub struct NodeRow {
 }
 
 pub fn node_info(conninfo: &str) -> Result<Vec<NodeRow>> {
-    let mut c = connect(conninfo)?;
+    let mut c = connect(conninfo).with_context(|| "cannot connect to the node given")?;
     let rows = c
-        .query(
-            "SELECT name, conninfo, is_master, is_nextmaster, is_sync FROM pgkeeper.node_info ORDER BY seqno",
-            &[],
-        )
+        .query("SELECT name, conninfo, is_master, is_nextmaster, is_sync FROM pgkeeper.node_info ORDER BY seqno", &[])
         .context("reading pgkeeper.node_info (is the extension created in this database?)")?;
     Ok(rows
         .iter()
@@ -47,71 +62,260 @@ pub fn node_info(conninfo: &str) -> Result<Vec<NodeRow>> {
 }
 
 /// What one node says about itself.
+#[derive(Debug, Clone, Default)]
 pub struct Live {
     pub in_recovery: bool,
     pub mode: String,
     pub state: String,
+    pub sync_state: String,
+    pub timeline: Option<i64>,
+    /// Master: current WAL position. Standby: last received.
+    pub lsn: Option<String>,
+    pub replay_lsn: Option<String>,
+    /// Standby: WAL receiver status ("streaming", ...) and upstream.
+    pub receiver: Option<String>,
+    pub upstream: Option<String>,
+    /// Master: synchronous standbys (name -> sync_state).
+    pub sync_standbys: Vec<(String, String)>,
 }
+
+const LIVE_SQL: &str = "
+SELECT pg_is_in_recovery(), s.mode, s.state, s.sync_state,
+       CASE WHEN pg_is_in_recovery()
+            THEN coalesce((SELECT received_tli::bigint FROM pg_stat_wal_receiver),
+                          (SELECT timeline_id::bigint FROM pg_control_checkpoint()))
+            ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::bigint END,
+       CASE WHEN pg_is_in_recovery() THEN pg_last_wal_receive_lsn()::text
+            ELSE pg_current_wal_lsn()::text END,
+       pg_last_wal_replay_lsn()::text,
+       (SELECT status FROM pg_stat_wal_receiver),
+       (SELECT sender_host || ':' || sender_port FROM pg_stat_wal_receiver)
+FROM pgkeeper.status() s";
 
 pub fn live(conninfo: &str) -> Result<Live> {
     let mut c = connect(conninfo)?;
-    let row = c.query_one(
-        "SELECT pg_is_in_recovery(), s.mode, s.state FROM pgkeeper.status() s",
-        &[],
-    )?;
-    Ok(Live {
-        in_recovery: row.get(0),
-        mode: row.get(1),
-        state: row.get(2),
-    })
+    let r = c.query_one(LIVE_SQL, &[])?;
+    let mut l = Live {
+        in_recovery: r.get(0),
+        mode: r.get(1),
+        state: r.get(2),
+        sync_state: r.get(3),
+        timeline: r.get(4),
+        lsn: r.get(5),
+        replay_lsn: r.get(6),
+        receiver: r.get(7),
+        upstream: r.get(8),
+        sync_standbys: Vec::new(),
+    };
+    if !l.in_recovery {
+        for row in c.query("SELECT application_name, sync_state FROM pg_stat_replication", &[])? {
+            l.sync_standbys.push((row.get(0), row.get(1)));
+        }
+    }
+    Ok(l)
+}
+
+/// The whole picture.
+pub struct Report {
+    pub nodes: Vec<(NodeRow, Result<Live, String>)>,
+    pub warnings: Vec<String>,
+}
+
+pub fn gather(conninfo: &str) -> Result<Report> {
+    let rows = node_info(conninfo)?;
+    // Ask every node at once: a dead node costs one connect timeout, not one per node.
+    let handles: Vec<_> = rows
+        .iter()
+        .map(|n| {
+            let ci = n.conninfo.clone();
+            std::thread::spawn(move || live(&ci).map_err(|e| format!("{e:#}")))
+        })
+        .collect();
+    let lives: Vec<Result<Live, String>> =
+        handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err("probe panicked".into()))).collect();
+    let nodes: Vec<(NodeRow, Result<Live, String>)> = rows.into_iter().zip(lives).collect();
+    let warnings = warnings(&nodes);
+    Ok(Report { nodes, warnings })
+}
+
+fn warnings(nodes: &[(NodeRow, Result<Live, String>)]) -> Vec<String> {
+    let mut w = Vec::new();
+    let writable: Vec<&str> =
+        nodes.iter().filter(|(_, l)| matches!(l, Ok(l) if !l.in_recovery)).map(|(n, _)| n.name.as_str()).collect();
+    if writable.len() > 1 {
+        w.push(format!("more than one node accepts writes: {} (split brain: rejoin all but one)", writable.join(", ")));
+    }
+    if writable.is_empty() {
+        w.push("no node accepts writes".to_string());
+    }
+    for (n, l) in nodes {
+        match l {
+            Err(e) => w.push(format!("{} does not answer: {e}", n.name)),
+            Ok(l) => {
+                if l.in_recovery && l.receiver.as_deref() != Some("streaming") {
+                    w.push(format!("{} is a standby but is not streaming", n.name));
+                }
+                if l.state.contains("needs rejoin") || l.state.contains("CONFLICT") {
+                    w.push(format!("{}: {} (pgkeeper rejoin)", n.name, l.state));
+                }
+                if l.sync_state == "degraded" {
+                    w.push(format!("{}: synchronous replication degraded to asynchronous", n.name));
+                }
+                if n.is_master && l.in_recovery {
+                    w.push(format!("{} is master in node_info but is a standby", n.name));
+                }
+            }
+        }
+    }
+    w
+}
+
+fn host_port(conninfo: &str) -> String {
+    ConnInfo::parse(conninfo)
+        .map(|c| format!("{}:{}", c.get("host").unwrap_or("localhost"), c.get("port").unwrap_or("5432")))
+        .unwrap_or_else(|_| "?".into())
+}
+
+fn role(n: &NodeRow, l: &Result<Live, String>, master: Option<&Live>) -> String {
+    match l {
+        Err(_) => "unreachable".into(),
+        Ok(l) if !l.in_recovery => "master".into(),
+        Ok(_) => match master.and_then(|m| m.sync_standbys.iter().find(|(a, _)| a == &n.name)) {
+            Some((_, s)) if s == "sync" || s == "quorum" => "sync standby".into(),
+            _ => "standby".into(),
+        },
+    }
+}
+
+fn lag(l: &Live, master: Option<&Live>) -> Option<u64> {
+    if !l.in_recovery {
+        return None;
+    }
+    let m = lsn::parse(master?.lsn.as_deref()?)?;
+    let r = lsn::parse(l.replay_lsn.as_deref()?)?;
+    Some(m.saturating_sub(r))
+}
+
+impl Report {
+    fn master(&self) -> Option<&Live> {
+        self.nodes.iter().filter_map(|(_, l)| l.as_ref().ok()).find(|l| !l.in_recovery)
+    }
+
+    pub fn table(&self) -> String {
+        let master = self.master();
+        let mut out = format!(
+            "{:<8} {:<21} {:<13} {:<4} {:<8} {:<3} {:<12} {:>9}  {}\n",
+            "NAME", "HOST:PORT", "ROLE", "NEXT", "KEEPER", "TL", "LSN", "LAG", "STATE"
+        );
+        for (n, l) in &self.nodes {
+            let (mode, tl, lsn, lag, state) = match l {
+                Ok(l) => (
+                    l.mode.clone(),
+                    l.timeline.map(|t| t.to_string()).unwrap_or("-".into()),
+                    l.lsn.clone().unwrap_or("-".into()),
+                    lag(l, master).map(|b| b.to_string()).unwrap_or("-".into()),
+                    l.state.clone(),
+                ),
+                Err(e) => ("-".into(), "-".into(), "-".into(), "-".into(), e.clone()),
+            };
+            out.push_str(&format!(
+                "{:<8} {:<21} {:<13} {:<4} {:<8} {:<3} {:<12} {:>9}  {}\n",
+                n.name,
+                host_port(&n.conninfo),
+                role(n, l, master),
+                if n.is_nextmaster { "yes" } else { "" },
+                mode,
+                tl,
+                lsn,
+                lag,
+                state
+            ));
+        }
+        for w in &self.warnings {
+            out.push_str(&format!("WARNING: {w}\n"));
+        }
+        out
+    }
+
+    pub fn json(&self) -> Value {
+        let master = self.master();
+        let nodes: Vec<Value> = self
+            .nodes
+            .iter()
+            .map(|(n, l)| {
+                let mut v = json!({
+                    "name": n.name,
+                    "host_port": host_port(&n.conninfo),
+                    "role": role(n, l, master),
+                    "is_master": n.is_master,
+                    "is_nextmaster": n.is_nextmaster,
+                    "is_sync": n.is_sync,
+                });
+                match l {
+                    Ok(l) => {
+                        v["keeper_mode"] = json!(l.mode);
+                        v["keeper_state"] = json!(l.state);
+                        v["sync_state"] = json!(l.sync_state);
+                        v["timeline"] = json!(l.timeline);
+                        v["lsn"] = json!(l.lsn);
+                        v["replay_lsn"] = json!(l.replay_lsn);
+                        v["lag_bytes"] = json!(lag(l, master));
+                        v["wal_receiver"] = json!(l.receiver);
+                        v["upstream"] = json!(l.upstream);
+                    }
+                    Err(e) => v["error"] = json!(e),
+                }
+                v
+            })
+            .collect();
+        json!({ "nodes": nodes, "warnings": self.warnings })
+    }
 }
 
 pub fn render(conninfo: &str) -> Result<String> {
-    let nodes = node_info(conninfo)?;
-    let mut out = format!(
-        "{:<10} {:<14} {:<6} {:<6} {:<10} {}\n",
-        "NAME", "ROLE", "NEXT", "SYNC", "KEEPER", "STATE"
-    );
-    let mut warnings = Vec::new();
-    for n in &nodes {
-        let (role, mode, state) = match live(&n.conninfo) {
-            Ok(l) => (
-                if l.in_recovery { "standby" } else { "master" }.to_string(),
-                l.mode,
-                l.state,
-            ),
-            Err(e) => ("unreachable".to_string(), "-".to_string(), format!("{e:#}")),
-        };
-        if (role == "master") != n.is_master && role != "unreachable" {
-            warnings.push(format!(
-                "WARNING: {} is {} but node_info says {}",
-                n.name,
-                if role == "master" {
-                    "writable"
-                } else {
-                    "a standby"
-                },
-                if n.is_master { "master" } else { "standby" }
-            ));
-        }
-        out.push_str(&format!(
-            "{:<10} {:<14} {:<6} {:<6} {:<10} {}\n",
-            n.name,
-            role,
-            if n.is_nextmaster { "yes" } else { "" },
-            if n.is_sync { "yes" } else { "" },
-            mode,
-            state
-        ));
-    }
-    for w in warnings {
-        out.push_str(&w);
-        out.push('\n');
-    }
-    Ok(out)
+    Ok(gather(conninfo)?.table())
 }
 
-pub fn run(conninfo: &str) -> Result<()> {
-    print!("{}", render(conninfo)?);
-    Ok(())
+/// `pgkeeper status CONNINFO [--json] [--watch [SECONDS]]`. Exit code 1 when the cluster
+/// could not be read; warnings do not change the exit code.
+pub fn run(args: &[String]) -> Result<()> {
+    let conninfo = args.iter().find(|a| !a.starts_with("--")).context("give a conninfo")?;
+    let as_json = args.iter().any(|a| a == "--json");
+    let watch = args
+        .iter()
+        .position(|a| a == "--watch")
+        .map(|i| args.get(i + 1).and_then(|s| s.parse::<f64>().ok()).unwrap_or(2.0));
+    loop {
+        let report = gather(conninfo)?;
+        if watch.is_some() {
+            print!("\x1b[2J\x1b[H");
+        }
+        if as_json {
+            println!("{}", serde_json::to_string_pretty(&report.json())?);
+        } else {
+            print!("{}", report.table());
+        }
+        match watch {
+            Some(s) => std::thread::sleep(Duration::from_secs_f64(s.max(0.2))),
+            None => return Ok(()),
+        }
+    }
+}
+
+/// `pgkeeper uri CONNINFO`: a libpq multi-host URI over every registered node, for clients.
+pub fn uri(conninfo: &str) -> Result<String> {
+    let rows = node_info(conninfo)?;
+    let first = ConnInfo::parse(&rows.first().context("node_info is empty")?.conninfo)?;
+    let hosts: Vec<String> = rows
+        .iter()
+        .map(|n| {
+            let c = ConnInfo::parse(&n.conninfo)?;
+            let host = c.get("host").unwrap_or("localhost").to_string();
+            let host = if host.contains(':') { format!("[{host}]") } else { host };
+            Ok(format!("{host}:{}", c.get("port").unwrap_or("5432")))
+        })
+        .collect::<Result<_>>()?;
+    let db = first.get("dbname").unwrap_or("postgres");
+    let user = first.get("user").map(|u| format!("{u}@")).unwrap_or_default();
+    Ok(format!("postgresql://{user}{}/{db}?target_session_attrs=read-write&connect_timeout=2", hosts.join(",")))
 }

@@ -47,11 +47,7 @@ impl Writer {
                 std::thread::sleep(every);
             }
         });
-        Ok(Writer {
-            stop,
-            acked,
-            handle: Some(handle),
-        })
+        Ok(Writer { stop, acked, handle: Some(handle) })
     }
 
     pub fn acked(&self) -> Vec<(Instant, String)> {

@@ -22,9 +22,7 @@ static DIR_COUNTER: AtomicUsize = AtomicUsize::new(0);
 /// Pick a currently free TCP port on 127.0.0.1 not handed out before by this process.
 fn pick_port() -> Result<u16> {
     for _ in 0..100 {
-        let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?
-            .local_addr()?
-            .port();
+        let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?.local_addr()?.port();
         let mut used = USED_PORTS.lock().unwrap();
         let used = used.get_or_insert_with(HashSet::new);
         if used.contains(&port) {
@@ -71,14 +69,7 @@ impl Default for ClusterBuilder {
 impl ClusterBuilder {
     /// `name` becomes part of the base dir name `pgk-<name>-<pid>-<counter>`.
     pub fn new(name: &str) -> Self {
-        ClusterBuilder {
-            name: name.into(),
-            standbys: 2,
-            sync_names: None,
-            keeper: false,
-            conf: vec![],
-            netns: false,
-        }
+        ClusterBuilder { name: name.into(), standbys: 2, sync_names: None, keeper: false, conf: vec![], netns: false }
     }
     /// Base dir name prefix (same as the `new` argument).
     pub fn name(mut self, name: &str) -> Self {
@@ -122,18 +113,9 @@ impl ClusterBuilder {
     pub fn build(self) -> Result<Cluster> {
         proc::become_subreaper();
         let base = make_base_dir(&self.name)?;
-        hlog!(
-            "building cluster in {} ({} standbys)",
-            base.display(),
-            self.standbys
-        );
-        let mut cluster = Cluster {
-            base,
-            nodes: Vec::new(),
-            torn_down: false,
-            net: None,
-            blocks: Mutex::new(Vec::new()),
-        };
+        hlog!("building cluster in {} ({} standbys)", base.display(), self.standbys);
+        let mut cluster =
+            Cluster { base, nodes: Vec::new(), torn_down: false, net: None, blocks: Mutex::new(Vec::new()) };
         let total = self.standbys + 1;
         if self.netns {
             if total > 250 {
@@ -149,8 +131,7 @@ impl ClusterBuilder {
         // every node uses port 5432 (the namespaces are separate, and the
         // UNIX sockets live in distinct directories).
         let x = cluster.net.as_ref().map(|n| n.x);
-        let net_of =
-            |i: usize| x.map(|x| (netns::node_ns(x, i), netns::node_addr(x, i).to_string()));
+        let net_of = |i: usize| x.map(|x| (netns::node_ns(x, i), netns::node_addr(x, i).to_string()));
         let port_for = || -> Result<u16> {
             if x.is_some() {
                 Ok(5432)
@@ -167,18 +148,7 @@ impl ClusterBuilder {
         run_checked(
             m.run_as_pg(
                 "initdb",
-                [
-                    "-D",
-                    &data,
-                    "-A",
-                    "trust",
-                    "-U",
-                    "postgres",
-                    "--no-sync",
-                    "-E",
-                    "UTF8",
-                    "--locale=C",
-                ],
+                ["-D", &data, "-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8", "--locale=C"],
             ),
             "initdb",
         )?;
@@ -241,12 +211,7 @@ impl ClusterBuilder {
         cluster.wait_streaming(Duration::from_secs(60))?;
         hlog!(
             "cluster ready: {}",
-            cluster
-                .nodes
-                .iter()
-                .map(|n| format!("{}:{}", n.name(), n.port()))
-                .collect::<Vec<_>>()
-                .join(" ")
+            cluster.nodes.iter().map(|n| format!("{}:{}", n.name(), n.port())).collect::<Vec<_>>().join(" ")
         );
         Ok(cluster)
     }
@@ -295,10 +260,8 @@ fn node_conf(n: &Node, keeper: bool) -> String {
 
 fn append_file(path: &Path, text: &str) -> Result<()> {
     use std::io::Write;
-    let mut f = std::fs::OpenOptions::new()
-        .append(true)
-        .open(path)
-        .with_context(|| format!("open {}", path.display()))?;
+    let mut f =
+        std::fs::OpenOptions::new().append(true).open(path).with_context(|| format!("open {}", path.display()))?;
     f.write_all(text.as_bytes())?;
     Ok(())
 }
@@ -308,17 +271,11 @@ fn append_file(path: &Path, text: &str) -> Result<()> {
 fn set_primary_conninfo(n: &Node, master_addr: &str, master_port: u16) -> Result<()> {
     let path = n.data_dir().join("postgresql.auto.conf");
     let old = std::fs::read_to_string(&path).unwrap_or_default();
-    let mut new: String = old
-        .lines()
-        .filter(|l| !l.trim_start().starts_with("primary_conninfo"))
-        .map(|l| format!("{l}\n"))
-        .collect();
+    let mut new: String =
+        old.lines().filter(|l| !l.trim_start().starts_with("primary_conninfo")).map(|l| format!("{l}\n")).collect();
     new += &format!(
         "primary_conninfo = {}\n",
-        q(&format!(
-            "host={master_addr} port={master_port} user=postgres application_name={}",
-            n.name()
-        ))
+        q(&format!("host={master_addr} port={master_port} user=postgres application_name={}", n.name()))
     );
     std::fs::write(&path, new)?;
     chown_pg(&path)
@@ -332,21 +289,15 @@ fn start_with_port_retry(n: &Node) -> Result<()> {
     }
     let mut attempt = 0;
     loop {
-        let before = std::fs::metadata(n.log_path())
-            .map(|m| m.len() as usize)
-            .unwrap_or(0);
+        let before = std::fs::metadata(n.log_path()).map(|m| m.len() as usize).unwrap_or(0);
         match n.start() {
             Ok(()) => return Ok(()),
             Err(e) => {
                 let log = n.log_contents();
                 let new_part = log.get(before..).unwrap_or(&log);
-                let port_clash = [
-                    "could not bind",
-                    "Address already in use",
-                    "could not create any TCP/IP",
-                ]
-                .iter()
-                .any(|p| new_part.contains(p));
+                let port_clash = ["could not bind", "Address already in use", "could not create any TCP/IP"]
+                    .iter()
+                    .any(|p| new_part.contains(p));
                 attempt += 1;
                 if !port_clash || attempt >= 5 {
                     return Err(e);
@@ -363,10 +314,7 @@ fn start_with_port_retry(n: &Node) -> Result<()> {
 }
 
 fn make_base_dir(name: &str) -> Result<PathBuf> {
-    let parent = std::env::var("PGK_TMPDIR")
-        .ok()
-        .filter(|s| !s.is_empty())
-        .unwrap_or("/tmp".into());
+    let parent = std::env::var("PGK_TMPDIR").ok().filter(|s| !s.is_empty()).unwrap_or("/tmp".into());
     std::fs::create_dir_all(&parent)?;
     loop {
         let n = DIR_COUNTER.fetch_add(1, Ordering::SeqCst);
@@ -407,8 +355,7 @@ impl Cluster {
     }
     /// Node by name; panics if there is no such node (see [`Cluster::get_node`]).
     pub fn node(&self, name: &str) -> &Node {
-        self.get_node(name)
-            .unwrap_or_else(|| panic!("no node named {name:?}"))
+        self.get_node(name).unwrap_or_else(|| panic!("no node named {name:?}"))
     }
     pub fn get_node(&self, name: &str) -> Option<&Node> {
         self.nodes.iter().find(|n| n.name() == name)
@@ -423,9 +370,7 @@ impl Cluster {
     }
     /// A running node that answers `pg_is_in_recovery() = false`, if any.
     pub fn current_primary(&self) -> Option<&Node> {
-        self.nodes
-            .iter()
-            .find(|n| n.is_running() && matches!(n.is_in_recovery(), Ok(false)))
+        self.nodes.iter().find(|n| n.is_running() && matches!(n.is_in_recovery(), Ok(false)))
     }
     pub fn base_dir(&self) -> &Path {
         &self.base
@@ -440,28 +385,19 @@ impl Cluster {
     /// Like [`Cluster::wait_streaming`] but with `primary` as the upstream of all other nodes.
     pub fn wait_streaming_to(&self, primary: &str, timeout: Duration) -> Result<()> {
         let p = self.node(primary);
-        let want: Vec<&str> = self
-            .nodes
-            .iter()
-            .map(|n| n.name())
-            .filter(|n| *n != primary)
-            .collect();
+        let want: Vec<&str> = self.nodes.iter().map(|n| n.name()).filter(|n| *n != primary).collect();
         let mut last = Vec::new();
-        let r = wait_until(timeout, || {
-            match p.query("SELECT application_name, state FROM pg_stat_replication") {
-                Ok(rows) => {
-                    last = rows;
-                    want.iter().all(|w| {
-                        last.iter().any(|r| {
-                            r[0].as_deref() == Some(*w) && r[1].as_deref() == Some("streaming")
-                        })
-                    })
-                }
-                Err(_) => false,
+        let r = wait_until(timeout, || match p.query("SELECT application_name, state FROM pg_stat_replication") {
+            Ok(rows) => {
+                last = rows;
+                want.iter()
+                    .all(|w| last.iter().any(|r| r[0].as_deref() == Some(*w) && r[1].as_deref() == Some("streaming")))
             }
+            Err(_) => false,
         });
         r.map_err(|e| {
-            let mut msg = format!("standbys {want:?} not streaming to {primary}: {e}; last pg_stat_replication: {last:?}");
+            let mut msg =
+                format!("standbys {want:?} not streaming to {primary}: {e}; last pg_stat_replication: {last:?}");
             for n in &self.nodes {
                 msg += &format!("\n--- tail of {} ---\n{}", n.log_path().display(), n.log_tail(15));
             }
@@ -528,10 +464,7 @@ impl Cluster {
         if self.net.is_none() {
             anyhow::bail!("partitions need a cluster built with .netns(true)");
         }
-        self.nodes
-            .iter()
-            .position(|n| n.name() == name)
-            .ok_or_else(|| anyhow!("no node named {name:?}"))
+        self.nodes.iter().position(|n| n.name() == name).ok_or_else(|| anyhow!("no node named {name:?}"))
     }
 
     fn ip_of(&self, i: usize) -> Ipv4Addr {
@@ -546,10 +479,7 @@ impl Cluster {
         f(&mut b);
         for (i, n) in self.nodes.iter().enumerate() {
             let (old, new) = (&before[i], &b[i]);
-            if old.isolated != new.isolated
-                || old.out_to != new.out_to
-                || old.in_from != new.in_from
-            {
+            if old.isolated != new.isolated || old.out_to != new.out_to || old.in_from != new.in_from {
                 netns::apply_blocks(n.ns().expect("netns node"), new)?;
             }
         }

@@ -135,10 +135,8 @@ pub(crate) fn chown_pg(path: &Path) -> Result<()> {
     if !is_root() {
         return Ok(());
     }
-    let (uid, gid) = postgres_ids()
-        .ok_or_else(|| anyhow::anyhow!("running as root but no OS user 'postgres'"))?;
-    std::os::unix::fs::chown(path, Some(uid), Some(gid))
-        .map_err(|e| anyhow::anyhow!("chown {}: {e}", path.display()))
+    let (uid, gid) = postgres_ids().ok_or_else(|| anyhow::anyhow!("running as root but no OS user 'postgres'"))?;
+    std::os::unix::fs::chown(path, Some(uid), Some(gid)).map_err(|e| anyhow::anyhow!("chown {}: {e}", path.display()))
 }
 
 /// Poll `cond` every 100 ms until it returns true or `timeout` elapses.
@@ -165,9 +163,7 @@ pub fn tail_file(path: &Path, n: usize) -> String {
 
 /// Run a command to completion; on failure return an error with its output.
 pub(crate) fn run_checked(mut cmd: Command, what: &str) -> Result<String> {
-    let out = cmd
-        .output()
-        .map_err(|e| anyhow::anyhow!("{what}: cannot spawn {:?}: {e}", cmd))?;
+    let out = cmd.output().map_err(|e| anyhow::anyhow!("{what}: cannot spawn {:?}: {e}", cmd))?;
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     if !out.status.success() {
         anyhow::bail!(

@@ -61,11 +61,7 @@ fn ip(args: &[&str]) -> Result<String> {
 
 /// `ip <args>`, errors ignored (teardown paths).
 fn ip_quiet(args: &[&str]) {
-    let _ = Command::new("ip")
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
+    let _ = Command::new("ip").args(args).stdout(Stdio::null()).stderr(Stdio::null()).status();
 }
 
 /// Names listed by `ip netns list` (first word of each line).
@@ -88,8 +84,7 @@ fn ns_belongs_to(ns: &str, x: u8) -> bool {
         return true;
     }
     let p = format!("pgk{x}n");
-    ns.strip_prefix(&p)
-        .is_some_and(|rest| !rest.is_empty() && rest.chars().all(|c| c.is_ascii_digit()))
+    ns.strip_prefix(&p).is_some_and(|rest| !rest.is_empty() && rest.chars().all(|c| c.is_ascii_digit()))
 }
 
 /// Start time (field 22 of /proc/<pid>/stat) to protect against pid reuse.
@@ -127,10 +122,7 @@ fn owner_alive(entry: &Path) -> bool {
 /// a namespace destroys its veth ends (and thus their peers) and bridges.
 fn delete_ns(ns: &str) {
     if let Ok(o) = Command::new("ip").args(["netns", "pids", ns]).output() {
-        for pid in String::from_utf8_lossy(&o.stdout)
-            .split_whitespace()
-            .filter_map(|p| p.parse::<i32>().ok())
-        {
+        for pid in String::from_utf8_lossy(&o.stdout).split_whitespace().filter_map(|p| p.parse::<i32>().ok()) {
             proc::signal(pid, libc::SIGCONT);
             proc::signal(pid, libc::SIGKILL);
         }
@@ -153,11 +145,7 @@ fn delete_all_of(x: u8) {
     let prefix = format!("pk{x}");
     for l in links.lines() {
         // "3: name@peer: <...>"
-        if let Some(name) = l
-            .split(": ")
-            .nth(1)
-            .map(|n| n.split('@').next().unwrap_or(n))
-        {
+        if let Some(name) = l.split(": ").nth(1).map(|n| n.split('@').next().unwrap_or(n)) {
             if let Some(rest) = name.strip_prefix(&prefix) {
                 if rest == "br" || rest.starts_with('v') || rest.starts_with('p') {
                     ip_quiet(&["link", "del", name]);
@@ -196,17 +184,11 @@ pub fn cleanup_stale_netns() {
 /// root namespace or in any named namespace.
 fn used_v4_networks() -> Vec<(Ipv4Addr, u8)> {
     let mut outs = Vec::new();
-    if let Ok(o) = Command::new("ip")
-        .args(["-o", "-4", "addr", "show"])
-        .output()
-    {
+    if let Ok(o) = Command::new("ip").args(["-o", "-4", "addr", "show"]).output() {
         outs.push(String::from_utf8_lossy(&o.stdout).into_owned());
     }
     for ns in list_netns() {
-        if let Ok(o) = Command::new("ip")
-            .args(["-n", &ns, "-o", "-4", "addr", "show"])
-            .output()
-        {
+        if let Ok(o) = Command::new("ip").args(["-n", &ns, "-o", "-4", "addr", "show"]).output() {
             outs.push(String::from_utf8_lossy(&o.stdout).into_owned());
         }
     }
@@ -288,10 +270,7 @@ pub(crate) fn apply_blocks(ns: &str, blocks: &Blocks) -> Result<()> {
     child.stdin.take().unwrap().write_all(script.as_bytes())?;
     let out = child.wait_with_output()?;
     if !out.status.success() {
-        bail!(
-            "nft in {ns} failed: {}\n--- script ---\n{script}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
+        bail!("nft in {ns} failed: {}\n--- script ---\n{script}", String::from_utf8_lossy(&out.stderr).trim());
     }
     Ok(())
 }
@@ -332,11 +311,7 @@ impl NetSet {
             match std::fs::create_dir(&registry) {
                 Ok(()) => {
                     std::fs::write(registry.join("pid"), owner_line())?;
-                    return Ok(NetSet {
-                        x,
-                        registry,
-                        destroyed: false,
-                    });
+                    return Ok(NetSet { x, registry, destroyed: false });
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
                 Err(e) => return Err(anyhow!("mkdir {}: {e}", registry.display())),
@@ -361,9 +336,7 @@ impl NetSet {
             let addr = format!("{}/24", node_addr(x, i));
             ip(&["netns", "add", &ns])?;
             ip(&["-n", &ns, "link", "set", "lo", "up"])?;
-            ip(&[
-                "link", "add", &v, "netns", &ns, "type", "veth", "peer", "name", &p, "netns", &sw,
-            ])?;
+            ip(&["link", "add", &v, "netns", &ns, "type", "veth", "peer", "name", &p, "netns", &sw])?;
             ip(&["-n", &sw, "link", "set", &p, "master", &br])?;
             ip(&["-n", &sw, "link", "set", &p, "up"])?;
             ip(&["-n", &ns, "addr", "add", &addr, "dev", &v])?;

@@ -38,12 +38,7 @@ pub struct Node {
 impl Node {
     /// Create the node's directories (`<base>/<name>`, `.../sock`); no initdb yet.
     /// `net` = `Some((namespace, address))` in netns mode.
-    pub(crate) fn new(
-        base: &Path,
-        name: &str,
-        port: u16,
-        net: Option<(String, String)>,
-    ) -> Result<Node> {
+    pub(crate) fn new(base: &Path, name: &str, port: u16, net: Option<(String, String)>) -> Result<Node> {
         let dir = base.join(name);
         let sock_dir = dir.join("sock");
         for d in [&dir, &sock_dir] {
@@ -59,10 +54,7 @@ impl Node {
             dir,
             orphans: Mutex::new(Vec::new()),
             statement_timeout: Mutex::new(Some(Duration::from_secs(30))),
-            addr: net
-                .as_ref()
-                .map(|(_, a)| a.clone())
-                .unwrap_or_else(|| "127.0.0.1".into()),
+            addr: net.as_ref().map(|(_, a)| a.clone()).unwrap_or_else(|| "127.0.0.1".into()),
             ns: net.map(|(n, _)| n),
         })
     }
@@ -117,21 +109,13 @@ impl Node {
     }
     /// Like [`Node::conninfo`] for database `db`.
     pub fn conninfo_db(&self, db: &str) -> String {
-        format!(
-            "host={} port={} user=postgres dbname={db}",
-            self.addr,
-            self.port()
-        )
+        format!("host={} port={} user=postgres dbname={db}", self.addr, self.port())
     }
     /// Conninfo over the node's UNIX socket (host = sock dir), usable from the
     /// test process in every mode and unaffected by partitions. This is what
     /// the SQL helpers (`try_connect`, `query`, ...) use.
     pub fn admin_conninfo(&self) -> String {
-        format!(
-            "host={} port={} user=postgres dbname=postgres",
-            self.sock_dir.display(),
-            self.port()
-        )
+        format!("host={} port={} user=postgres dbname=postgres", self.sock_dir.display(), self.port())
     }
     /// `Command` for `program` run inside this node's namespace
     /// (`ip netns exec <ns> program`), or plainly in loopback mode. Runs as
@@ -212,10 +196,7 @@ impl Node {
     pub fn start(&self) -> Result<()> {
         let orphans = std::mem::take(&mut *self.orphans.lock().unwrap());
         if !orphans.is_empty() && !proc::wait_gone(&orphans, Duration::from_secs(15)) {
-            hlog!(
-                "{}: old backends still alive after 15s, killing them",
-                self.name
-            );
+            hlog!("{}: old backends still alive after 15s, killing them", self.name);
             orphans.iter().for_each(|&p| proc::signal(p, libc::SIGKILL));
             proc::wait_gone(&orphans, Duration::from_secs(5));
         }
@@ -229,17 +210,8 @@ impl Node {
         proc::become_subreaper();
         hlog!("{}: starting on port {}", self.name, self.port());
         let log = self.log_path.display().to_string();
-        let r = run_checked(
-            self.pg_ctl(&["start", "-w", "-t", "60", "-l", &log]),
-            "pg_ctl start",
-        );
-        r.map(|_| ()).map_err(|e| {
-            anyhow!(
-                "{}: {e}\n--- tail of {log} ---\n{}",
-                self.name,
-                self.log_tail(30)
-            )
-        })
+        let r = run_checked(self.pg_ctl(&["start", "-w", "-t", "60", "-l", &log]), "pg_ctl start");
+        r.map(|_| ()).map_err(|e| anyhow!("{}: {e}\n--- tail of {log} ---\n{}", self.name, self.log_tail(30)))
     }
 
     /// `pg_ctl stop -m fast -w`. Ok if the node is not running.
@@ -260,11 +232,8 @@ impl Node {
         let pm = self.postmaster_pid();
         self.sigcont(); // a SIGSTOPped server would never shut down
         hlog!("{}: stopping ({mode})", self.name);
-        run_checked(
-            self.pg_ctl(&["stop", "-m", mode, "-w", "-t", "60"]),
-            "pg_ctl stop",
-        )
-        .with_context(|| format!("{}: stop -m {mode}", self.name))?;
+        run_checked(self.pg_ctl(&["stop", "-m", mode, "-w", "-t", "60"]), "pg_ctl stop")
+            .with_context(|| format!("{}: stop -m {mode}", self.name))?;
         if let Some(pm) = pm {
             proc::wait_gone(&[pm], Duration::from_secs(5)); // reap the zombie
         }
@@ -285,11 +254,7 @@ impl Node {
     /// `pg_ctl promote -w` (manual promotion of a standby).
     pub fn promote(&self) -> Result<()> {
         hlog!("{}: promoting", self.name);
-        run_checked(
-            self.pg_ctl(&["promote", "-w", "-t", "60"]),
-            "pg_ctl promote",
-        )
-        .map(|_| ())
+        run_checked(self.pg_ctl(&["promote", "-w", "-t", "60"]), "pg_ctl promote").map(|_| ())
     }
 
     // --------------------------------------------------------------- processes
@@ -308,10 +273,7 @@ impl Node {
     /// process title, e.g. `"postgres: node1: checkpointer"`.
     pub fn children(&self) -> Vec<(i32, String)> {
         match self.postmaster_pid() {
-            Some(pm) => proc::children_of(pm)
-                .into_iter()
-                .map(|p| (p, proc::cmdline(p).unwrap_or_default()))
-                .collect(),
+            Some(pm) => proc::children_of(pm).into_iter().map(|p| (p, proc::cmdline(p).unwrap_or_default())).collect(),
             None => Vec::new(),
         }
     }
@@ -348,9 +310,7 @@ impl Node {
             proc::signal(pm, libc::SIGSTOP); // first, so it cannot fork new children
                                              // twice: catch children forked just before the postmaster stopped
             for _ in 0..2 {
-                proc::descendants(pm)
-                    .iter()
-                    .for_each(|&p| proc::signal(p, libc::SIGSTOP));
+                proc::descendants(pm).iter().for_each(|&p| proc::signal(p, libc::SIGSTOP));
             }
         }
     }
@@ -358,9 +318,7 @@ impl Node {
     /// SIGCONT the postmaster and all its descendants.
     pub fn sigcont(&self) {
         if let Some(pm) = self.postmaster_pid() {
-            proc::descendants(pm)
-                .iter()
-                .for_each(|&p| proc::signal(p, libc::SIGCONT));
+            proc::descendants(pm).iter().for_each(|&p| proc::signal(p, libc::SIGCONT));
             proc::signal(pm, libc::SIGCONT);
         }
     }
@@ -375,15 +333,12 @@ impl Node {
             pids.extend(proc::descendants(pm));
             self.sigcont();
             let mut cmd = self.pg_ctl(&["stop", "-m", "immediate", "-w", "-t", "10"]);
-            cmd.stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null());
+            cmd.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
             let _ = cmd.status();
         }
         // reap (or wait for) whatever already exited
         proc::wait_gone(&pids, Duration::from_millis(500));
-        pids.extend(proc::pids_with_cmdline_containing(
-            &self.data_dir.display().to_string(),
-        ));
+        pids.extend(proc::pids_with_cmdline_containing(&self.data_dir.display().to_string()));
         pids.retain(|&p| proc::alive(p));
         if !pids.is_empty() {
             for &p in &pids {
@@ -391,10 +346,7 @@ impl Node {
                 proc::signal(p, libc::SIGKILL);
             }
             if !proc::wait_gone(&pids, Duration::from_secs(10)) {
-                hlog!(
-                    "{}: WARNING: processes {pids:?} survived SIGKILL",
-                    self.name
-                );
+                hlog!("{}: WARNING: processes {pids:?} survived SIGKILL", self.name);
             }
         }
     }
@@ -432,19 +384,13 @@ impl Node {
             cfg.options(&format!("-c statement_timeout={}", t.as_millis()));
         }
         let what = format!("{}: connect to port {}", self.name, self.port());
-        with_deadline(CONNECT_TIMEOUT, move || {
-            cfg.connect(postgres::NoTls).map_err(anyhow::Error::from)
-        })
-        .with_context(|| what)
+        with_deadline(CONNECT_TIMEOUT, move || cfg.connect(postgres::NoTls).map_err(anyhow::Error::from))
+            .with_context(|| what)
     }
 
     /// Deadline for a whole SQL-helper call (connect + statement).
     fn call_deadline(&self) -> Duration {
-        let st = self
-            .statement_timeout
-            .lock()
-            .unwrap()
-            .unwrap_or(Duration::from_secs(60));
+        let st = self.statement_timeout.lock().unwrap().unwrap_or(Duration::from_secs(60));
         CONNECT_TIMEOUT + st + Duration::from_secs(2)
     }
 
@@ -468,11 +414,7 @@ impl Node {
 
     /// First column of the first row (None if no rows or NULL).
     pub fn query_one(&self, sql: &str) -> Result<Option<String>> {
-        Ok(self
-            .query(sql)?
-            .into_iter()
-            .next()
-            .and_then(|r| r.into_iter().next().flatten()))
+        Ok(self.query(sql)?.into_iter().next().and_then(|r| r.into_iter().next().flatten()))
     }
 
     /// Execute `sql` (may contain several statements), ignoring results.
@@ -489,37 +431,24 @@ impl Node {
         match self.query_one("SELECT pg_is_in_recovery()")?.as_deref() {
             Some("t") => Ok(true),
             Some("f") => Ok(false),
-            other => bail!(
-                "{}: unexpected pg_is_in_recovery() result {other:?}",
-                self.name
-            ),
+            other => bail!("{}: unexpected pg_is_in_recovery() result {other:?}", self.name),
         }
     }
 
     /// Wait until the node accepts connections (and `SELECT 1` works).
     pub fn wait_ready(&self, timeout: Duration) -> Result<()> {
-        wait_until(timeout, || self.query_one("SELECT 1").is_ok()).map_err(|e| {
-            anyhow!(
-                "{}: not ready: {e}\n--- log tail ---\n{}",
-                self.name,
-                self.log_tail(30)
-            )
-        })
+        wait_until(timeout, || self.query_one("SELECT 1").is_ok())
+            .map_err(|e| anyhow!("{}: not ready: {e}\n--- log tail ---\n{}", self.name, self.log_tail(30)))
     }
 }
 
 /// Run `f` in a helper thread; error if it does not finish within `timeout`
 /// (the thread is then left to finish on its own).
-fn with_deadline<T: Send + 'static>(
-    timeout: Duration,
-    f: impl FnOnce() -> Result<T> + Send + 'static,
-) -> Result<T> {
+fn with_deadline<T: Send + 'static>(timeout: Duration, f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
     let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::Builder::new()
-        .name("harness-sql".into())
-        .spawn(move || {
-            let _ = tx.send(f());
-        })?;
+    std::thread::Builder::new().name("harness-sql".into()).spawn(move || {
+        let _ = tx.send(f());
+    })?;
     match rx.recv_timeout(timeout) {
         Ok(r) => r,
         Err(_) => bail!("timed out after {timeout:?} (server hung or stopped?)"),

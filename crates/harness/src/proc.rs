@@ -42,10 +42,7 @@ pub fn all_pids() -> Vec<i32> {
 
 /// Direct (live) children of `parent`.
 pub fn children_of(parent: i32) -> Vec<i32> {
-    all_pids()
-        .into_iter()
-        .filter(|&p| matches!(stat(p), Some((st, pp)) if pp == parent && st != 'Z'))
-        .collect()
+    all_pids().into_iter().filter(|&p| matches!(stat(p), Some((st, pp)) if pp == parent && st != 'Z')).collect()
 }
 
 /// All live descendants of `root` (not including root), breadth first.
@@ -84,20 +81,12 @@ pub fn signal(pid: i32, sig: i32) {
 /// Postmaster pid from the first line of `<data_dir>/postmaster.pid` (may be stale).
 pub fn pidfile_pid(data_dir: &Path) -> Option<i32> {
     let s = std::fs::read_to_string(data_dir.join("postmaster.pid")).ok()?;
-    s.lines()
-        .next()?
-        .trim()
-        .parse()
-        .ok()
-        .filter(|&p: &i32| p > 0)
+    s.lines().next()?.trim().parse().ok().filter(|&p: &i32| p > 0)
 }
 
 /// Live processes whose command line mentions `needle` (e.g. a data dir path).
 pub fn pids_with_cmdline_containing(needle: &str) -> Vec<i32> {
-    all_pids()
-        .into_iter()
-        .filter(|&p| alive(p) && cmdline(p).is_some_and(|c| c.contains(needle)))
-        .collect()
+    all_pids().into_iter().filter(|&p| alive(p) && cmdline(p).is_some_and(|c| c.contains(needle))).collect()
 }
 
 /// Reap `pid` if it is a zombie child of this process (no-op otherwise).

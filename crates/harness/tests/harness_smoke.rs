@@ -17,34 +17,21 @@ fn procs_mentioning(needle: &str) -> Vec<(i32, String)> {
 
 #[test]
 fn cluster_lifecycle() {
-    let cluster = ClusterBuilder::new("smoke")
-        .standbys(2)
-        .keeper(false)
-        .build()
-        .expect("build");
+    let cluster = ClusterBuilder::new("smoke").standbys(2).keeper(false).build().expect("build");
     assert_eq!(cluster.nodes().len(), 3);
     let m = cluster.master();
     assert_eq!(m.name(), "node1");
     assert!(!m.is_in_recovery().unwrap());
     for s in cluster.standbys() {
-        assert!(
-            s.is_in_recovery().unwrap(),
-            "{} should be in recovery",
-            s.name()
-        );
+        assert!(s.is_in_recovery().unwrap(), "{} should be in recovery", s.name());
     }
     cluster.wait_streaming(Duration::from_secs(10)).unwrap();
 
     // replication of a row
-    m.execute("CREATE TABLE t(id int primary key, v text); INSERT INTO t VALUES (1, 'hello')")
-        .unwrap();
+    m.execute("CREATE TABLE t(id int primary key, v text); INSERT INTO t VALUES (1, 'hello')").unwrap();
     for s in cluster.standbys() {
         wait_until(Duration::from_secs(20), || {
-            s.query_one("SELECT v FROM t WHERE id = 1")
-                .ok()
-                .flatten()
-                .as_deref()
-                == Some("hello")
+            s.query_one("SELECT v FROM t WHERE id = 1").ok().flatten().as_deref() == Some("hello")
         })
         .unwrap_or_else(|e| panic!("{} did not replicate: {e}", s.name()));
     }
@@ -53,10 +40,7 @@ fn cluster_lifecycle() {
 
     // process introspection: the walsenders show up as children with a title
     let kids = m.children();
-    assert!(
-        kids.iter().any(|(_, c)| c.contains("walsender")),
-        "children: {kids:?}"
-    );
+    assert!(kids.iter().any(|(_, c)| c.contains("walsender")), "children: {kids:?}");
 
     // kill -9 a standby and bring it back
     let s2 = cluster.node("node2");
@@ -69,11 +53,7 @@ fn cluster_lifecycle() {
     cluster.wait_streaming(Duration::from_secs(60)).unwrap();
     m.execute("INSERT INTO t VALUES (2, 'after-kill')").unwrap();
     wait_until(Duration::from_secs(20), || {
-        s2.query_one("SELECT v FROM t WHERE id = 2")
-            .ok()
-            .flatten()
-            .as_deref()
-            == Some("after-kill")
+        s2.query_one("SELECT v FROM t WHERE id = 2").ok().flatten().as_deref() == Some("after-kill")
     })
     .unwrap();
 
@@ -81,15 +61,8 @@ fn cluster_lifecycle() {
     let s3 = cluster.node("node3");
     s3.sigstop();
     let pm = s3.postmaster_pid().unwrap();
-    assert_eq!(
-        proc::stat(pm).unwrap().0,
-        'T',
-        "postmaster should be stopped"
-    );
-    assert!(
-        s3.try_connect().is_err(),
-        "a stopped server must not accept queries"
-    );
+    assert_eq!(proc::stat(pm).unwrap().0, 'T', "postmaster should be stopped");
+    assert!(s3.try_connect().is_err(), "a stopped server must not accept queries");
     s3.sigcont();
     s3.wait_ready(Duration::from_secs(30)).unwrap();
     cluster.wait_streaming(Duration::from_secs(60)).unwrap();
@@ -99,29 +72,17 @@ fn cluster_lifecycle() {
     s3.start().unwrap();
     s3.append_conf("work_mem = '7MB'").unwrap();
     s3.reload().unwrap();
-    wait_until(Duration::from_secs(10), || {
-        s3.query_one("SHOW work_mem").ok().flatten().as_deref() == Some("7MB")
-    })
-    .unwrap();
-    assert!(s3
-        .log_contents()
-        .contains("database system is ready to accept read-only connections"));
+    wait_until(Duration::from_secs(10), || s3.query_one("SHOW work_mem").ok().flatten().as_deref() == Some("7MB"))
+        .unwrap();
+    assert!(s3.log_contents().contains("database system is ready to accept read-only connections"));
 
     // drop: nothing survives, dir is gone
     let base = cluster.base_dir().to_path_buf();
     let base_s = base.display().to_string();
-    let pids: Vec<i32> = cluster
-        .nodes()
-        .iter()
-        .filter_map(|n| n.postmaster_pid())
-        .collect();
+    let pids: Vec<i32> = cluster.nodes().iter().filter_map(|n| n.postmaster_pid()).collect();
     assert!(!procs_mentioning(&base_s).is_empty());
     drop(cluster);
-    assert!(
-        procs_mentioning(&base_s).is_empty(),
-        "leftovers: {:?}",
-        procs_mentioning(&base_s)
-    );
+    assert!(procs_mentioning(&base_s).is_empty(), "leftovers: {:?}", procs_mentioning(&base_s));
     for p in pids {
         assert!(!proc::alive(p), "postmaster {p} survived");
     }
@@ -137,25 +98,14 @@ fn synchronous_standby() {
         .build()
         .expect("build");
     let m = cluster.master();
-    assert_eq!(
-        m.query_one("SHOW synchronous_standby_names")
-            .unwrap()
-            .as_deref(),
-        Some("node2")
-    );
-    let rows = m
-        .query("SELECT application_name, sync_state FROM pg_stat_replication ORDER BY 1")
-        .unwrap();
+    assert_eq!(m.query_one("SHOW synchronous_standby_names").unwrap().as_deref(), Some("node2"));
+    let rows = m.query("SELECT application_name, sync_state FROM pg_stat_replication ORDER BY 1").unwrap();
     assert_eq!(
         rows,
-        vec![
-            vec![Some("node2".into()), Some("sync".into())],
-            vec![Some("node3".into()), Some("async".into())],
-        ]
+        vec![vec![Some("node2".into()), Some("sync".into())], vec![Some("node3".into()), Some("async".into())],]
     );
     // a commit waits for node2: it must still succeed while node2 is up
-    m.execute("CREATE TABLE s(i int); INSERT INTO s VALUES (1)")
-        .unwrap();
+    m.execute("CREATE TABLE s(i int); INSERT INTO s VALUES (1)").unwrap();
 
     // with node2 stopped, a commit blocks in SyncRep until node2 is back
     let n2 = cluster.node("node2");
@@ -163,18 +113,13 @@ fn synchronous_standby() {
     std::thread::scope(|sc| {
         let h = sc.spawn(|| m.execute("INSERT INTO s VALUES (2)"));
         wait_until(Duration::from_secs(20), || {
-            m.query_one("SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'SyncRep'")
-                .ok()
-                .flatten()
-                .as_deref()
+            m.query_one("SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'SyncRep'").ok().flatten().as_deref()
                 == Some("1")
         })
         .expect("commit should wait for the synchronous standby");
         assert!(!h.is_finished());
         n2.start().unwrap();
-        h.join()
-            .unwrap()
-            .expect("commit completes once node2 is back");
+        h.join().unwrap().expect("commit completes once node2 is back");
     });
     cluster.wait_streaming(Duration::from_secs(60)).unwrap();
     assert!(cluster.node("node3").is_in_recovery().unwrap());

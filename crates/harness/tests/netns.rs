@@ -19,67 +19,32 @@ fn netns_cluster_partitions() {
         eprintln!("skipping: netns mode needs root");
         return;
     }
-    let cluster = ClusterBuilder::new("netns")
-        .standbys(2)
-        .netns(true)
-        .build()
-        .expect("build");
-    let (n1, n2, n3) = (
-        cluster.node("node1"),
-        cluster.node("node2"),
-        cluster.node("node3"),
-    );
+    let cluster = ClusterBuilder::new("netns").standbys(2).netns(true).build().expect("build");
+    let (n1, n2, n3) = (cluster.node("node1"), cluster.node("node2"), cluster.node("node3"));
 
     // ---- addressing
-    let ns: Vec<String> = cluster
-        .nodes()
-        .iter()
-        .map(|n| n.ns().expect("namespace").to_string())
-        .collect();
+    let ns: Vec<String> = cluster.nodes().iter().map(|n| n.ns().expect("namespace").to_string()).collect();
     assert!(n1.addr().starts_with("10.213."), "{}", n1.addr());
-    assert_eq!(
-        n2.conninfo(),
-        format!(
-            "host={} port={} user=postgres dbname=postgres",
-            n2.addr(),
-            n2.port()
-        )
-    );
-    assert!(n1
-        .admin_conninfo()
-        .contains(&n1.sock_dir().display().to_string()));
+    assert_eq!(n2.conninfo(), format!("host={} port={} user=postgres dbname=postgres", n2.addr(), n2.port()));
+    assert!(n1.admin_conninfo().contains(&n1.sock_dir().display().to_string()));
     let auto = std::fs::read_to_string(n2.data_dir().join("postgresql.auto.conf")).unwrap();
-    assert!(
-        auto.contains(&format!("host={} ", n1.addr())) && auto.contains("application_name=node2"),
-        "{auto}"
-    );
+    assert!(auto.contains(&format!("host={} ", n1.addr())) && auto.contains("application_name=node2"), "{auto}");
     // the root namespace has no route to the nodes: nothing of ours in it
     let x = n1.addr().split('.').nth(2).unwrap().to_string();
     assert!(!ip_out(&["-o", "addr"]).contains(&format!("10.213.{x}.")));
 
     // ---- replication works over the namespace addresses
-    let rows = n1
-        .query("SELECT application_name, state, client_addr FROM pg_stat_replication ORDER BY 1")
-        .unwrap();
+    let rows = n1.query("SELECT application_name, state, client_addr FROM pg_stat_replication ORDER BY 1").unwrap();
     assert_eq!(rows.len(), 2, "{rows:?}");
     for (r, s) in rows.iter().zip([n2, n3]) {
         assert_eq!(r[0].as_deref(), Some(s.name()));
         assert_eq!(r[1].as_deref(), Some("streaming"));
-        assert_eq!(
-            r[2].as_deref(),
-            Some(s.addr()),
-            "walreceiver comes from its namespace"
-        );
+        assert_eq!(r[2].as_deref(), Some(s.addr()), "walreceiver comes from its namespace");
     }
-    n1.execute("CREATE TABLE t(id int primary key, v text); INSERT INTO t VALUES (1, 'hi')")
-        .unwrap();
+    n1.execute("CREATE TABLE t(id int primary key, v text); INSERT INTO t VALUES (1, 'hi')").unwrap();
     for s in [n2, n3] {
         wait_until(Duration::from_secs(20), || {
-            s.query_one("SELECT v FROM t WHERE id = 1")
-                .ok()
-                .flatten()
-                .as_deref()
-                == Some("hi")
+            s.query_one("SELECT v FROM t WHERE id = 1").ok().flatten().as_deref() == Some("hi")
         })
         .unwrap_or_else(|e| panic!("{} did not replicate: {e}", s.name()));
     }
@@ -137,10 +102,7 @@ fn netns_cluster_partitions() {
     drop(cluster);
     let list = ip_out(&["netns", "list"]);
     for n in &ns {
-        assert!(
-            !list.split_whitespace().any(|w| w == n),
-            "namespace {n} left: {list}"
-        );
+        assert!(!list.split_whitespace().any(|w| w == n), "namespace {n} left: {list}");
     }
     assert!(!list.contains(&format!("pgk{x}sw")), "{list}");
     let links = ip_out(&["-o", "link"]);
@@ -152,10 +114,7 @@ fn netns_cluster_partitions() {
 
 #[test]
 fn partitions_need_netns() {
-    let cluster = ClusterBuilder::new("nonet")
-        .standbys(1)
-        .build()
-        .expect("build");
+    let cluster = ClusterBuilder::new("nonet").standbys(1).build().expect("build");
     assert!(cluster.cut("node1", "node2").is_err());
     assert!(cluster.isolate("node1").is_err());
     assert!(cluster.heal_all().is_err());

@@ -10,28 +10,13 @@ pub const PATIENCE: Duration = Duration::from_secs(60);
 
 /// A cluster with pg_keeper preloaded, the extension created on the master and every node
 /// registered (node1 first, so it is the master).
-pub fn keeper_cluster(
-    name: &str,
-    standbys: usize,
-    sync_names: Option<&str>,
-    conf: &[&str],
-) -> Cluster {
+pub fn keeper_cluster(name: &str, standbys: usize, sync_names: Option<&str>, conf: &[&str]) -> Cluster {
     build_keeper_cluster(Cluster::builder(name), standbys, sync_names, conf)
 }
 
 /// The same, each node in its own network namespace (for partitions: `cut`, `isolate`).
-pub fn keeper_cluster_netns(
-    name: &str,
-    standbys: usize,
-    sync_names: Option<&str>,
-    conf: &[&str],
-) -> Cluster {
-    build_keeper_cluster(
-        Cluster::builder(name).netns(true),
-        standbys,
-        sync_names,
-        conf,
-    )
+pub fn keeper_cluster_netns(name: &str, standbys: usize, sync_names: Option<&str>, conf: &[&str]) -> Cluster {
+    build_keeper_cluster(Cluster::builder(name).netns(true), standbys, sync_names, conf)
 }
 
 fn build_keeper_cluster(
@@ -48,10 +33,7 @@ fn build_keeper_cluster(
         b = b.conf(c);
     }
     let cluster = b.build().expect("cluster builds");
-    cluster
-        .master()
-        .execute("CREATE EXTENSION pg_keeper")
-        .expect("create extension");
+    cluster.master().execute("CREATE EXTENSION pg_keeper").expect("create extension");
     for n in cluster.nodes() {
         add_node(cluster.master(), n.name(), &n.conninfo()).expect("add_node");
     }
@@ -61,22 +43,13 @@ fn build_keeper_cluster(
 /// `SELECT pgkeeper.add_node($1, $2)` with parameters.
 pub fn add_node(on: &Node, name: &str, conninfo: &str) -> Result<bool> {
     let mut c = on.try_connect()?;
-    Ok(
-        c.query_one("SELECT pgkeeper.add_node($1, $2)", &[&name, &conninfo])?
-            .get(0),
-    )
+    Ok(c.query_one("SELECT pgkeeper.add_node($1, $2)", &[&name, &conninfo])?.get(0))
 }
 
 /// Run a statement with text parameters; Err carries the server's message.
-pub fn exec_params(
-    on: &Node,
-    sql: &str,
-    params: &[&(dyn postgres::types::ToSql + Sync)],
-) -> Result<()> {
+pub fn exec_params(on: &Node, sql: &str, params: &[&(dyn postgres::types::ToSql + Sync)]) -> Result<()> {
     let mut c = on.try_connect()?;
-    c.execute(sql, params)
-        .map(|_| ())
-        .map_err(|e| anyhow!(db_message(&e)))
+    c.execute(sql, params).map(|_| ()).map_err(|e| anyhow!(db_message(&e)))
 }
 
 /// The server's error message (and hint), or the client error.
@@ -104,9 +77,7 @@ pub fn node_info(on: &Node) -> Vec<(String, String, String, String, String)> {
 
 /// Pid and title of the node's pg_keeper worker, if it runs.
 pub fn worker(node: &Node) -> Option<(i32, String)> {
-    node.children()
-        .into_iter()
-        .find(|(_, cmd)| cmd.contains("pg_keeper"))
+    node.children().into_iter().find(|(_, cmd)| cmd.contains("pg_keeper"))
 }
 
 /// Wait until the worker's process title contains `needle`.
@@ -116,37 +87,21 @@ pub fn wait_title(node: &Node, needle: &str) -> Result<String> {
         last = worker(node).map(|w| w.1).unwrap_or_default();
         last.contains(needle)
     })
-    .map_err(|_| {
-        anyhow!(
-            "{}: worker title never contained {needle:?}; last: {last:?}",
-            node.name()
-        )
-    })?;
+    .map_err(|_| anyhow!("{}: worker title never contained {needle:?}; last: {last:?}", node.name()))?;
     Ok(last)
 }
 
 /// Wait until the node's log contains `needle`.
 pub fn wait_log(node: &Node, needle: &str) -> Result<()> {
-    wait_until(PATIENCE, || node.log_contents().contains(needle)).map_err(|_| {
-        anyhow!(
-            "{}: log never contained {needle:?}\n--- tail ---\n{}",
-            node.name(),
-            node.log_tail(40)
-        )
-    })
+    wait_until(PATIENCE, || node.log_contents().contains(needle))
+        .map_err(|_| anyhow!("{}: log never contained {needle:?}\n--- tail ---\n{}", node.name(), node.log_tail(40)))
 }
 
 /// Wait until a standby has replayed everything the master wrote so far.
 pub fn wait_replayed(master: &Node, standby: &Node) -> Result<()> {
-    let lsn: String = master
-        .try_connect()?
-        .query_one("SELECT pg_current_wal_lsn()::text", &[])?
-        .get(0);
+    let lsn: String = master.try_connect()?.query_one("SELECT pg_current_wal_lsn()::text", &[])?.get(0);
     let replayed = || -> Result<bool> {
-        let row = standby.try_connect()?.query_one(
-            "SELECT pg_last_wal_replay_lsn() >= $1::text::pg_lsn",
-            &[&lsn],
-        )?;
+        let row = standby.try_connect()?.query_one("SELECT pg_last_wal_replay_lsn() >= $1::text::pg_lsn", &[&lsn])?;
         Ok(row.get(0))
     };
     wait_until(PATIENCE, || replayed().unwrap_or(false))
@@ -157,6 +112,7 @@ pub fn wait_replayed(master: &Node, standby: &Node) -> Result<()> {
 /// recording every id whose COMMIT was acknowledged (even if the acknowledgement comes late).
 pub struct Writer {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    attempted: std::sync::Arc<std::sync::atomic::AtomicI64>,
     acked: std::sync::Arc<std::sync::Mutex<Vec<i64>>>,
     handle: Option<std::thread::JoinHandle<()>>,
 }
@@ -170,21 +126,21 @@ impl Writer {
         use std::sync::atomic::{AtomicBool, Ordering};
         use std::sync::{Arc, Mutex};
         let stop = Arc::new(AtomicBool::new(false));
+        let attempted = Arc::new(std::sync::atomic::AtomicI64::new(0));
         let acked = Arc::new(Mutex::new(Vec::new()));
         let mut cfg: postgres::Config = conninfo.parse().expect("writer conninfo");
         cfg.connect_timeout(Duration::from_secs(1));
-        let (s, a) = (stop.clone(), acked.clone());
+        let (s, a, at) = (stop.clone(), acked.clone(), attempted.clone());
         let handle = std::thread::spawn(move || {
             let mut id = 0i64;
             while !s.load(Ordering::Relaxed) {
                 id += 1;
+                at.store(id, Ordering::Relaxed);
                 let (cfg, a, my) = (cfg.clone(), a.clone(), id);
                 // Each attempt on its own thread: a hung server must not stop the writer.
                 let t = std::thread::spawn(move || {
                     if let Ok(mut c) = cfg.connect(postgres::NoTls) {
-                        if c.execute("INSERT INTO pgk_writes (id) VALUES ($1)", &[&my])
-                            .is_ok()
-                        {
+                        if c.execute("INSERT INTO pgk_writes (id) VALUES ($1)", &[&my]).is_ok() {
                             a.lock().unwrap().push(my);
                         }
                     }
@@ -196,11 +152,12 @@ impl Writer {
                 std::thread::sleep(every);
             }
         });
-        Writer {
-            stop,
-            acked,
-            handle: Some(handle),
-        }
+        Writer { stop, attempted, acked, handle: Some(handle) }
+    }
+
+    /// The last id the writer has started to insert.
+    pub fn attempted(&self) -> i64 {
+        self.attempted.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn acked(&self) -> Vec<i64> {
@@ -219,21 +176,12 @@ impl Writer {
 /// Ids present in `pgk_writes` on `node`.
 pub fn rows(node: &Node) -> Vec<i64> {
     let mut c = node.try_connect().expect("connect");
-    c.query("SELECT id FROM pgk_writes ORDER BY id", &[])
-        .expect("read rows")
-        .iter()
-        .map(|r| r.get(0))
-        .collect()
+    c.query("SELECT id FROM pgk_writes ORDER BY id", &[]).expect("read rows").iter().map(|r| r.get(0)).collect()
 }
 
 /// Names of the nodes that accept writes now (answer and are not in recovery).
 pub fn writable(cluster: &Cluster) -> Vec<String> {
-    cluster
-        .nodes()
-        .iter()
-        .filter(|n| n.is_in_recovery().ok() == Some(false))
-        .map(|n| n.name().to_string())
-        .collect()
+    cluster.nodes().iter().filter(|n| n.is_in_recovery().ok() == Some(false)).map(|n| n.name().to_string()).collect()
 }
 
 /// Whether `standby` streams from `primary` (seen in the primary's pg_stat_replication).

@@ -10,11 +10,7 @@ const KC: &str = "pg_keeper.keepalive_count = 3";
 const QUIET: Duration = Duration::from_secs(3 * 3 + 2);
 
 fn rounds(n: &Node) -> i64 {
-    n.query_one("SELECT rounds FROM pgkeeper.status()")
-        .unwrap()
-        .unwrap()
-        .parse()
-        .unwrap()
+    n.query_one("SELECT rounds FROM pgkeeper.status()").unwrap().unwrap().parse().unwrap()
 }
 
 /// The seed's diagram, link (b): the master and the next master cannot talk, but both talk
@@ -32,19 +28,13 @@ fn link_b_cut_causes_no_failover() {
     assert!(!n2.log_contents().contains("promoting node2"));
     // node2 could not reach node1 itself, yet its rounds succeeded through node3.
     let direct = n2
-        .query_one("SELECT p->>'result' FROM pgkeeper.status(), jsonb_array_elements(peers) p WHERE p->>'name' = 'node1'")
+        .query_one(
+            "SELECT p->>'result' FROM pgkeeper.status(), jsonb_array_elements(peers) p WHERE p->>'name' = 'node1'",
+        )
         .unwrap();
     assert_eq!(direct.as_deref(), Some("failed"));
-    assert_eq!(
-        n2.query_one("SELECT failed_rounds FROM pgkeeper.status()")
-            .unwrap()
-            .as_deref(),
-        Some("0")
-    );
-    assert!(
-        rounds(n1) - r1 >= 8 && rounds(n2) - r2 >= 8,
-        "a loop stalled on a black-holed peer"
-    );
+    assert_eq!(n2.query_one("SELECT failed_rounds FROM pgkeeper.status()").unwrap().as_deref(), Some("0"));
+    assert!(rounds(n1) - r1 >= 8 && rounds(n2) - r2 >= 8, "a loop stalled on a black-holed peer");
     cluster.heal_all().unwrap();
     wait_title(n2, "standby (connected to node1)").unwrap();
 }
@@ -55,11 +45,7 @@ fn link_b_cut_causes_no_failover() {
 #[test]
 fn isolated_next_master_never_promotes() {
     let cluster = keeper_cluster_netns("part-iso", 2, Some("node2"), &[KT, KC]);
-    let (n1, n2, n3) = (
-        cluster.node("node1"),
-        cluster.node("node2"),
-        cluster.node("node3"),
-    );
+    let (n1, n2, n3) = (cluster.node("node1"), cluster.node("node2"), cluster.node("node3"));
     wait_title(n2, "standby (connected to node1)").unwrap();
     cluster.isolate("node2").unwrap();
     std::thread::sleep(Duration::from_secs(2));
@@ -67,10 +53,7 @@ fn isolated_next_master_never_promotes() {
     wait_log(n2, "not promoting: only 1 of 3 registered nodes confirm it").unwrap();
     wait_log(n3, "not promoting: this node is not the next master").unwrap();
     std::thread::sleep(QUIET);
-    assert!(
-        n2.is_in_recovery().unwrap(),
-        "the isolated next master promoted"
-    );
+    assert!(n2.is_in_recovery().unwrap(), "the isolated next master promoted");
     assert!(n3.is_in_recovery().unwrap());
     assert!(writable(&cluster).is_empty());
 }
@@ -96,24 +79,16 @@ fn isolated_master_is_replaced() {
 #[test]
 fn standby_ahead_of_new_master_reports_it_cannot_follow() {
     let cluster = keeper_cluster_netns("part-ahead", 2, None, &[KT, KC]);
-    let (n1, n2, n3) = (
-        cluster.node("node1"),
-        cluster.node("node2"),
-        cluster.node("node3"),
-    );
+    let (n1, n2, n3) = (cluster.node("node1"), cluster.node("node2"), cluster.node("node3"));
     wait_title(n2, "standby (connected to node1)").unwrap();
     cluster.cut("node1", "node2").unwrap();
-    n1.execute("CREATE TABLE ahead AS SELECT g FROM generate_series(1, 1000) g")
-        .unwrap();
+    n1.execute("CREATE TABLE ahead AS SELECT g FROM generate_series(1, 1000) g").unwrap();
     wait_replayed(n1, n3).unwrap();
     n1.kill9();
     wait_until(PATIENCE, || n2.is_in_recovery().ok() == Some(false)).expect("node2 promoted");
     wait_log(n3, "cannot follow new master \"node2\"").unwrap();
     wait_until(PATIENCE, || {
-        n3.query_one("SELECT state FROM pgkeeper.status()")
-            .ok()
-            .flatten()
-            .is_some_and(|s| s.contains("needs rejoin"))
+        n3.query_one("SELECT state FROM pgkeeper.status()").ok().flatten().is_some_and(|s| s.contains("needs rejoin"))
     })
     .expect("status says needs rejoin");
     assert!(!streams_from(n2, "node3"));

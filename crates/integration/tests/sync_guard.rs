@@ -21,8 +21,7 @@ fn commit(node: &Node, id: i64) -> mpsc::Receiver<Result<(), String>> {
                 .map_err(|e| e.to_string())?
                 .connect(postgres::NoTls)
                 .map_err(|e| e.to_string())?;
-            c.execute("INSERT INTO pgk_writes (id) VALUES ($1)", &[&id])
-                .map_err(|e| db_message(&e))?;
+            c.execute("INSERT INTO pgk_writes (id) VALUES ($1)", &[&id]).map_err(|e| db_message(&e))?;
             Ok(())
         })();
         let _ = tx.send(r);
@@ -31,33 +30,20 @@ fn commit(node: &Node, id: i64) -> mpsc::Receiver<Result<(), String>> {
 }
 
 fn sync_state(n: &Node) -> String {
-    n.query_one("SELECT sync_state FROM pgkeeper.status()")
-        .unwrap()
-        .unwrap_or_default()
+    n.query_one("SELECT sync_state FROM pgkeeper.status()").unwrap().unwrap_or_default()
 }
 
 fn show_sync(n: &Node) -> String {
-    n.query_one("SHOW synchronous_standby_names")
-        .unwrap()
-        .unwrap_or_default()
+    n.query_one("SHOW synchronous_standby_names").unwrap().unwrap_or_default()
 }
 
 fn is_sync(n: &Node, name: &str) -> String {
-    node_info(n)
-        .into_iter()
-        .find(|r| r.1 == name)
-        .map(|r| r.4)
-        .unwrap_or_default()
+    node_info(n).into_iter().find(|r| r.1 == name).map(|r| r.4).unwrap_or_default()
 }
 
 fn wait_sync_state(n: &Node, want: &str) {
-    wait_until(PATIENCE, || sync_state(n) == want).unwrap_or_else(|_| {
-        panic!(
-            "sync_state never became {want}: {}\n{}",
-            sync_state(n),
-            n.log_tail(20)
-        )
-    });
+    wait_until(PATIENCE, || sync_state(n) == want)
+        .unwrap_or_else(|_| panic!("sync_state never became {want}: {}\n{}", sync_state(n), n.log_tail(20)));
 }
 
 #[test]
@@ -72,14 +58,8 @@ fn dead_sync_standby_degrades_then_returns_and_is_restored() {
     s2.kill9();
     let killed = Instant::now();
     let blocked = commit(m, 1);
-    blocked
-        .recv_timeout(PATIENCE)
-        .expect("the blocked commit completes")
-        .unwrap();
-    eprintln!(
-        "blocked commit completed {:?} after the kill",
-        killed.elapsed()
-    );
+    blocked.recv_timeout(PATIENCE).expect("the blocked commit completes").unwrap();
+    eprintln!("blocked commit completed {:?} after the kill", killed.elapsed());
     wait_log(m, "synchronous replication degraded to asynchronous").unwrap();
     assert_eq!(show_sync(m), "");
     let auto = std::fs::read_to_string(m.data_dir().join("postgresql.auto.conf")).unwrap();
@@ -87,10 +67,7 @@ fn dead_sync_standby_degrades_then_returns_and_is_restored() {
     assert_eq!(sync_state(m), "degraded");
     wait_until(PATIENCE, || is_sync(m, "node2") == "f").expect("is_sync cleared");
     // The master keeps accepting writes.
-    commit(m, 2)
-        .recv_timeout(Duration::from_secs(10))
-        .expect("write while degraded")
-        .unwrap();
+    commit(m, 2).recv_timeout(Duration::from_secs(10)).expect("write while degraded").unwrap();
 
     // The standby returns: synchronous replication is restored.
     s2.start().unwrap();
@@ -103,19 +80,11 @@ fn dead_sync_standby_degrades_then_returns_and_is_restored() {
     s2.sigstop();
     let waiting = commit(m, 3);
     std::thread::sleep(Duration::from_millis(1500));
-    assert!(
-        waiting.try_recv().is_err(),
-        "a commit completed without its synchronous standby"
-    );
-    let ev = m
-        .query_one("SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'SyncRep'")
-        .unwrap();
+    assert!(waiting.try_recv().is_err(), "a commit completed without its synchronous standby");
+    let ev = m.query_one("SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'SyncRep'").unwrap();
     assert_eq!(ev.as_deref(), Some("1"));
     // ... until the next degrade.
-    waiting
-        .recv_timeout(PATIENCE)
-        .expect("completes after the degrade")
-        .unwrap();
+    waiting.recv_timeout(PATIENCE).expect("completes after the degrade").unwrap();
     assert_eq!(sync_state(m), "degraded");
     s2.sigcont();
     wait_sync_state(m, "synchronous");
@@ -128,19 +97,13 @@ fn any_one_of_two_degrades_only_when_both_are_gone() {
     m.execute(WRITES_TABLE).unwrap();
     wait_sync_state(m, "synchronous");
     cluster.node("node2").kill9();
-    commit(m, 1)
-        .recv_timeout(Duration::from_secs(10))
-        .expect("node3 still acknowledges")
-        .unwrap();
+    commit(m, 1).recv_timeout(Duration::from_secs(10)).expect("node3 still acknowledges").unwrap();
     std::thread::sleep(QUIET);
     assert_eq!(sync_state(m), "synchronous");
     assert_eq!(show_sync(m), "ANY 1 (node2, node3)");
     cluster.node("node3").kill9();
     let blocked = commit(m, 2);
-    blocked
-        .recv_timeout(PATIENCE)
-        .expect("completes after the degrade")
-        .unwrap();
+    blocked.recv_timeout(PATIENCE).expect("completes after the degrade").unwrap();
     assert_eq!(sync_state(m), "degraded");
     assert_eq!(show_sync(m), "");
 }
@@ -164,14 +127,10 @@ fn degraded_state_survives_a_server_restart_and_operator_changes_win() {
     // While degraded, the operator names another standby: that value is kept.
     s2.stop().unwrap();
     wait_sync_state(m, "degraded");
-    m.execute("ALTER SYSTEM SET synchronous_standby_names = 'node3'")
-        .unwrap();
+    m.execute("ALTER SYSTEM SET synchronous_standby_names = 'node3'").unwrap();
     m.reload().unwrap();
     wait_log(m, "it is the value to keep from now on").unwrap();
     wait_sync_state(m, "synchronous");
     assert_eq!(show_sync(m), "node3");
-    commit(m, 1)
-        .recv_timeout(Duration::from_secs(10))
-        .expect("node3 acknowledges")
-        .unwrap();
+    commit(m, 1).recv_timeout(Duration::from_secs(10)).expect("node3 acknowledges").unwrap();
 }

@@ -16,9 +16,7 @@ fn modes_titles_and_status() {
         wait_title(n, "standby (connected to node1)").unwrap();
         wait_log(n, "pg_keeper: entering standby mode").unwrap();
         // status() is readable on a hot standby.
-        let row = &n
-            .query("SELECT node_name, mode, failed_rounds FROM pgkeeper.status()")
-            .unwrap()[0];
+        let row = &n.query("SELECT node_name, mode, failed_rounds FROM pgkeeper.status()").unwrap()[0];
         assert_eq!(row[0].as_deref(), Some(s));
         assert_eq!(row[1].as_deref(), Some("standby"));
         assert_eq!(row[2].as_deref(), Some("0"));
@@ -35,45 +33,29 @@ fn settings_reload_with_sighup_and_aliases() {
     let m = cluster.node("node1");
     wait_log(m, "keepalive_time=1s, keepalive_count=1").unwrap();
     // Sub-second values in seconds or with a unit, reloaded by SIGHUP (pg_ctl reload).
-    m.execute("ALTER SYSTEM SET pg_keeper.keepalive_time = '200ms'")
-        .unwrap();
-    m.execute("ALTER SYSTEM SET pg_keeper.keepalive_count = 4")
-        .unwrap();
+    m.execute("ALTER SYSTEM SET pg_keeper.keepalive_time = '200ms'").unwrap();
+    m.execute("ALTER SYSTEM SET pg_keeper.keepalive_count = 4").unwrap();
     m.reload().unwrap();
     wait_log(m, "keepalive_time=0.2s, keepalive_count=4").unwrap();
     // Rounds now come five times a second.
-    let rounds = || {
-        m.query_one("SELECT rounds FROM pgkeeper.status()")
-            .unwrap()
-            .unwrap()
-            .parse::<i64>()
-            .unwrap()
-    };
+    let rounds = || m.query_one("SELECT rounds FROM pgkeeper.status()").unwrap().unwrap().parse::<i64>().unwrap();
     let r0 = rounds();
     std::thread::sleep(Duration::from_secs(2));
     assert!(rounds() - r0 >= 5, "rounds did not speed up after reload");
     // The seed's spelling alone is used, with a deprecation warning ...
-    m.execute("ALTER SYSTEM RESET pg_keeper.keepalive_count")
-        .unwrap();
-    m.execute("ALTER SYSTEM SET pg_keeper.keepalives_count = 7")
-        .unwrap();
+    m.execute("ALTER SYSTEM RESET pg_keeper.keepalive_count").unwrap();
+    m.execute("ALTER SYSTEM SET pg_keeper.keepalives_count = 7").unwrap();
     m.reload().unwrap();
     wait_log(m, "keepalive_count=7").unwrap();
     wait_log(m, "pg_keeper.keepalives_count is deprecated").unwrap();
     // ... and the documented name wins when both are set.
-    m.execute("ALTER SYSTEM SET pg_keeper.keepalive_count = 2")
-        .unwrap();
+    m.execute("ALTER SYSTEM SET pg_keeper.keepalive_count = 2").unwrap();
     m.reload().unwrap();
     wait_log(m, "keepalive_count=2").unwrap();
     wait_log(m, "the documented setting wins").unwrap();
     // Out-of-range values are refused by PostgreSQL itself.
-    let e = m
-        .execute("ALTER SYSTEM SET pg_keeper.keepalive_time = '10ms'")
-        .unwrap_err();
-    assert!(
-        format!("{e:#}").contains("outside the valid range"),
-        "{e:#}"
-    );
+    let e = m.execute("ALTER SYSTEM SET pg_keeper.keepalive_time = '10ms'").unwrap_err();
+    assert!(format!("{e:#}").contains("outside the valid range"), "{e:#}");
     let e = m.execute("SET pg_keeper.keepalive_cuont = 2").unwrap_err();
     assert!(format!("{e:#}").contains("reserved prefix"), "{e:#}");
 }
@@ -90,30 +72,20 @@ fn worker_survives_kill9() {
         let (pid, _) = worker(node).expect("worker runs");
         let postmaster = node.postmaster_pid();
         kill9(pid);
-        wait_until(PATIENCE, || worker(node).is_some_and(|(p, _)| p != pid))
-            .expect("worker restarted");
+        wait_until(PATIENCE, || worker(node).is_some_and(|(p, _)| p != pid)).expect("worker restarted");
         assert_eq!(node.postmaster_pid(), postmaster, "postmaster survived");
         node.wait_ready(PATIENCE).unwrap();
     }
     wait_title(m, "master (connected, 2)").unwrap();
     wait_title(s, "standby (connected to node1)").unwrap();
     cluster.wait_streaming(PATIENCE).unwrap();
-    m.execute("CREATE TABLE after_crash(i int); INSERT INTO after_crash VALUES (1)")
-        .unwrap();
+    m.execute("CREATE TABLE after_crash(i int); INSERT INTO after_crash VALUES (1)").unwrap();
     wait_replayed(m, s).unwrap();
-    assert_eq!(
-        s.query_one("SELECT count(*) FROM after_crash")
-            .unwrap()
-            .as_deref(),
-        Some("1")
-    );
+    assert_eq!(s.query_one("SELECT count(*) FROM after_crash").unwrap().as_deref(), Some("1"));
 }
 
 fn kill9(pid: i32) {
-    std::process::Command::new("kill")
-        .args(["-9", &pid.to_string()])
-        .status()
-        .unwrap();
+    std::process::Command::new("kill").args(["-9", &pid.to_string()]).status().unwrap();
 }
 
 /// A hung peer (SIGSTOPped: the kernel accepts its TCP connections, nothing answers) must
@@ -126,29 +98,20 @@ fn hung_peer_does_not_stall_loop_or_shutdown() {
     s2.sigstop();
     // Rounds keep coming, with node2 reported as not answering.
     wait_title(m, "master (connected, 1)").unwrap();
-    let r0: i64 = m
-        .query_one("SELECT rounds FROM pgkeeper.status()")
-        .unwrap()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let r0: i64 = m.query_one("SELECT rounds FROM pgkeeper.status()").unwrap().unwrap().parse().unwrap();
     std::thread::sleep(Duration::from_secs(5));
-    let r1: i64 = m
-        .query_one("SELECT rounds FROM pgkeeper.status()")
-        .unwrap()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let r1: i64 = m.query_one("SELECT rounds FROM pgkeeper.status()").unwrap().unwrap().parse().unwrap();
     assert!(r1 - r0 >= 2, "loop stalled: {r0} -> {r1}");
     let err = m
-        .query_one("SELECT p->>'error' FROM pgkeeper.status(), jsonb_array_elements(peers) p WHERE p->>'name' = 'node2'")
+        .query_one(
+            "SELECT p->>'error' FROM pgkeeper.status(), jsonb_array_elements(peers) p WHERE p->>'name' = 'node2'",
+        )
         .unwrap()
         .unwrap_or_default();
     assert!(err.contains("no answer within"), "{err}");
     // SIGTERM is not delayed by a probe in flight: with keepalive_time = 20 s a probe to
     // the hung node waits 10 s (its deadline); the worker must still exit at once.
-    m.execute("ALTER SYSTEM SET pg_keeper.keepalive_time = 20")
-        .unwrap();
+    m.execute("ALTER SYSTEM SET pg_keeper.keepalive_time = 20").unwrap();
     m.reload().unwrap();
     wait_log(m, "keepalive_time=20s").unwrap();
     let (pid, _) = worker(m).unwrap();
@@ -156,10 +119,7 @@ fn hung_peer_does_not_stall_loop_or_shutdown() {
     m.query("SELECT pgkeeper.indirect_kill('SIGUSR1')").unwrap();
     std::thread::sleep(Duration::from_millis(500));
     let t = Instant::now();
-    std::process::Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .unwrap();
+    std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap();
     wait_until(Duration::from_secs(5), || !keeper_harness::proc::alive(pid))
         .expect("worker still alive 5 s after SIGTERM while its probe had 10 s left");
     eprintln!("worker exited {:?} after SIGTERM", t.elapsed());

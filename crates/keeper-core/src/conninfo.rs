@@ -71,15 +71,10 @@ impl ConnInfo {
     pub fn parse(s: &str) -> Result<ConnInfo, ConninfoError> {
         let t = s.trim();
         if t.is_empty() {
-            return err(
-                "empty conninfo (give at least host and port, e.g. 'host=10.0.0.1 port=5432')",
-            );
+            return err("empty conninfo (give at least host and port, e.g. 'host=10.0.0.1 port=5432')");
         }
-        let pairs = if t.starts_with("postgresql://") || t.starts_with("postgres://") {
-            parse_uri(t)?
-        } else {
-            parse_kv(t)?
-        };
+        let pairs =
+            if t.starts_with("postgresql://") || t.starts_with("postgres://") { parse_uri(t)? } else { parse_kv(t)? };
         for (k, _) in &pairs {
             if !KEYWORDS.contains(&k.as_str()) {
                 return err(format!("unknown keyword \"{k}\""));
@@ -98,11 +93,7 @@ impl ConnInfo {
 
     /// The value of a keyword (the last one wins, as in libpq).
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.pairs
-            .iter()
-            .rev()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
+        self.pairs.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
     }
 
     /// Replace (or add) a keyword.
@@ -123,11 +114,7 @@ impl ConnInfo {
             .filter(|h| !h.is_empty())
             .or(self.get("host").filter(|h| !h.is_empty()))
             .unwrap_or("localhost");
-        let host = if host == "127.0.0.1" || host == "::1" {
-            "localhost"
-        } else {
-            host
-        };
+        let host = if host == "127.0.0.1" || host == "::1" { "localhost" } else { host };
         let port = self.get("port").filter(|p| !p.is_empty()).unwrap_or("5432");
         format!("{}:{}", host.to_ascii_lowercase(), port)
     }
@@ -146,9 +133,7 @@ impl fmt::Display for ConnInfo {
                 f.write_str(" ")?;
             }
             first = false;
-            let plain = !v.is_empty()
-                && v.chars()
-                    .all(|c| !c.is_whitespace() && c != '\'' && c != '\\');
+            let plain = !v.is_empty() && v.chars().all(|c| !c.is_whitespace() && c != '\'' && c != '\\');
             if plain {
                 write!(f, "{k}={v}")?;
             } else {
@@ -225,9 +210,7 @@ fn percent_decode(s: &str) -> Result<String, ConninfoError> {
     let mut i = 0;
     while i < b.len() {
         if b[i] == b'%' {
-            let hex = s
-                .get(i + 1..i + 3)
-                .and_then(|h| u8::from_str_radix(h, 16).ok());
+            let hex = s.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(h, 16).ok());
             match hex {
                 Some(v) => out.push(v),
                 None => return err(format!("invalid percent-encoding in \"{s}\"")),
@@ -313,8 +296,7 @@ mod tests {
 
     #[test]
     fn key_value_with_quotes() {
-        let c = ConnInfo::parse("host=10.0.0.1 port = 5433 password='a b\\'c' dbname=template1")
-            .unwrap();
+        let c = ConnInfo::parse("host=10.0.0.1 port = 5433 password='a b\\'c' dbname=template1").unwrap();
         assert_eq!(c.get("host"), Some("10.0.0.1"));
         assert_eq!(c.get("port"), Some("5433"));
         assert_eq!(c.get("password"), Some("a b'c"));

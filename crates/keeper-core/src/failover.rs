@@ -26,10 +26,7 @@ pub enum Hold {
     /// Enough failed rounds, but this node is not the next master.
     NotNextMaster,
     /// Not enough nodes confirm: `confirmations` (this node included) of `registered`.
-    NoMajority {
-        confirmations: usize,
-        registered: usize,
-    },
+    NoMajority { confirmations: usize, registered: usize },
     /// This node is not registered, or node_info names no master.
     NotInRegistry,
 }
@@ -43,11 +40,7 @@ pub enum Decision {
     /// Enough failed rounds, but this node must not promote.
     Hold { failed_rounds: u32, why: Hold },
     /// Promote this node.
-    Promote {
-        old_master: String,
-        failed_rounds: u32,
-        confirmed_by: Vec<String>,
-    },
+    Promote { old_master: String, failed_rounds: u32, confirmed_by: Vec<String> },
 }
 
 /// Standby mode's memory between rounds.
@@ -63,13 +56,7 @@ pub fn is_majority(count: usize, registered: usize) -> bool {
 
 impl StandbyMode {
     /// Feed one round's observation; get what to do.
-    pub fn on_round(
-        &mut self,
-        me: &str,
-        nodes: &[Node],
-        obs: &RoundObservation,
-        cfg: FailoverConfig,
-    ) -> Decision {
+    pub fn on_round(&mut self, me: &str, nodes: &[Node], obs: &RoundObservation, cfg: FailoverConfig) -> Decision {
         let confirmed_by = match evaluate(obs) {
             RoundOutcome::MasterAlive => {
                 self.failed_rounds = 0;
@@ -85,16 +72,10 @@ impl StandbyMode {
         let me_row = nodes.iter().find(|n| n.name == me);
         let master = nodes.iter().find(|n| n.is_master && n.name != me);
         let (Some(me_row), Some(master)) = (me_row, master) else {
-            return Decision::Hold {
-                failed_rounds,
-                why: Hold::NotInRegistry,
-            };
+            return Decision::Hold { failed_rounds, why: Hold::NotInRegistry };
         };
         if !me_row.is_nextmaster {
-            return Decision::Hold {
-                failed_rounds,
-                why: Hold::NotNextMaster,
-            };
+            return Decision::Hold { failed_rounds, why: Hold::NotNextMaster };
         }
         // Only confirmations from registered nodes other than the master count.
         let confirmed_by: Vec<String> = confirmed_by
@@ -105,19 +86,9 @@ impl StandbyMode {
         let registered = nodes.len();
         let two_node = registered == 2 && cfg.two_node_failover;
         if !is_majority(confirmations, registered) && !two_node {
-            return Decision::Hold {
-                failed_rounds,
-                why: Hold::NoMajority {
-                    confirmations,
-                    registered,
-                },
-            };
+            return Decision::Hold { failed_rounds, why: Hold::NoMajority { confirmations, registered } };
         }
-        Decision::Promote {
-            old_master: master.name.clone(),
-            failed_rounds,
-            confirmed_by,
-        }
+        Decision::Promote { old_master: master.name.clone(), failed_rounds, confirmed_by }
     }
 }
 

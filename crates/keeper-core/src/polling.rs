@@ -34,12 +34,7 @@ pub fn evaluate(obs: &RoundObservation) -> RoundOutcome {
     if obs.direct_ok || obs.indirect.iter().any(|(_, r)| *r == Indirect::Reached) {
         return RoundOutcome::MasterAlive;
     }
-    let confirmed_by = obs
-        .indirect
-        .iter()
-        .filter(|(_, r)| *r == Indirect::Unreached)
-        .map(|(n, _)| n.clone())
-        .collect();
+    let confirmed_by = obs.indirect.iter().filter(|(_, r)| *r == Indirect::Unreached).map(|(n, _)| n.clone()).collect();
     RoundOutcome::MasterUnreachable { confirmed_by }
 }
 
@@ -48,50 +43,25 @@ mod tests {
     use super::*;
 
     fn obs(direct_ok: bool, ind: &[(&str, Indirect)]) -> RoundObservation {
-        RoundObservation {
-            direct_ok,
-            indirect: ind.iter().map(|(n, r)| (n.to_string(), *r)).collect(),
-        }
+        RoundObservation { direct_ok, indirect: ind.iter().map(|(n, r)| (n.to_string(), *r)).collect() }
     }
 
     #[test]
     fn link_b_cut_is_not_a_failure() {
         // The seed's diagram: standby2 cannot reach the master but standby1 can.
-        let o = obs(
-            false,
-            &[
-                ("standby1", Indirect::Reached),
-                ("standby3", Indirect::NoAnswer),
-            ],
-        );
+        let o = obs(false, &[("standby1", Indirect::Reached), ("standby3", Indirect::NoAnswer)]);
         assert_eq!(evaluate(&o), RoundOutcome::MasterAlive);
     }
 
     #[test]
     fn unreachable_lists_only_confirmations() {
-        let o = obs(
-            false,
-            &[("a", Indirect::Unreached), ("b", Indirect::NoAnswer)],
-        );
-        assert_eq!(
-            evaluate(&o),
-            RoundOutcome::MasterUnreachable {
-                confirmed_by: vec!["a".into()]
-            }
-        );
-        assert_eq!(
-            evaluate(&obs(false, &[])),
-            RoundOutcome::MasterUnreachable {
-                confirmed_by: vec![]
-            }
-        );
+        let o = obs(false, &[("a", Indirect::Unreached), ("b", Indirect::NoAnswer)]);
+        assert_eq!(evaluate(&o), RoundOutcome::MasterUnreachable { confirmed_by: vec!["a".into()] });
+        assert_eq!(evaluate(&obs(false, &[])), RoundOutcome::MasterUnreachable { confirmed_by: vec![] });
     }
 
     #[test]
     fn direct_success_wins() {
-        assert_eq!(
-            evaluate(&obs(true, &[("a", Indirect::Unreached)])),
-            RoundOutcome::MasterAlive
-        );
+        assert_eq!(evaluate(&obs(true, &[("a", Indirect::Unreached)])), RoundOutcome::MasterAlive);
     }
 }

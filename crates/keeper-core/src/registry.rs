@@ -42,17 +42,13 @@ impl fmt::Display for RegistryError {
                 write!(f, "a node named \"{n}\" is already registered")
             }
             RegistryError::DuplicateConninfo { existing, target } => {
-                write!(
-                    f,
-                    "node \"{existing}\" is already registered for server {target}"
-                )
+                write!(f, "node \"{existing}\" is already registered for server {target}")
             }
             RegistryError::UnknownName(n) => write!(f, "no node named \"{n}\" is registered"),
             RegistryError::UnknownSeqno(s) => write!(f, "no node with seqno {s} is registered"),
-            RegistryError::DeleteMaster(n) => write!(
-                f,
-                "node \"{n}\" is the master and cannot be deleted (fail over or switch over first)"
-            ),
+            RegistryError::DeleteMaster(n) => {
+                write!(f, "node \"{n}\" is the master and cannot be deleted (fail over or switch over first)")
+            }
         }
     }
 }
@@ -66,17 +62,10 @@ pub fn check_name(name: &str) -> Result<(), RegistryError> {
         return Err(RegistryError::BadName("the name is empty".into()));
     }
     if name.len() > 63 {
-        return Err(RegistryError::BadName(format!(
-            "\"{name}\" is longer than 63 bytes"
-        )));
+        return Err(RegistryError::BadName(format!("\"{name}\" is longer than 63 bytes")));
     }
-    if !name
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.')
-    {
-        return Err(RegistryError::BadName(format!(
-            "\"{name}\" may contain only letters, digits, '_', '-' and '.'"
-        )));
+    if !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.') {
+        return Err(RegistryError::BadName(format!("\"{name}\" may contain only letters, digits, '_', '-' and '.'")));
     }
     Ok(())
 }
@@ -89,12 +78,7 @@ pub enum Selector<'a> {
 }
 
 /// Rows after registering `name`: the first node registered is the master.
-pub fn add(
-    nodes: &[Node],
-    name: &str,
-    conninfo: &str,
-    sync: Option<&SyncConfig>,
-) -> Result<Vec<Node>, RegistryError> {
+pub fn add(nodes: &[Node], name: &str, conninfo: &str, sync: Option<&SyncConfig>) -> Result<Vec<Node>, RegistryError> {
     check_name(name)?;
     let ci = ConnInfo::parse(conninfo).map_err(RegistryError::BadConninfo)?;
     if let Some(n) = nodes.iter().find(|n| n.name.eq_ignore_ascii_case(name)) {
@@ -102,16 +86,8 @@ pub fn add(
     }
     let target = ci.target();
     for n in nodes {
-        if ConnInfo::parse(&n.conninfo)
-            .map(|c| c.target())
-            .ok()
-            .as_deref()
-            == Some(target.as_str())
-        {
-            return Err(RegistryError::DuplicateConninfo {
-                existing: n.name.clone(),
-                target,
-            });
+        if ConnInfo::parse(&n.conninfo).map(|c| c.target()).ok().as_deref() == Some(target.as_str()) {
+            return Err(RegistryError::DuplicateConninfo { existing: n.name.clone(), target });
         }
     }
     let mut out = nodes.to_vec();
@@ -128,20 +104,13 @@ pub fn add(
 }
 
 /// Rows after removing a standby.
-pub fn delete(
-    nodes: &[Node],
-    which: Selector<'_>,
-    sync: Option<&SyncConfig>,
-) -> Result<Vec<Node>, RegistryError> {
+pub fn delete(nodes: &[Node], which: Selector<'_>, sync: Option<&SyncConfig>) -> Result<Vec<Node>, RegistryError> {
     let idx = match which {
         Selector::Name(n) => nodes
             .iter()
             .position(|x| x.name.eq_ignore_ascii_case(n))
             .ok_or_else(|| RegistryError::UnknownName(n.to_string()))?,
-        Selector::Seqno(s) => nodes
-            .iter()
-            .position(|x| x.seqno == s)
-            .ok_or(RegistryError::UnknownSeqno(s))?,
+        Selector::Seqno(s) => nodes.iter().position(|x| x.seqno == s).ok_or(RegistryError::UnknownSeqno(s))?,
     };
     if nodes[idx].is_master {
         return Err(RegistryError::DeleteMaster(nodes[idx].name.clone()));
@@ -167,14 +136,8 @@ pub fn recompute(nodes: &mut [Node], sync: Option<&SyncConfig>) {
         .filter(|(_, n)| n.is_sync)
         .min_by_key(|(_, n)| sync.and_then(|s| s.position(&n.name)).unwrap_or(usize::MAX))
         .map(|(i, _)| i);
-    let by_seqno = || {
-        nodes
-            .iter()
-            .enumerate()
-            .filter(|(_, n)| !n.is_master)
-            .min_by_key(|(_, n)| n.seqno)
-            .map(|(i, _)| i)
-    };
+    let by_seqno =
+        || nodes.iter().enumerate().filter(|(_, n)| !n.is_master).min_by_key(|(_, n)| n.seqno).map(|(i, _)| i);
     if let Some(i) = by_sync.or_else(by_seqno) {
         nodes[i].is_nextmaster = true;
     }
@@ -212,32 +175,21 @@ pub fn diff(old: &[Node], new: &[Node]) -> Vec<Change> {
 /// (`streaming`, by name): the first synchronous one in list order, else the lowest seqno.
 /// When no standby streams, the current next master is kept (unless it is `me`), so that
 /// a brief outage of every standby does not churn the registry.
-pub fn master_view(
-    nodes: &[Node],
-    me: &str,
-    sync: Option<&SyncConfig>,
-    streaming: &[&str],
-) -> Vec<Node> {
+pub fn master_view(nodes: &[Node], me: &str, sync: Option<&SyncConfig>, streaming: &[&str]) -> Vec<Node> {
     let mut out = nodes.to_vec();
     for n in out.iter_mut() {
         n.is_master = n.name == me;
         n.is_sync = !n.is_master && sync.is_some_and(|s| s.lists(&n.name));
     }
-    let is_streaming =
-        |n: &Node| !n.is_master && streaming.iter().any(|s| s.eq_ignore_ascii_case(&n.name));
+    let is_streaming = |n: &Node| !n.is_master && streaming.iter().any(|s| s.eq_ignore_ascii_case(&n.name));
     let by_sync = out
         .iter()
         .enumerate()
         .filter(|(_, n)| n.is_sync && is_streaming(n))
         .min_by_key(|(_, n)| sync.and_then(|s| s.position(&n.name)).unwrap_or(usize::MAX))
         .map(|(i, _)| i);
-    let by_seqno = || {
-        out.iter()
-            .enumerate()
-            .filter(|(_, n)| is_streaming(n))
-            .min_by_key(|(_, n)| n.seqno)
-            .map(|(i, _)| i)
-    };
+    let by_seqno =
+        || out.iter().enumerate().filter(|(_, n)| is_streaming(n)).min_by_key(|(_, n)| n.seqno).map(|(i, _)| i);
     match by_sync.or_else(by_seqno) {
         Some(i) => {
             for (j, n) in out.iter_mut().enumerate() {

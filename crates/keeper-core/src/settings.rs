@@ -13,10 +13,7 @@ pub struct Settings {
 
 impl Default for Settings {
     fn default() -> Self {
-        Settings {
-            keepalive_time: Duration::from_secs(5),
-            keepalive_count: 1,
-        }
+        Settings { keepalive_time: Duration::from_secs(5), keepalive_count: 1 }
     }
 }
 
@@ -45,33 +42,9 @@ mod tests {
 
     #[test]
     fn documented_name_wins() {
-        assert_eq!(
-            resolve(Aliased {
-                documented: (2.0, true),
-                alias: Some(9.0)
-            }),
-            (2.0, true)
-        );
-        assert_eq!(
-            resolve(Aliased {
-                documented: (5.0, false),
-                alias: Some(9.0)
-            }),
-            (9.0, true)
-        );
-        assert_eq!(
-            resolve(Aliased {
-                documented: (5.0, false),
-                alias: None
-            }),
-            (5.0, false)
-        );
-        assert_eq!(
-            resolve(Aliased {
-                documented: (3, true),
-                alias: None
-            }),
-            (3, false)
-        );
+        assert_eq!(resolve(Aliased { documented: (2.0, true), alias: Some(9.0) }), (2.0, true));
+        assert_eq!(resolve(Aliased { documented: (5.0, false), alias: Some(9.0) }), (9.0, true));
+        assert_eq!(resolve(Aliased { documented: (5.0, false), alias: None }), (5.0, false));
+        assert_eq!(resolve(Aliased { documented: (3, true), alias: None }), (3, false));
     }
 }

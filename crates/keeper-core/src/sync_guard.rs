@@ -45,10 +45,7 @@ impl SyncGuard {
             Some(reason) => SyncState::Degraded { reason },
             None => SyncState::Synchronous,
         };
-        SyncGuard {
-            state,
-            short_rounds: 0,
-        }
+        SyncGuard { state, short_rounds: 0 }
     }
 
     /// One master-mode round. `configured`: the value to honour (the remembered one while
@@ -89,17 +86,13 @@ impl SyncGuard {
                     cfg,
                     if listed.is_empty() { "none".to_string() } else { listed.join(", ") }
                 );
-                self.state = SyncState::Degraded {
-                    reason: reason.clone(),
-                };
+                self.state = SyncState::Degraded { reason: reason.clone() };
                 self.short_rounds = 0;
                 SyncAction::Degrade { reason }
             }
             SyncState::Degraded { .. } if enough => {
                 self.state = SyncState::Synchronous;
-                SyncAction::Restore {
-                    reason: format!("streaming and caught up again: {}", listed.join(", ")),
-                }
+                SyncAction::Restore { reason: format!("streaming and caught up again: {}", listed.join(", ")) }
             }
             SyncState::Degraded { .. } => SyncAction::None,
         }
@@ -121,15 +114,9 @@ mod tests {
         assert_eq!(g.on_round(c.as_ref(), &["node2"], 3), SyncAction::None);
         assert_eq!(g.on_round(c.as_ref(), &[], 3), SyncAction::None);
         assert_eq!(g.on_round(c.as_ref(), &["node3"], 3), SyncAction::None);
-        assert!(matches!(
-            g.on_round(c.as_ref(), &[], 3),
-            SyncAction::Degrade { .. }
-        ));
+        assert!(matches!(g.on_round(c.as_ref(), &[], 3), SyncAction::Degrade { .. }));
         assert_eq!(g.on_round(c.as_ref(), &[], 3), SyncAction::None);
-        assert!(matches!(
-            g.on_round(c.as_ref(), &["node2"], 3),
-            SyncAction::Restore { .. }
-        ));
+        assert!(matches!(g.on_round(c.as_ref(), &["node2"], 3), SyncAction::Restore { .. }));
         assert_eq!(g.state, SyncState::Synchronous);
     }
 
@@ -149,10 +136,7 @@ mod tests {
         for _ in 0..5 {
             assert_eq!(g.on_round(c.as_ref(), &["s2"], 1), SyncAction::None);
         }
-        assert!(matches!(
-            g.on_round(c.as_ref(), &[], 1),
-            SyncAction::Degrade { .. }
-        ));
+        assert!(matches!(g.on_round(c.as_ref(), &[], 1), SyncAction::Degrade { .. }));
     }
 
     #[test]
@@ -168,10 +152,7 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert_eq!(g.on_round(c.as_ref(), &["b"], 1), SyncAction::None);
-        assert!(matches!(
-            g.on_round(c.as_ref(), &["b", "a"], 1),
-            SyncAction::Restore { .. }
-        ));
+        assert!(matches!(g.on_round(c.as_ref(), &["b", "a"], 1), SyncAction::Restore { .. }));
     }
 
     #[test]

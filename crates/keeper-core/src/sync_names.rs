@@ -47,10 +47,9 @@ impl fmt::Display for SyncNamesError {
                 f,
                 "synchronous_standby_names must not contain \"*\" when pg_keeper is used: list the standby names"
             ),
-            SyncNamesError::BadCount(n, len) => write!(
-                f,
-                "synchronous_standby_names asks for {n} synchronous standbys out of a list of {len}"
-            ),
+            SyncNamesError::BadCount(n, len) => {
+                write!(f, "synchronous_standby_names asks for {n} synchronous standbys out of a list of {len}")
+            }
         }
     }
 }
@@ -67,10 +66,7 @@ impl SyncConfig {
         let mut p = Parser { tokens, pos: 0 };
         let cfg = p.config()?;
         if p.pos != p.tokens.len() {
-            return Err(SyncNamesError::Syntax(format!(
-                "unexpected {:?}",
-                p.tokens[p.pos]
-            )));
+            return Err(SyncNamesError::Syntax(format!("unexpected {:?}", p.tokens[p.pos])));
         }
         if cfg.names.iter().any(|n| n == "*") {
             return Err(SyncNamesError::Wildcard);
@@ -136,20 +132,11 @@ impl SyncConfig {
     /// The configuration without `name` (a node that became the master cannot be its own
     /// synchronous standby). `num_sync` shrinks with the list; None when nothing is left.
     pub fn without(&self, name: &str) -> Option<SyncConfig> {
-        let names: Vec<String> = self
-            .names
-            .iter()
-            .filter(|n| !n.eq_ignore_ascii_case(name))
-            .cloned()
-            .collect();
+        let names: Vec<String> = self.names.iter().filter(|n| !n.eq_ignore_ascii_case(name)).cloned().collect();
         if names.is_empty() {
             return None;
         }
-        Some(SyncConfig {
-            method: self.method,
-            num_sync: self.num_sync.min(names.len()),
-            names,
-        })
+        Some(SyncConfig { method: self.method, num_sync: self.num_sync.min(names.len()), names })
     }
 }
 
@@ -187,9 +174,7 @@ fn tokenize(s: &str) -> Result<Vec<Tok>, SyncNamesError> {
                 let mut v = String::new();
                 loop {
                     match chars.next() {
-                        None => {
-                            return Err(SyncNamesError::Syntax("unterminated quoted name".into()))
-                        }
+                        None => return Err(SyncNamesError::Syntax("unterminated quoted name".into())),
                         Some('"') if chars.peek() == Some(&'"') => {
                             chars.next();
                             v.push('"');
@@ -203,13 +188,7 @@ fn tokenize(s: &str) -> Result<Vec<Tok>, SyncNamesError> {
             _ => {
                 let mut v = String::new();
                 while let Some(&ch) = chars.peek() {
-                    if ch.is_alphanumeric()
-                        || ch == '_'
-                        || ch == '$'
-                        || ch == '*'
-                        || ch == '-'
-                        || ch == '.'
-                    {
+                    if ch.is_alphanumeric() || ch == '_' || ch == '$' || ch == '*' || ch == '-' || ch == '.' {
                         v.push(ch);
                         chars.next();
                     } else {
@@ -217,9 +196,7 @@ fn tokenize(s: &str) -> Result<Vec<Tok>, SyncNamesError> {
                     }
                 }
                 if v.is_empty() {
-                    return Err(SyncNamesError::Syntax(format!(
-                        "unexpected character {c:?}"
-                    )));
+                    return Err(SyncNamesError::Syntax(format!("unexpected character {c:?}")));
                 }
                 out.push(Tok::Word(v));
             }
@@ -245,9 +222,7 @@ impl Parser {
         };
         let num = |t: Option<&Tok>| word(t).and_then(|w| w.parse::<usize>().ok());
         // ANY n ( ... ) / FIRST n ( ... )
-        if let (Some(kw), Some(n), Some(Tok::LParen)) =
-            (word(self.peek(0)), num(self.peek(1)), self.peek(2))
-        {
+        if let (Some(kw), Some(n), Some(Tok::LParen)) = (word(self.peek(0)), num(self.peek(1)), self.peek(2)) {
             let method = if kw.eq_ignore_ascii_case("any") {
                 Some(SyncMethod::Any)
             } else if kw.eq_ignore_ascii_case("first") {
@@ -258,29 +233,17 @@ impl Parser {
             if let Some(method) = method {
                 self.pos += 3;
                 let names = self.list_in_parens()?;
-                return Ok(SyncConfig {
-                    method,
-                    num_sync: n,
-                    names,
-                });
+                return Ok(SyncConfig { method, num_sync: n, names });
             }
         }
         // n ( ... )
         if let (Some(n), Some(Tok::LParen)) = (num(self.peek(0)), self.peek(1)) {
             self.pos += 2;
             let names = self.list_in_parens()?;
-            return Ok(SyncConfig {
-                method: SyncMethod::First,
-                num_sync: n,
-                names,
-            });
+            return Ok(SyncConfig { method: SyncMethod::First, num_sync: n, names });
         }
         let names = self.list()?;
-        Ok(SyncConfig {
-            method: SyncMethod::First,
-            num_sync: 1,
-            names,
-        })
+        Ok(SyncConfig { method: SyncMethod::First, num_sync: 1, names })
     }
 
     fn list_in_parens(&mut self) -> Result<Vec<String>, SyncNamesError> {
@@ -302,11 +265,7 @@ impl Parser {
                     self.pos += 1;
                     names.push(w);
                 }
-                other => {
-                    return Err(SyncNamesError::Syntax(format!(
-                        "expected a standby name, found {other:?}"
-                    )))
-                }
+                other => return Err(SyncNamesError::Syntax(format!("expected a standby name, found {other:?}"))),
             }
             if self.peek(0) == Some(&Tok::Comma) {
                 self.pos += 1;
@@ -342,10 +301,7 @@ mod tests {
     #[test]
     fn first_any_and_bare_number() {
         let c = p("FIRST 2 (a, b, c)");
-        assert_eq!(
-            (c.method, c.num_sync, c.names.len()),
-            (SyncMethod::First, 2, 3)
-        );
+        assert_eq!((c.method, c.num_sync, c.names.len()), (SyncMethod::First, 2, 3));
         let c = p("any 1 (s1,s2)");
         assert_eq!((c.method, c.num_sync), (SyncMethod::Any, 1));
         let c = p("2 (a, b)");
@@ -369,30 +325,12 @@ mod tests {
     #[test]
     fn refusals() {
         assert_eq!(SyncConfig::parse("*"), Err(SyncNamesError::Wildcard));
-        assert_eq!(
-            SyncConfig::parse("FIRST 1 (a, *)"),
-            Err(SyncNamesError::Wildcard)
-        );
-        assert!(matches!(
-            SyncConfig::parse("ANY 3 (a, b)"),
-            Err(SyncNamesError::BadCount(3, 2))
-        ));
-        assert!(matches!(
-            SyncConfig::parse("FIRST 1 (a, b"),
-            Err(SyncNamesError::Syntax(_))
-        ));
-        assert!(matches!(
-            SyncConfig::parse("a,,b"),
-            Err(SyncNamesError::Syntax(_))
-        ));
-        assert!(matches!(
-            SyncConfig::parse("a b"),
-            Err(SyncNamesError::Syntax(_))
-        ));
-        assert!(matches!(
-            SyncConfig::parse("\"open"),
-            Err(SyncNamesError::Syntax(_))
-        ));
+        assert_eq!(SyncConfig::parse("FIRST 1 (a, *)"), Err(SyncNamesError::Wildcard));
+        assert!(matches!(SyncConfig::parse("ANY 3 (a, b)"), Err(SyncNamesError::BadCount(3, 2))));
+        assert!(matches!(SyncConfig::parse("FIRST 1 (a, b"), Err(SyncNamesError::Syntax(_))));
+        assert!(matches!(SyncConfig::parse("a,,b"), Err(SyncNamesError::Syntax(_))));
+        assert!(matches!(SyncConfig::parse("a b"), Err(SyncNamesError::Syntax(_))));
+        assert!(matches!(SyncConfig::parse("\"open"), Err(SyncNamesError::Syntax(_))));
     }
 
     #[test]
@@ -402,10 +340,7 @@ mod tests {
         assert_eq!(w.to_string(), "FIRST 2 (\"Odd name\", node3)");
         assert_eq!(SyncConfig::parse(&w.to_string()).unwrap().unwrap(), w);
         assert_eq!(p("node2").without("node2"), None);
-        assert_eq!(
-            p("ANY 2 (a, b)").without("a").unwrap().to_string(),
-            "ANY 1 (b)"
-        );
+        assert_eq!(p("ANY 2 (a, b)").without("a").unwrap().to_string(), "ANY 1 (b)");
         assert_eq!(p("1, 2").to_string(), "FIRST 1 (\"1\", \"2\")");
     }
 

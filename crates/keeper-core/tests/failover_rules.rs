@@ -1,8 +1,6 @@
 //! The promotion rule of standby mode: unit cases and properties over random partitions.
 
-use keeper_core::failover::{
-    follow, is_majority, Decision, FailoverConfig, Follow, Hold, StandbyMode,
-};
+use keeper_core::failover::{follow, is_majority, Decision, FailoverConfig, Follow, Hold, StandbyMode};
 use keeper_core::polling::{Indirect, RoundObservation};
 use keeper_core::{registry, Node, SyncConfig};
 use proptest::prelude::*;
@@ -15,16 +13,10 @@ fn cluster(n: usize) -> Vec<Node> {
     nodes // n1 master, n2 next master
 }
 
-const CFG: FailoverConfig = FailoverConfig {
-    keepalive_count: 3,
-    two_node_failover: false,
-};
+const CFG: FailoverConfig = FailoverConfig { keepalive_count: 3, two_node_failover: false };
 
 fn dead_round(others: &[(&str, Indirect)]) -> RoundObservation {
-    RoundObservation {
-        direct_ok: false,
-        indirect: others.iter().map(|(n, r)| (n.to_string(), *r)).collect(),
-    }
+    RoundObservation { direct_ok: false, indirect: others.iter().map(|(n, r)| (n.to_string(), *r)).collect() }
 }
 
 #[test]
@@ -32,21 +24,11 @@ fn promotes_after_count_rounds_with_majority() {
     let nodes = cluster(3);
     let mut sm = StandbyMode::default();
     let obs = dead_round(&[("n3", Indirect::Unreached)]);
+    assert_eq!(sm.on_round("n2", &nodes, &obs, CFG), Decision::Suspect { failed_rounds: 1 });
+    assert_eq!(sm.on_round("n2", &nodes, &obs, CFG), Decision::Suspect { failed_rounds: 2 });
     assert_eq!(
         sm.on_round("n2", &nodes, &obs, CFG),
-        Decision::Suspect { failed_rounds: 1 }
-    );
-    assert_eq!(
-        sm.on_round("n2", &nodes, &obs, CFG),
-        Decision::Suspect { failed_rounds: 2 }
-    );
-    assert_eq!(
-        sm.on_round("n2", &nodes, &obs, CFG),
-        Decision::Promote {
-            old_master: "n1".into(),
-            failed_rounds: 3,
-            confirmed_by: vec!["n3".into()]
-        }
+        Decision::Promote { old_master: "n1".into(), failed_rounds: 3, confirmed_by: vec!["n3".into()] }
     );
 }
 
@@ -58,14 +40,8 @@ fn a_live_round_resets_the_count() {
     let alive = dead_round(&[("n3", Indirect::Reached)]);
     sm.on_round("n2", &nodes, &dead, CFG);
     sm.on_round("n2", &nodes, &dead, CFG);
-    assert_eq!(
-        sm.on_round("n2", &nodes, &alive, CFG),
-        Decision::MasterAlive
-    );
-    assert_eq!(
-        sm.on_round("n2", &nodes, &dead, CFG),
-        Decision::Suspect { failed_rounds: 1 }
-    );
+    assert_eq!(sm.on_round("n2", &nodes, &alive, CFG), Decision::MasterAlive);
+    assert_eq!(sm.on_round("n2", &nodes, &dead, CFG), Decision::Suspect { failed_rounds: 1 });
 }
 
 #[test]
@@ -78,13 +54,7 @@ fn isolated_next_master_holds() {
     }
     assert_eq!(
         sm.on_round("n2", &nodes, &obs, CFG),
-        Decision::Hold {
-            failed_rounds: 3,
-            why: Hold::NoMajority {
-                confirmations: 1,
-                registered: 3
-            }
-        }
+        Decision::Hold { failed_rounds: 3, why: Hold::NoMajority { confirmations: 1, registered: 3 } }
     );
 }
 
@@ -93,91 +63,37 @@ fn only_the_next_master_promotes() {
     let nodes = cluster(3);
     let mut sm = StandbyMode::default();
     let obs = dead_round(&[("n2", Indirect::Unreached)]);
-    let one = FailoverConfig {
-        keepalive_count: 1,
-        ..CFG
-    };
-    assert_eq!(
-        sm.on_round("n3", &nodes, &obs, one),
-        Decision::Hold {
-            failed_rounds: 1,
-            why: Hold::NotNextMaster
-        }
-    );
+    let one = FailoverConfig { keepalive_count: 1, ..CFG };
+    assert_eq!(sm.on_round("n3", &nodes, &obs, one), Decision::Hold { failed_rounds: 1, why: Hold::NotNextMaster });
 }
 
 #[test]
 fn two_nodes_need_the_setting() {
     let nodes = cluster(2);
-    let one = FailoverConfig {
-        keepalive_count: 1,
-        ..CFG
-    };
+    let one = FailoverConfig { keepalive_count: 1, ..CFG };
     let obs = dead_round(&[]);
     let d = StandbyMode::default().on_round("n2", &nodes, &obs, one);
-    assert_eq!(
-        d,
-        Decision::Hold {
-            failed_rounds: 1,
-            why: Hold::NoMajority {
-                confirmations: 1,
-                registered: 2
-            }
-        }
-    );
-    let d = StandbyMode::default().on_round(
-        "n2",
-        &nodes,
-        &obs,
-        FailoverConfig {
-            two_node_failover: true,
-            ..one
-        },
-    );
+    assert_eq!(d, Decision::Hold { failed_rounds: 1, why: Hold::NoMajority { confirmations: 1, registered: 2 } });
+    let d = StandbyMode::default().on_round("n2", &nodes, &obs, FailoverConfig { two_node_failover: true, ..one });
     assert!(matches!(d, Decision::Promote { .. }), "{d:?}");
 }
 
 #[test]
 fn confirmations_from_unknown_or_master_names_do_not_count() {
     let nodes = cluster(5);
-    let one = FailoverConfig {
-        keepalive_count: 1,
-        ..CFG
-    };
-    let obs = dead_round(&[
-        ("n1", Indirect::Unreached),
-        ("zz", Indirect::Unreached),
-        ("n3", Indirect::Unreached),
-    ]);
+    let one = FailoverConfig { keepalive_count: 1, ..CFG };
+    let obs = dead_round(&[("n1", Indirect::Unreached), ("zz", Indirect::Unreached), ("n3", Indirect::Unreached)]);
     let d = StandbyMode::default().on_round("n2", &nodes, &obs, one);
-    assert_eq!(
-        d,
-        Decision::Hold {
-            failed_rounds: 1,
-            why: Hold::NoMajority {
-                confirmations: 2,
-                registered: 5
-            }
-        }
-    );
+    assert_eq!(d, Decision::Hold { failed_rounds: 1, why: Hold::NoMajority { confirmations: 2, registered: 5 } });
 }
 
 #[test]
 fn follow_rules() {
     assert_eq!(follow(true, &[]), Follow::Stay);
     assert_eq!(follow(false, &[]), Follow::Stay);
-    assert_eq!(
-        follow(false, &["n2".into()]),
-        Follow::NewMaster("n2".into())
-    );
-    assert_eq!(
-        follow(true, &["n2".into()]),
-        Follow::Conflict(vec!["n2".into()])
-    );
-    assert_eq!(
-        follow(false, &["n2".into(), "n3".into()]),
-        Follow::Conflict(vec!["n2".into(), "n3".into()])
-    );
+    assert_eq!(follow(false, &["n2".into()]), Follow::NewMaster("n2".into()));
+    assert_eq!(follow(true, &["n2".into()]), Follow::Conflict(vec!["n2".into()]));
+    assert_eq!(follow(false, &["n2".into(), "n3".into()]), Follow::Conflict(vec!["n2".into(), "n3".into()]));
 }
 
 #[test]
@@ -186,27 +102,13 @@ fn master_view_after_promotion() {
     let nodes = registry::add(&cluster(3), "n4", "host=10.0.0.4", sync.as_ref()).unwrap();
     // n2 promoted; n3 and n4 stream from it; the old master n1 does not.
     let v = registry::master_view(&nodes, "n2", sync.as_ref(), &["n3", "n4"]);
-    let flags: Vec<_> = v
-        .iter()
-        .map(|n| (n.name.as_str(), n.is_master, n.is_nextmaster))
-        .collect();
-    assert_eq!(
-        flags,
-        vec![
-            ("n1", false, false),
-            ("n2", true, false),
-            ("n3", false, true),
-            ("n4", false, false)
-        ]
-    );
+    let flags: Vec<_> = v.iter().map(|n| (n.name.as_str(), n.is_master, n.is_nextmaster)).collect();
+    assert_eq!(flags, vec![("n1", false, false), ("n2", true, false), ("n3", false, true), ("n4", false, false)]);
     // Nothing streams: the next master is kept (but never the master itself).
     let v2 = registry::master_view(&v, "n2", sync.as_ref(), &[]);
     assert_eq!(v2, v);
     let v3 = registry::master_view(&nodes, "n2", sync.as_ref(), &[]);
-    assert!(
-        v3.iter().all(|n| !n.is_nextmaster),
-        "n2 was next master and is now master"
-    );
+    assert!(v3.iter().all(|n| !n.is_nextmaster), "n2 was next master and is now master");
 }
 
 /// A random world: which nodes are up and which links work (symmetric).
@@ -219,11 +121,8 @@ struct World {
 
 fn world(max: usize) -> impl Strategy<Value = World> {
     (3..=max).prop_flat_map(|n| {
-        (
-            proptest::collection::vec(any::<bool>(), n),
-            proptest::collection::vec(any::<bool>(), n * n),
-        )
-            .prop_map(move |(up, l)| {
+        (proptest::collection::vec(any::<bool>(), n), proptest::collection::vec(any::<bool>(), n * n)).prop_map(
+            move |(up, l)| {
                 let mut link = vec![vec![true; n]; n];
                 for i in 0..n {
                     for j in 0..n {
@@ -234,7 +133,8 @@ fn world(max: usize) -> impl Strategy<Value = World> {
                     }
                 }
                 World { n, up, link }
-            })
+            },
+        )
     })
 }
 

@@ -12,43 +12,24 @@ fn build(names: &[&str], s: &str) -> Vec<Node> {
     let cfg = sync(s);
     let mut nodes = Vec::new();
     for (i, n) in names.iter().enumerate() {
-        nodes = registry::add(
-            &nodes,
-            n,
-            &format!("host=10.0.0.{} port=5432", i + 1),
-            cfg.as_ref(),
-        )
-        .unwrap();
+        nodes = registry::add(&nodes, n, &format!("host=10.0.0.{} port=5432", i + 1), cfg.as_ref()).unwrap();
     }
     nodes
 }
 
 fn flags(nodes: &[Node]) -> Vec<(&str, bool, bool, bool)> {
-    nodes
-        .iter()
-        .map(|n| (n.name.as_str(), n.is_master, n.is_nextmaster, n.is_sync))
-        .collect()
+    nodes.iter().map(|n| (n.name.as_str(), n.is_master, n.is_nextmaster, n.is_sync)).collect()
 }
 
 #[test]
 fn first_node_is_master_and_seed_example_holds() {
     // The seed's example: synchronous_standby_names = 'pgserver2, pgserver3'.
-    let nodes = build(
-        &["pgserver1", "pgserver2", "pgserver3"],
-        "pgserver2, pgserver3",
-    );
+    let nodes = build(&["pgserver1", "pgserver2", "pgserver3"], "pgserver2, pgserver3");
     assert_eq!(
         flags(&nodes),
-        vec![
-            ("pgserver1", true, false, false),
-            ("pgserver2", false, true, true),
-            ("pgserver3", false, false, true),
-        ]
+        vec![("pgserver1", true, false, false), ("pgserver2", false, true, true), ("pgserver3", false, false, true),]
     );
-    assert_eq!(
-        nodes.iter().map(|n| n.seqno).collect::<Vec<_>>(),
-        vec![1, 2, 3]
-    );
+    assert_eq!(nodes.iter().map(|n| n.seqno).collect::<Vec<_>>(), vec![1, 2, 3]);
 }
 
 #[test]
@@ -78,34 +59,13 @@ fn refusals_change_nothing() {
     assert_eq!(e, RegistryError::DuplicateName("a".into()));
     let e = registry::add(&nodes, "x", "host=10.0.0.2 port=5432 dbname=other", None).unwrap_err();
     assert!(matches!(e, RegistryError::DuplicateConninfo { .. }), "{e}");
-    assert!(matches!(
-        registry::add(&nodes, "", "host=h", None),
-        Err(RegistryError::BadName(_))
-    ));
-    assert!(matches!(
-        registry::add(&nodes, "a b", "host=h", None),
-        Err(RegistryError::BadName(_))
-    ));
-    assert!(matches!(
-        registry::add(&nodes, "x", "", None),
-        Err(RegistryError::BadConninfo(_))
-    ));
-    assert!(matches!(
-        registry::add(&nodes, "x", "nonsense", None),
-        Err(RegistryError::BadConninfo(_))
-    ));
-    assert_eq!(
-        registry::delete(&nodes, Selector::Name("m"), None),
-        Err(RegistryError::DeleteMaster("m".into()))
-    );
-    assert_eq!(
-        registry::delete(&nodes, Selector::Name("zz"), None),
-        Err(RegistryError::UnknownName("zz".into()))
-    );
-    assert_eq!(
-        registry::delete(&nodes, Selector::Seqno(7), None),
-        Err(RegistryError::UnknownSeqno(7))
-    );
+    assert!(matches!(registry::add(&nodes, "", "host=h", None), Err(RegistryError::BadName(_))));
+    assert!(matches!(registry::add(&nodes, "a b", "host=h", None), Err(RegistryError::BadName(_))));
+    assert!(matches!(registry::add(&nodes, "x", "", None), Err(RegistryError::BadConninfo(_))));
+    assert!(matches!(registry::add(&nodes, "x", "nonsense", None), Err(RegistryError::BadConninfo(_))));
+    assert_eq!(registry::delete(&nodes, Selector::Name("m"), None), Err(RegistryError::DeleteMaster("m".into())));
+    assert_eq!(registry::delete(&nodes, Selector::Name("zz"), None), Err(RegistryError::UnknownName("zz".into())));
+    assert_eq!(registry::delete(&nodes, Selector::Seqno(7), None), Err(RegistryError::UnknownSeqno(7)));
 }
 
 #[test]
@@ -126,9 +86,7 @@ fn diff_lists_only_what_changed() {
     let more = registry::add(&nodes, "b", "host=10.7.7.7", sync("b").as_ref()).unwrap();
     let d = diff(&nodes, &more);
     assert_eq!(d.len(), 2, "{d:?}"); // a loses next master, b inserted as next master + sync
-    assert!(d
-        .iter()
-        .any(|c| matches!(c, Change::Insert(n) if n.name == "b" && n.is_nextmaster && n.is_sync)));
+    assert!(d.iter().any(|c| matches!(c, Change::Insert(n) if n.name == "b" && n.is_nextmaster && n.is_sync)));
     assert!(diff(&more, &more).is_empty());
 }
 

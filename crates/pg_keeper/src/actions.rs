@@ -10,11 +10,7 @@ use std::process::{Child, Command};
 /// Runs through the read-only SPI path, which works during recovery.
 pub fn promote() -> Result<bool, String> {
     BackgroundWorker::transaction(|| {
-        Spi::connect(|c| {
-            c.select("SELECT pg_catalog.pg_promote(true, 60)", None, &[])?
-                .first()
-                .get_one::<bool>()
-        })
+        Spi::connect(|c| c.select("SELECT pg_catalog.pg_promote(true, 60)", None, &[])?.first().get_one::<bool>())
     })
     .map(|v| v.unwrap_or(false))
     .map_err(|e| e.to_string())
@@ -31,15 +27,13 @@ pub fn alter_system(name: &str, value: Option<&str>) -> Result<(), String> {
         None => None,
     };
     BackgroundWorker::transaction(|| unsafe {
-        let set = pg_sys::palloc0(std::mem::size_of::<pg_sys::VariableSetStmt>())
-            as *mut pg_sys::VariableSetStmt;
+        let set = pg_sys::palloc0(std::mem::size_of::<pg_sys::VariableSetStmt>()) as *mut pg_sys::VariableSetStmt;
         (*set).type_ = pg_sys::NodeTag::T_VariableSetStmt;
         (*set).name = pg_sys::pstrdup(name_c.as_ptr());
         match &value_c {
             Some(v) => {
                 (*set).kind = pg_sys::VariableSetKind::VAR_SET_VALUE;
-                let con =
-                    pg_sys::palloc0(std::mem::size_of::<pg_sys::A_Const>()) as *mut pg_sys::A_Const;
+                let con = pg_sys::palloc0(std::mem::size_of::<pg_sys::A_Const>()) as *mut pg_sys::A_Const;
                 (*con).type_ = pg_sys::NodeTag::T_A_Const;
                 (*con).val.sval.type_ = pg_sys::NodeTag::T_String;
                 (*con).val.sval.sval = pg_sys::pstrdup(v.as_ptr());
@@ -48,8 +42,7 @@ pub fn alter_system(name: &str, value: Option<&str>) -> Result<(), String> {
             }
             None => (*set).kind = pg_sys::VariableSetKind::VAR_RESET,
         }
-        let stmt = pg_sys::palloc0(std::mem::size_of::<pg_sys::AlterSystemStmt>())
-            as *mut pg_sys::AlterSystemStmt;
+        let stmt = pg_sys::palloc0(std::mem::size_of::<pg_sys::AlterSystemStmt>()) as *mut pg_sys::AlterSystemStmt;
         (*stmt).type_ = pg_sys::NodeTag::T_AlterSystemStmt;
         (*stmt).setstmt = set;
         pg_sys::AlterSystemSetConfigFile(stmt);
@@ -70,11 +63,7 @@ pub fn reload_config() {
 }
 
 /// Start `pg_keeper.after_command` in the background; the worker checks on it each loop.
-pub fn spawn_after_command(
-    cmd: &str,
-    old_master: &str,
-    new_master: &str,
-) -> std::io::Result<Child> {
+pub fn spawn_after_command(cmd: &str, old_master: &str, new_master: &str) -> std::io::Result<Child> {
     Command::new("/bin/sh")
         .arg("-c")
         .arg(cmd)

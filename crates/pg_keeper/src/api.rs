@@ -25,30 +25,22 @@ fn fail(code: PgSqlErrorCode, msg: impl Into<String>, hint: Option<&str>) -> ! {
 fn required<'a>(v: Option<&'a str>, what: &str) -> &'a str {
     match v {
         Some(s) => s,
-        None => fail(
-            PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
-            format!("{what} must not be NULL"),
-            None,
-        ),
+        None => fail(PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED, format!("{what} must not be NULL"), None),
     }
 }
 
 fn registry_error(e: RegistryError) -> ! {
     use PgSqlErrorCode::*;
     let code = match &e {
-        RegistryError::BadName(_) | RegistryError::BadConninfo(_) => {
-            ERRCODE_INVALID_PARAMETER_VALUE
-        }
-        RegistryError::DuplicateName(_) | RegistryError::DuplicateConninfo { .. } => {
-            ERRCODE_DUPLICATE_OBJECT
-        }
+        RegistryError::BadName(_) | RegistryError::BadConninfo(_) => ERRCODE_INVALID_PARAMETER_VALUE,
+        RegistryError::DuplicateName(_) | RegistryError::DuplicateConninfo { .. } => ERRCODE_DUPLICATE_OBJECT,
         RegistryError::UnknownName(_) | RegistryError::UnknownSeqno(_) => ERRCODE_UNDEFINED_OBJECT,
         RegistryError::DeleteMaster(_) => ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
     };
     fail(code, e.to_string(), None)
 }
 
-fn require_master(func: &str) {
+fn refuse_on_standby(func: &str) {
     if unsafe { pg_sys::RecoveryInProgress() } {
         fail(
             PgSqlErrorCode::ERRCODE_READ_ONLY_SQL_TRANSACTION,
@@ -60,39 +52,24 @@ fn require_master(func: &str) {
 
 fn sync_config(client: &SpiClient<'_>) -> Option<SyncConfig> {
     let value = client
-        .select(
-            "SELECT current_setting('synchronous_standby_names')",
-            None,
-            &[],
-        )
+        .select("SELECT current_setting('synchronous_standby_names')", None, &[])
         .and_then(|t| t.first().get_one::<String>())
         .unwrap_or_else(|e| fail(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, e.to_string(), None))
         .unwrap_or_default();
     match SyncConfig::parse(&value) {
         Ok(c) => c,
-        Err(e) => fail(
-            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-            e.to_string(),
-            None,
-        ),
+        Err(e) => fail(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, e.to_string(), None),
     }
 }
 
 /// Lock node_info against concurrent API calls (readers are not blocked), read it, let
 /// `plan` compute the new rows, write the difference, and tell the local worker.
 fn change_registry(
-    plan: impl FnOnce(
-        &[keeper_core::Node],
-        Option<&SyncConfig>,
-    ) -> Result<Vec<keeper_core::Node>, RegistryError>,
+    plan: impl FnOnce(&[keeper_core::Node], Option<&SyncConfig>) -> Result<Vec<keeper_core::Node>, RegistryError>,
 ) {
     Spi::connect_mut(|client| {
         client
-            .update(
-                "LOCK TABLE pgkeeper.node_info IN SHARE ROW EXCLUSIVE MODE",
-                None,
-                &[],
-            )
+            .update("LOCK TABLE pgkeeper.node_info IN SHARE ROW EXCLUSIVE MODE", None, &[])
             .unwrap_or_else(|e| fail(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, e.to_string(), None));
         let nodes = registry_sql::read_nodes(client)
             .unwrap_or_else(|e| fail(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, e.to_string(), None))
@@ -111,7 +88,7 @@ fn change_registry(
 fn add_node(node_name: Option<&str>, conninfo: Option<&str>) -> bool {
     let name = required(node_name, "node_name");
     let conninfo = required(conninfo, "conninfo");
-    require_master("add_node");
+    refuse_on_standby("add_node");
     // Check name, conninfo and duplicates before any network traffic (checked again under
     // the table lock below), then that the node answers.
     let current = Spi::connect(registry_sql::read_nodes)
@@ -137,7 +114,7 @@ fn add_node(node_name: Option<&str>, conninfo: Option<&str>) -> bool {
 #[pg_extern(name = "del_node", volatile, parallel_unsafe)]
 fn del_node_by_name(node_name: Option<&str>) -> bool {
     let name = required(node_name, "node_name");
-    require_master("del_node");
+    refuse_on_standby("del_node");
     change_registry(|nodes, sync| registry::delete(nodes, Selector::Name(name), sync));
     true
 }
@@ -146,13 +123,9 @@ fn del_node_by_name(node_name: Option<&str>) -> bool {
 #[pg_extern(name = "del_node", volatile, parallel_unsafe)]
 fn del_node_by_seqno(seqno: Option<i32>) -> bool {
     let Some(seqno) = seqno else {
-        fail(
-            PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
-            "seqno must not be NULL",
-            None,
-        )
+        fail(PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED, "seqno must not be NULL", None)
     };
-    require_master("del_node");
+    refuse_on_standby("del_node");
     change_registry(|nodes, sync| registry::delete(nodes, Selector::Seqno(seqno), sync));
     true
 }
@@ -165,14 +138,14 @@ fn default_poll_deadline() -> Duration {
 
 /// Poll the server at `conninfo` from this server. True when it answered within the deadline.
 #[pg_extern(volatile, parallel_safe)]
-fn indirect_polling(conninfo: Option<&str>, timeout_ms: default!(Option<i32>, "NULL")) -> bool {
+fn indirect_polling(
+    conninfo: Option<&str>,
+    timeout_ms: default!(Option<i32>, "NULL"),
+    require_master: default!(bool, false),
+) -> bool {
     let conninfo = required(conninfo, "conninfo");
     if let Err(e) = keeper_core::conninfo::ConnInfo::parse(conninfo) {
-        fail(
-            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-            e.to_string(),
-            None,
-        );
+        fail(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, e.to_string(), None);
     }
     let deadline = match timeout_ms {
         None => default_poll_deadline(),
@@ -185,9 +158,10 @@ fn indirect_polling(conninfo: Option<&str>, timeout_ms: default!(Option<i32>, "N
     };
     let cfg = probe::config(conninfo, None)
         .unwrap_or_else(|e| fail(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, e, None));
-    probe::runtime()
-        .block_on(probe::poll(cfg, deadline))
-        .is_ok()
+    match probe::runtime().block_on(probe::poll(cfg, deadline)) {
+        Ok(answer) => !(require_master && answer.in_recovery),
+        Err(_) => false,
+    }
 }
 
 /// The seed's way to tell the local worker about a change: 'SIGUSR1' reloads its view of
@@ -265,11 +239,10 @@ fn _status_raw() -> TableIterator<
     }
     let st = *shared::STATE.share();
     let epoch = |ms: i64| (ms > 0).then(|| ms as f64 / 1000.0);
-    let peers: Vec<String> =
-        st.peers[..(st.npeers as usize).min(shared::MAX_PEERS)]
-            .iter()
-            .map(|p| {
-                format!(
+    let peers: Vec<String> = st.peers[..(st.npeers as usize).min(shared::MAX_PEERS)]
+        .iter()
+        .map(|p| {
+            format!(
                 "{{\"name\":{},\"result\":{},\"latency_ms\":{:.1},\"last_ok\":{},\"error\":{}}}",
                 json_str(&shared::get_str(&p.name)),
                 json_str(match p.result {
@@ -281,8 +254,8 @@ fn _status_raw() -> TableIterator<
                 epoch(p.last_ok_ms).map(|e| format!("{e:.3}")).unwrap_or("null".into()),
                 json_str(&shared::get_str(&p.error)),
             )
-            })
-            .collect();
+        })
+        .collect();
     TableIterator::once((
         gucs::node_name(),
         shared::mode_name(st.mode).into(),

@@ -12,8 +12,7 @@ pub static KEEPALIVE_TIME: GucSetting<f64> = GucSetting::<f64>::new(5.0);
 pub static KEEPALIVE_COUNT: GucSetting<i32> = GucSetting::<i32>::new(1);
 pub static AFTER_COMMAND: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 pub static TWO_NODE_FAILOVER: GucSetting<bool> = GucSetting::<bool>::new(false);
-pub static DATABASE: GucSetting<Option<CString>> =
-    GucSetting::<Option<CString>>::new(Some(c"postgres"));
+pub static DATABASE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"postgres"));
 // The seed's README also spells these two with an "s"; 0 means "not set".
 pub static ALIAS_KEEPALIVES_TIME: GucSetting<f64> = GucSetting::<f64>::new(0.0);
 pub static ALIAS_KEEPALIVES_COUNT: GucSetting<i32> = GucSetting::<i32>::new(0);
@@ -105,9 +104,7 @@ pub fn register() {
 }
 
 fn string(s: &GucSetting<Option<CString>>) -> Option<String> {
-    s.get()
-        .map(|c| c.to_string_lossy().into_owned())
-        .filter(|v| !v.is_empty())
+    s.get().map(|c| c.to_string_lossy().into_owned()).filter(|v| !v.is_empty())
 }
 
 pub fn node_name() -> Option<String> {
@@ -129,20 +126,14 @@ pub fn current(explicit_time: bool, explicit_count: bool) -> (Settings, Vec<Stri
     let mut warnings = Vec::new();
     let alias_time = Some(ALIAS_KEEPALIVES_TIME.get()).filter(|v| *v > 0.0);
     let alias_count = Some(ALIAS_KEEPALIVES_COUNT.get()).filter(|v| *v > 0);
-    let (time, warn) = resolve(Aliased {
-        documented: (KEEPALIVE_TIME.get(), explicit_time),
-        alias: alias_time,
-    });
+    let (time, warn) = resolve(Aliased { documented: (KEEPALIVE_TIME.get(), explicit_time), alias: alias_time });
     if warn {
         warnings.push(format!(
             "pg_keeper.keepalives_time is deprecated: use pg_keeper.keepalive_time (using {time} s{})",
             if explicit_time { ", the documented setting wins" } else { "" }
         ));
     }
-    let (count, warn) = resolve(Aliased {
-        documented: (KEEPALIVE_COUNT.get(), explicit_count),
-        alias: alias_count,
-    });
+    let (count, warn) = resolve(Aliased { documented: (KEEPALIVE_COUNT.get(), explicit_count), alias: alias_count });
     if warn {
         warnings.push(format!(
             "pg_keeper.keepalives_count is deprecated: use pg_keeper.keepalive_count (using {count}{})",

@@ -20,9 +20,7 @@ impl Worker {
             let cfg = probe::config(&n.conninfo, None);
             async move { probe::poll(cfg?, deadline).await }
         });
-        let Some(results) =
-            probe::block_on_cancellable(&self.rt, join_all(futs), shutdown_requested)
-        else {
+        let Some(results) = probe::block_on_cancellable(&self.rt, join_all(futs), shutdown_requested) else {
             return;
         };
         let writable: Vec<String> = peers
@@ -59,11 +57,7 @@ impl Worker {
             }
             format!("CONFLICT: {} also writable", writable.join(", "))
         } else {
-            let unanswered: Vec<String> = peer_results
-                .iter()
-                .filter(|p| !p.ok)
-                .map(|p| p.name.clone())
-                .collect();
+            let unanswered: Vec<String> = peer_results.iter().filter(|p| !p.ok).map(|p| p.name.clone()).collect();
             self.guard_sync(me, &unanswered);
             self.keep_node_info(me, nodes);
             if peers.is_empty() {
@@ -80,11 +74,7 @@ impl Worker {
         let observed = BackgroundWorker::transaction(|| {
             Spi::connect(|c| {
                 let sync = c
-                    .select(
-                        "SELECT current_setting('synchronous_standby_names')",
-                        None,
-                        &[],
-                    )?
+                    .select("SELECT current_setting('synchronous_standby_names')", None, &[])?
                     .first()
                     .get_one::<String>()?
                     .unwrap_or_default();
@@ -130,16 +120,8 @@ impl Worker {
         });
         match written {
             Ok(()) => {
-                let master = wanted
-                    .iter()
-                    .find(|n| n.is_master)
-                    .map(|n| n.name.as_str())
-                    .unwrap_or("-");
-                let next = wanted
-                    .iter()
-                    .find(|n| n.is_nextmaster)
-                    .map(|n| n.name.as_str())
-                    .unwrap_or("none");
+                let master = wanted.iter().find(|n| n.is_master).map(|n| n.name.as_str()).unwrap_or("-");
+                let next = wanted.iter().find(|n| n.is_nextmaster).map(|n| n.name.as_str()).unwrap_or("none");
                 log!("pg_keeper: node_info updated: master {master}, next master {next}");
             }
             Err(e) => warning!("pg_keeper: cannot update node_info: {e}"),

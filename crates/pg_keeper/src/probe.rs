@@ -11,10 +11,7 @@ use tokio_postgres::{Client, Config, NoTls};
 const APP_NAME: &str = "pg_keeper";
 
 pub fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
+    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime")
 }
 
 fn os_user() -> String {
@@ -23,9 +20,7 @@ fn os_user() -> String {
         if pw.is_null() {
             return "postgres".into();
         }
-        std::ffi::CStr::from_ptr((*pw).pw_name)
-            .to_string_lossy()
-            .into_owned()
+        std::ffi::CStr::from_ptr((*pw).pw_name).to_string_lossy().into_owned()
     }
 }
 
@@ -88,15 +83,10 @@ pub struct Answer {
 pub async fn poll(cfg: Config, deadline: Duration) -> Result<Answer, String> {
     let start = Instant::now();
     let in_recovery = with_client(cfg, deadline, |c| async move {
-        c.query_one("SELECT pg_catalog.pg_is_in_recovery()", &[])
-            .await
-            .map(|r| r.get::<_, bool>(0))
+        c.query_one("SELECT pg_catalog.pg_is_in_recovery()", &[]).await.map(|r| r.get::<_, bool>(0))
     })
     .await?;
-    Ok(Answer {
-        latency: start.elapsed(),
-        in_recovery,
-    })
+    Ok(Answer { latency: start.elapsed(), in_recovery })
 }
 
 /// What a standby said when asked to poll the master for us.
@@ -121,7 +111,7 @@ pub async fn poll_via(
     with_client(via, deadline, |c| async move {
         let row = c
             .query_one(
-                "SELECT pgkeeper.indirect_polling($1::text, $2::integer), pg_catalog.pg_is_in_recovery()",
+                "SELECT pgkeeper.indirect_polling($1::text, $2::integer, true), pg_catalog.pg_is_in_recovery()",
                 &[&target, &ms],
             )
             .await?;

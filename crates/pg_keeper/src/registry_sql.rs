@@ -40,11 +40,7 @@ const SELECT_NODES: &str =
 /// All rows, or None when the extension is not created in this database.
 pub fn read_nodes(client: &SpiClient<'_>) -> Result<Option<Vec<Node>>, pgrx::spi::Error> {
     let exists = client
-        .select(
-            "SELECT to_regclass('pgkeeper.node_info') IS NOT NULL",
-            None,
-            &[],
-        )?
+        .select("SELECT to_regclass('pgkeeper.node_info') IS NOT NULL", None, &[])?
         .first()
         .get_one::<bool>()?
         .unwrap_or(false);
@@ -70,11 +66,7 @@ pub fn apply(client: &mut SpiClient<'_>, changes: &[Change]) -> Result<(), pgrx:
     for c in changes {
         match c {
             Change::Delete(seqno) => {
-                client.update(
-                    "DELETE FROM pgkeeper.node_info WHERE seqno = $1",
-                    None,
-                    &[(*seqno).into()],
-                )?;
+                client.update("DELETE FROM pgkeeper.node_info WHERE seqno = $1", None, &[(*seqno).into()])?;
             }
             Change::Insert(n) => {
                 client.update(

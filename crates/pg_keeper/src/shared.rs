@@ -44,13 +44,7 @@ pub struct KeeperState {
 
 impl Default for PeerState {
     fn default() -> Self {
-        PeerState {
-            name: [0; NAME_LEN],
-            result: 0,
-            latency_us: 0,
-            last_ok_ms: 0,
-            error: [0; TEXT_LEN],
-        }
+        PeerState { name: [0; NAME_LEN], result: 0, latency_us: 0, last_ok_ms: 0, error: [0; TEXT_LEN] }
     }
 }
 

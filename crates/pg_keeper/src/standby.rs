@@ -22,10 +22,7 @@ impl Worker {
         let deadline = self.probe_deadline();
         // The standby we ask must answer within our deadline, including its own probe.
         let nested = deadline.mul_f64(0.5);
-        let others: Vec<&Node> = nodes
-            .iter()
-            .filter(|n| n.name != me && !n.is_master)
-            .collect();
+        let others: Vec<&Node> = nodes.iter().filter(|n| n.name != me && !n.is_master).collect();
         let direct = {
             let cfg = probe::config(&master.conninfo, None);
             async move { probe::poll(cfg?, deadline).await }
@@ -37,14 +34,14 @@ impl Worker {
             async move { probe::poll_via(cfg?, &target, deadline, nested).await }
         }));
         let both = async { tokio::join!(direct, indirect) };
-        let Some((direct, indirect)) =
-            probe::block_on_cancellable(&self.rt, both, shutdown_requested)
-        else {
+        let Some((direct, indirect)) = probe::block_on_cancellable(&self.rt, both, shutdown_requested) else {
             return;
         };
 
+        // A registered master that answers from recovery (an old master rejoined as a
+        // standby) is not a live master.
         let obs = RoundObservation {
-            direct_ok: direct.is_ok(),
+            direct_ok: matches!(direct, Ok(a) if !a.in_recovery),
             indirect: others
                 .iter()
                 .zip(&indirect)
@@ -115,10 +112,7 @@ impl Worker {
         let state = match decision {
             Decision::MasterAlive => {
                 if self.last_notice.contains("unreachable") {
-                    self.notice_once(format!(
-                        "pg_keeper: master \"{}\" is reachable again",
-                        master.name
-                    ));
+                    self.notice_once(format!("pg_keeper: master \"{}\" is reachable again", master.name));
                 }
                 match &self.following {
                     Some(f) if *f != master.name => {
@@ -133,10 +127,7 @@ impl Worker {
                     master.name,
                     self.settings.keepalive_count
                 );
-                format!(
-                    "master unreachable, {failed_rounds}/{}",
-                    self.settings.keepalive_count
-                )
+                format!("master unreachable, {failed_rounds}/{}", self.settings.keepalive_count)
             }
             Decision::Hold { failed_rounds, why } => {
                 let why = match why {
@@ -153,11 +144,9 @@ impl Worker {
                 ));
                 format!("master unreachable, {failed_rounds} rounds; holding: {why}")
             }
-            Decision::Promote {
-                old_master,
-                failed_rounds,
-                confirmed_by,
-            } => self.promote(me, &old_master, failed_rounds, &confirmed_by, nodes.len()),
+            Decision::Promote { old_master, failed_rounds, confirmed_by } => {
+                self.promote(me, &old_master, failed_rounds, &confirmed_by, nodes.len())
+            }
         };
         self.publish(Mode::Standby, &state, &peers);
     }
@@ -209,13 +198,7 @@ impl Worker {
     fn drop_self_from_sync_names(&mut self, me: &str) {
         let current = BackgroundWorker::transaction(|| {
             Spi::connect(|c| {
-                c.select(
-                    "SELECT current_setting('synchronous_standby_names')",
-                    None,
-                    &[],
-                )?
-                .first()
-                .get_one::<String>()
+                c.select("SELECT current_setting('synchronous_standby_names')", None, &[])?.first().get_one::<String>()
             })
         });
         let Ok(Some(current)) = current else { return };
@@ -250,26 +233,19 @@ impl Worker {
             return format!("new master {new} not in node_info");
         };
         let deadline = self.probe_deadline();
-        let fork = probe::config(&node.conninfo, None)
-            .map(|cfg| self.rt.block_on(probe::fork_point(cfg, deadline)));
+        let fork = probe::config(&node.conninfo, None).map(|cfg| self.rt.block_on(probe::fork_point(cfg, deadline)));
         let mine = BackgroundWorker::transaction(|| {
             Spi::connect(|c| {
-                c.select(
-                    "SELECT greatest(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn())::text",
-                    None,
-                    &[],
-                )?
-                .first()
-                .get_one::<String>()
+                c.select("SELECT greatest(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn())::text", None, &[])?
+                    .first()
+                    .get_one::<String>()
             })
         });
         let fork = match fork {
             Ok(Ok(Some(h))) => lsn::fork_point(&h),
             Ok(Ok(None)) => None,
             Ok(Err(e)) | Err(e) => {
-                self.notice_once(format!(
-                    "pg_keeper: cannot read {new}'s timeline history ({e}); retrying"
-                ));
+                self.notice_once(format!("pg_keeper: cannot read {new}'s timeline history ({e}); retrying"));
                 return format!("new master {new}: checking timeline");
             }
         };

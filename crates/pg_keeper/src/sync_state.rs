@@ -28,20 +28,13 @@ pub(crate) struct Degraded {
 /// Named after the node: pg_basebackup and pg_rewind copy the data directory, and a copy of
 /// another node's record must not be taken for this node's.
 fn state_path(me: &str) -> PathBuf {
-    let dir = unsafe { std::ffi::CStr::from_ptr(pg_sys::DataDir) }
-        .to_string_lossy()
-        .into_owned();
+    let dir = unsafe { std::ffi::CStr::from_ptr(pg_sys::DataDir) }.to_string_lossy().into_owned();
     PathBuf::from(dir).join(format!("pg_keeper.{me}.sync_state"))
 }
 
 fn load(me: &str) -> Option<Degraded> {
     let text = std::fs::read_to_string(state_path(me)).ok()?;
-    let mut d = Degraded {
-        configured: String::new(),
-        file_value: None,
-        since_ms: 0,
-        reason: String::new(),
-    };
+    let mut d = Degraded { configured: String::new(), file_value: None, since_ms: 0, reason: String::new() };
     for line in text.lines() {
         let (k, v) = line.split_once('\t')?;
         match k {
@@ -86,11 +79,7 @@ fn observe() -> Result<(String, Option<String>, Vec<String>), pgrx::spi::Error> 
     BackgroundWorker::transaction(|| {
         Spi::connect(|c| {
             let current = c
-                .select(
-                    "SELECT current_setting('synchronous_standby_names')",
-                    None,
-                    &[],
-                )?
+                .select("SELECT current_setting('synchronous_standby_names')", None, &[])?
                 .first()
                 .get_one::<String>()?
                 .unwrap_or_default();
@@ -150,9 +139,7 @@ impl Worker {
         };
         if self.sync_guard.is_none() {
             self.degraded = load(me);
-            self.sync_guard = Some(SyncGuard::new(
-                self.degraded.as_ref().map(|d| d.reason.clone()),
-            ));
+            self.sync_guard = Some(SyncGuard::new(self.degraded.as_ref().map(|d| d.reason.clone())));
         }
         // The operator's word while degraded wins.
         if let Some(d) = self.degraded.clone() {
@@ -164,22 +151,14 @@ impl Worker {
             } else if file_value != d.file_value {
                 let new = file_value.clone().unwrap_or_default();
                 log!("pg_keeper: synchronous_standby_names changed in the configuration file while degraded: {new:?} will be restored");
-                let d = Degraded {
-                    configured: new,
-                    file_value: file_value.clone(),
-                    ..d
-                };
+                let d = Degraded { configured: new, file_value: file_value.clone(), ..d };
                 if let Err(e) = save(me, &d) {
                     warning!("pg_keeper: cannot record the synchronous replication state: {e}");
                 }
                 self.degraded = Some(d);
             }
         }
-        let configured = self
-            .degraded
-            .as_ref()
-            .map(|d| d.configured.clone())
-            .unwrap_or(current.clone());
+        let configured = self.degraded.as_ref().map(|d| d.configured.clone()).unwrap_or(current.clone());
         let cfg = match SyncConfig::parse(&configured) {
             Ok(c) => c,
             Err(e) => {
@@ -197,15 +176,13 @@ impl Worker {
         match guard.on_round(cfg.as_ref(), &streaming, self.settings.keepalive_count) {
             SyncAction::None => {}
             SyncAction::Degrade { reason } => {
-                let d = Degraded {
-                    configured: configured.clone(),
-                    file_value,
-                    since_ms: now_ms(),
-                    reason: reason.clone(),
-                };
+                let d =
+                    Degraded { configured: configured.clone(), file_value, since_ms: now_ms(), reason: reason.clone() };
                 if let Err(e) = save(me, &d) {
                     // Without the record the value could not be restored: do not degrade.
-                    warning!("pg_keeper: not degrading synchronous replication: cannot record the configured value: {e}");
+                    warning!(
+                        "pg_keeper: not degrading synchronous replication: cannot record the configured value: {e}"
+                    );
                     self.sync_guard = Some(SyncGuard::new(None));
                     return;
                 }
@@ -226,17 +203,11 @@ impl Worker {
             SyncAction::Restore { reason } => {
                 let d = self.degraded.clone().expect("restore only while degraded");
                 // From postgresql.conf: drop our override; from ALTER SYSTEM: set it back.
-                let value = if Some(&d.configured) == d.file_value.as_ref() {
-                    None
-                } else {
-                    Some(d.configured.as_str())
-                };
+                let value =
+                    if Some(&d.configured) == d.file_value.as_ref() { None } else { Some(d.configured.as_str()) };
                 match set_sync_names(value) {
                     Ok(()) => {
-                        log!(
-                            "pg_keeper: synchronous replication restored ({:?}): {reason}",
-                            d.configured
-                        );
+                        log!("pg_keeper: synchronous replication restored ({:?}): {reason}", d.configured);
                         remove(me);
                         self.degraded = None;
                     }

@@ -45,10 +45,7 @@ pub(crate) fn shutdown_requested() -> bool {
 }
 
 pub(crate) fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 fn set_title(s: &str) {
@@ -200,10 +197,7 @@ impl Worker {
     /// Deadline of one probe: below keepalive_time so a round always ends before the next
     /// one is due, and capped so that a long interval never means a long wait on a dead peer.
     pub(crate) fn probe_deadline(&self) -> Duration {
-        self.settings
-            .keepalive_time
-            .mul_f64(0.8)
-            .min(Duration::from_secs(10))
+        self.settings.keepalive_time.mul_f64(0.8).min(Duration::from_secs(10))
     }
 
     fn set_mode(&mut self, mode: Mode) {
@@ -229,11 +223,7 @@ impl Worker {
             self.publish(Mode::Idle, "pg_keeper.node_name is not set", &[]);
             return;
         };
-        let mode = if unsafe { pg_sys::RecoveryInProgress() } {
-            Mode::Standby
-        } else {
-            Mode::Master
-        };
+        let mode = if unsafe { pg_sys::RecoveryInProgress() } { Mode::Standby } else { Mode::Master };
         self.set_mode(mode);
         let nodes = match BackgroundWorker::transaction(|| Spi::connect(registry_sql::read_nodes)) {
             Ok(Some(n)) => n,
@@ -247,11 +237,7 @@ impl Worker {
             }
         };
         if !nodes.iter().any(|n| n.name == me) {
-            self.publish(
-                mode,
-                &format!("not registered ({} nodes in node_info)", nodes.len()),
-                &[],
-            );
+            self.publish(mode, &format!("not registered ({} nodes in node_info)", nodes.len()), &[]);
             return;
         }
         match mode {
@@ -298,11 +284,8 @@ impl Worker {
             let old_n = st.npeers as usize;
             st.npeers = peers.len().min(shared::MAX_PEERS) as u32;
             for (i, p) in peers.iter().take(shared::MAX_PEERS).enumerate() {
-                let prev_ok = old[..old_n]
-                    .iter()
-                    .find(|o| shared::get_str(&o.name) == p.name)
-                    .map(|o| o.last_ok_ms)
-                    .unwrap_or(0);
+                let prev_ok =
+                    old[..old_n].iter().find(|o| shared::get_str(&o.name) == p.name).map(|o| o.last_ok_ms).unwrap_or(0);
                 let slot = &mut st.peers[i];
                 shared::put_str(&mut slot.name, &p.name);
                 slot.result = if p.ok { 1 } else { 2 };

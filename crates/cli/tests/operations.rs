@@ -1,0 +1,126 @@
+//! The operator's commands on real clusters: `pgkeeper status` (table and JSON, healthy,
+//! with a standby down, after a failover), `pgkeeper rejoin` (pg_rewind and base backup),
+//! `pgkeeper uri`, and their refusals.
+
+use keeper_integration::*;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+fn pgkeeper(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_pgkeeper")).args(args).output().expect("run pgkeeper")
+}
+
+fn text(o: &Output) -> (String, String) {
+    (String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
+}
+
+fn row<'a>(table: &'a str, name: &str) -> &'a str {
+    table.lines().find(|l| l.starts_with(name)).unwrap_or_else(|| panic!("no row {name} in\n{table}"))
+}
+
+#[test]
+fn status_table_json_and_uri() {
+    let cluster = keeper_cluster("cli-status", 2, Some("node2"), &["pg_keeper.keepalive_time = 1"]);
+    let m = cluster.node("node1");
+    wait_title(cluster.node("node3"), "standby (connected to node1)").unwrap();
+    wait_until(PATIENCE, || streams_from(m, "node2") && streams_from(m, "node3")).unwrap();
+
+    let o = pgkeeper(&["status", &m.conninfo()]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(row(&out, "node1").contains("master"), "{out}");
+    assert!(row(&out, "node2").contains("sync standby"), "{out}");
+    assert!(row(&out, "node2").contains("yes"), "next master\n{out}");
+    assert!(row(&out, "node3").contains(" standby"), "{out}");
+    assert!(!out.contains("WARNING"), "{out}");
+
+    let o = pgkeeper(&["status", &cluster.node("node3").conninfo(), "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("valid JSON");
+    assert_eq!(v["nodes"][0]["role"], "master");
+    assert_eq!(v["nodes"][1]["role"], "sync standby");
+    assert_eq!(v["nodes"][2]["wal_receiver"], "streaming");
+    assert_eq!(v["warnings"].as_array().unwrap().len(), 0);
+
+    // The URI reaches the master whichever node is first.
+    let o = pgkeeper(&["uri", &cluster.node("node2").conninfo()]);
+    let uri = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    assert!(uri.contains("target_session_attrs=read-write"), "{uri}");
+    let mut c = postgres::Client::connect(&uri, postgres::NoTls).expect("connect with the URI");
+    let rec: bool = c.query_one("SELECT pg_is_in_recovery()", &[]).unwrap().get(0);
+    assert!(!rec);
+
+    // A standby down: still a full report, with a warning, exit code 0.
+    cluster.node("node3").stop().unwrap();
+    let o = pgkeeper(&["status", &m.conninfo()]);
+    let (out, _) = text(&o);
+    assert!(o.status.success());
+    assert!(row(&out, "node3").contains("unreachable"), "{out}");
+    assert!(out.contains("WARNING: node3 does not answer"), "{out}");
+
+    // Bad input: exit code 2 for usage, 1 for an unreachable node.
+    assert_eq!(pgkeeper(&["status"]).status.code(), Some(2));
+    assert_eq!(pgkeeper(&["status", "host=127.0.0.1 port=1"]).status.code(), Some(1));
+    assert_eq!(pgkeeper(&["frobnicate"]).status.code(), Some(2));
+}
+
+/// kill -9 of the master, failover to node2, then the old master rejoined by pg_rewind (the
+/// harness enables wal_log_hints), or by a new base backup.
+fn rejoin_case(name: &str, extra: &[&str]) {
+    let cluster =
+        keeper_cluster(name, 2, Some("node2"), &["pg_keeper.keepalive_time = 1", "pg_keeper.keepalive_count = 2"]);
+    let (n1, n2) = (cluster.node("node1"), cluster.node("node2"));
+    n1.execute("CREATE TABLE before_failover AS SELECT g FROM generate_series(1, 100) g").unwrap();
+    wait_replayed(n1, n2).unwrap();
+    n1.kill9();
+    wait_until(PATIENCE, || n2.is_in_recovery().ok() == Some(false)).expect("failover");
+    n2.execute("CREATE TABLE after_failover AS SELECT g FROM generate_series(1, 50) g").unwrap();
+
+    let mut args = vec!["rejoin", "--pgdata", n1.data_dir().to_str().unwrap(), "--name", "node1"];
+    args.extend_from_slice(extra);
+    let ci = n2.conninfo();
+    args.push(&ci);
+    let o = pgkeeper(&args);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "rejoin failed:\n{out}\n{err}");
+    assert!(out.contains("node1 is a standby of node2 again"), "{out}");
+    assert!(n1.is_in_recovery().unwrap());
+    assert!(streams_from(n2, "node1"));
+    wait_replayed(n2, n1).unwrap();
+    assert_eq!(n1.query_one("SELECT count(*) FROM after_failover").unwrap().as_deref(), Some("50"));
+    // The cluster is whole again: one master, everybody streaming, no warnings.
+    wait_until(PATIENCE, || {
+        let (out, _) = text(&pgkeeper(&["status", &n2.conninfo()]));
+        !out.contains("WARNING") && row(&out, "node1").contains("standby")
+    })
+    .unwrap_or_else(|_| panic!("{}", text(&pgkeeper(&["status", &n2.conninfo()])).0));
+    assert_eq!(writable(&cluster), vec!["node2".to_string()]);
+    // Running it on the master is refused.
+    let o = pgkeeper(&["rejoin", "--pgdata", n2.data_dir().to_str().unwrap(), "--name", "node2", &ci]);
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(err.contains("no other node accepts writes"), "{err}");
+}
+
+#[test]
+fn rejoin_old_master_with_pg_rewind() {
+    rejoin_case("cli-rewind", &[]);
+}
+
+#[test]
+fn rejoin_old_master_with_basebackup() {
+    rejoin_case("cli-basebackup", &["--basebackup"]);
+}
+
+#[test]
+fn rejoin_refusals() {
+    let cluster = keeper_cluster("cli-refuse", 1, None, &["pg_keeper.keepalive_time = 1"]);
+    let s = cluster.node("node2");
+    let ci = cluster.node("node1").conninfo();
+    let o = pgkeeper(&["rejoin", "--pgdata", s.data_dir().to_str().unwrap(), "--name", "nodeX", &ci]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).1.contains("not in node_info"), "{}", text(&o).1);
+    let o = pgkeeper(&["rejoin", "--pgdata", "/nonexistent", "--name", "node2", &ci]);
+    assert!(text(&o).1.contains("not a PostgreSQL data directory"));
+    assert_eq!(pgkeeper(&["rejoin", "--name", "node2"]).status.code(), Some(1));
+    std::thread::sleep(Duration::from_millis(10));
+}
