@@ -9,8 +9,10 @@
 //! `failover.json` in the output directory (default `bench/results`). See `bench/README.md`.
 //!
 //! `pgkeeper bench sync` (module [`sync`]) measures the master's synchronous-replication guard;
-//! `pgkeeper bench` without a kind runs both.
+//! `pgkeeper bench switchover` (module [`switchover`]) the write unavailability of a planned
+//! `pgkeeper switchover`; `pgkeeper bench` without a kind runs all three.
 
+mod switchover;
 mod sync;
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -83,7 +85,7 @@ pub fn run(args: &[String]) -> Result<()> {
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
-            k @ ("failover" | "sync") => {
+            k @ ("failover" | "sync" | "switchover") => {
                 if kind.is_some() {
                     bail!("bench: give one kind at most ({USAGE})");
                 }
@@ -101,20 +103,26 @@ pub fn run(args: &[String]) -> Result<()> {
     match kind {
         Some("failover") => failover(runs, &out),
         Some("sync") => sync::run(runs, &out),
+        Some("switchover") => switchover::run(runs, &out),
         _ => {
-            // Both; the second runs even if the first failed.
+            // All three; each runs even if an earlier one failed.
             let f = failover(runs, &out);
             if let Err(e) = &f {
                 eprintln!("bench failover: {e:#}");
             }
             let s = sync::run(runs, &out);
+            if let Err(e) = &s {
+                eprintln!("bench sync: {e:#}");
+            }
+            let w = switchover::run(runs, &out);
             f.context("bench failover")?;
-            s.context("bench sync")
+            s.context("bench sync")?;
+            w.context("bench switchover")
         }
     }
 }
 
-const USAGE: &str = "usage: pgkeeper bench [failover|sync] [--runs N] [--out DIR]; no kind: both";
+const USAGE: &str = "usage: pgkeeper bench [failover|sync|switchover] [--runs N] [--out DIR]; no kind: all three";
 
 fn failover(runs: usize, out: &Path) -> Result<()> {
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
@@ -360,8 +368,9 @@ struct Attempt {
     err: Option<String>,
 }
 
-/// Writes every 50 ms on a fresh connection, each attempt on its own thread; the loop waits
-/// at most 1 s for an attempt, so a hung connect never stalls it longer than that.
+/// Writes every 50 ms (`WRITE_EVERY`; [`Writer::start_every`]: any interval) on a fresh
+/// connection, each attempt on its own thread; the loop waits at most 1 s for an attempt, so a
+/// hung connect never stalls it longer than that.
 struct Writer {
     stop: Arc<AtomicBool>,
     attempts: Arc<Mutex<Vec<Attempt>>>,
@@ -371,6 +380,10 @@ struct Writer {
 
 impl Writer {
     fn start(conninfo: &str, epoch: Instant) -> Result<Writer> {
+        Writer::start_every(conninfo, epoch, WRITE_EVERY)
+    }
+
+    fn start_every(conninfo: &str, epoch: Instant, every: Duration) -> Result<Writer> {
         let cfg: postgres::Config = conninfo.parse().context("writer conninfo")?;
         let stop = Arc::new(AtomicBool::new(false));
         let attempts = Arc::new(Mutex::new(Vec::new()));
@@ -406,7 +419,7 @@ impl Writer {
                 while !t.is_finished() && t0.elapsed() < ATTEMPT_BOUND {
                     std::thread::sleep(Duration::from_millis(2));
                 }
-                next += WRITE_EVERY;
+                next += every;
                 let now = Instant::now();
                 if next > now {
                     std::thread::sleep(next - now);

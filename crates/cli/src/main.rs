@@ -4,8 +4,10 @@
 
 mod bench;
 mod demo;
+mod local;
 mod rejoin;
 mod status;
+mod switchover;
 mod writer;
 
 use std::process::ExitCode;
@@ -22,6 +24,9 @@ commands:
                          make a failed old master (or a standby that cannot follow) a
                          standby of the current master: pg_rewind, else pg_basebackup;
                          run it on that node's host (root or the data directory's owner)
+  switchover --to NODE --pgdata DIR CONNINFO [--max-lag BYTES] [--log FILE]
+                         planned role swap with no acknowledged commit lost; run it on the
+                         current master's host (DIR: its data directory)
   uri CONNINFO           a multi-host connection URI for clients (target_session_attrs=read-write)
   demo [--keep]          build a local 3-node cluster with pg_keeper and show it
                          (--keep leaves it running and prints how to connect and stop it)
@@ -48,6 +53,7 @@ fn main() -> ExitCode {
             status::run(rest)
         }
         "rejoin" => rejoin::rejoin(rest),
+        "switchover" => switchover::switchover(rest),
         "uri" => match rest.first() {
             Some(ci) => status::uri(ci).map(|u| println!("{u}")),
             None => {

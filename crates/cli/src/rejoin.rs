@@ -4,13 +4,11 @@
 //!
 //! Runs on the host of the node to rejoin, as root or as the owner of its data directory.
 
+use crate::local::{self, as_owner, chown_like, configure_standby, run, save_confs, server_running};
 use crate::status;
 use anyhow::{bail, Context, Result};
 use keeper_core::conninfo::ConnInfo;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::{Duration, Instant};
 
 fn say(s: &str) {
     eprintln!("[rejoin] {s}");
@@ -55,36 +53,6 @@ fn parse(args: &[String]) -> Result<Opts> {
     Ok(o)
 }
 
-/// Run a PostgreSQL program as the owner of the data directory (PostgreSQL refuses root).
-fn as_owner(pgdata: &Path, program: &str) -> Result<Command> {
-    let bin = keeper_harness::pg_bindir().join(program);
-    let uid = std::fs::metadata(pgdata)?.uid();
-    if unsafe { libc::geteuid() } != 0 || uid == 0 {
-        return Ok(Command::new(bin));
-    }
-    let name = unsafe {
-        let pw = libc::getpwuid(uid);
-        anyhow::ensure!(!pw.is_null(), "the owner (uid {uid}) of {} has no user name", pgdata.display());
-        std::ffi::CStr::from_ptr((*pw).pw_name).to_string_lossy().into_owned()
-    };
-    let mut c = Command::new("runuser");
-    c.args(["-u", &name, "--"]).arg(bin).current_dir("/");
-    Ok(c)
-}
-
-fn run(cmd: &mut Command, what: &str) -> Result<()> {
-    let status = cmd.status().with_context(|| format!("cannot run {what}"))?;
-    anyhow::ensure!(status.success(), "{what} failed ({status})");
-    Ok(())
-}
-
-fn server_running(pgdata: &Path) -> bool {
-    std::fs::read_to_string(pgdata.join("postmaster.pid"))
-        .ok()
-        .and_then(|s| s.lines().next().and_then(|l| l.trim().parse::<i32>().ok()))
-        .is_some_and(|pid| unsafe { libc::kill(pid, 0) } == 0)
-}
-
 /// pg_rewind needs hint bits WAL-logged: wal_log_hints or data checksums.
 fn rewind_possible(pgdata: &Path) -> Result<bool> {
     let out = as_owner(pgdata, "pg_controldata")?.arg(pgdata).output()?;
@@ -95,55 +63,6 @@ fn rewind_possible(pgdata: &Path) -> Result<bool> {
     let hints = field("wal_log_hints setting").as_deref() == Some("on");
     let checksums = field("Data page checksum version").is_some_and(|v| v != "0");
     Ok(hints || checksums)
-}
-
-/// The configuration files at the top of the data directory: base backups and pg_rewind
-/// replace them with the master's, and this node must keep its own (port, node_name, ...).
-fn save_confs(pgdata: &Path) -> Result<Vec<(String, Vec<u8>)>> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(pgdata)? {
-        let p = e?.path();
-        if p.extension().is_some_and(|x| x == "conf") && p.is_file() {
-            out.push((p.file_name().unwrap().to_string_lossy().into_owned(), std::fs::read(&p)?));
-        }
-    }
-    Ok(out)
-}
-
-fn chown_like(path: &Path, like: &Path) -> Result<()> {
-    let m = std::fs::metadata(like)?;
-    std::os::unix::fs::chown(path, Some(m.uid()), Some(m.gid()))?;
-    Ok(())
-}
-
-/// Make the data directory a standby of `master`: our config files back, standby.signal,
-/// primary_conninfo with application_name = our name, and no leftover pg_keeper records.
-fn configure_standby(pgdata: &Path, confs: &[(String, Vec<u8>)], name: &str, master_conninfo: &str) -> Result<()> {
-    for (f, data) in confs {
-        let p = pgdata.join(f);
-        std::fs::write(&p, data)?;
-        chown_like(&p, pgdata)?;
-    }
-    for e in std::fs::read_dir(pgdata)? {
-        let p = e?.path();
-        let n = p.file_name().unwrap().to_string_lossy().into_owned();
-        if n.starts_with("pg_keeper.") && n.ends_with(".sync_state") {
-            std::fs::remove_file(&p)?;
-        }
-    }
-    let mut ci = ConnInfo::parse(master_conninfo)?;
-    ci.set("application_name", name);
-    ci.remove("dbname");
-    let auto = pgdata.join("postgresql.auto.conf");
-    let mut text = std::fs::read_to_string(&auto).unwrap_or_default();
-    // The last setting in the file wins.
-    text.push_str(&format!("primary_conninfo = '{}'\n", ci.to_string().replace('\'', "''")));
-    std::fs::write(&auto, text)?;
-    chown_like(&auto, pgdata)?;
-    let signal = pgdata.join("standby.signal");
-    std::fs::write(&signal, "")?;
-    chown_like(&signal, pgdata)?;
-    Ok(())
 }
 
 fn basebackup(pgdata: &Path, master_conninfo: &str) -> Result<()> {
@@ -199,7 +118,7 @@ pub fn rejoin(args: &[String]) -> Result<()> {
 
     if server_running(&o.pgdata) {
         say("stopping the local server (it must be down to be rewound)");
-        run(as_owner(&o.pgdata, "pg_ctl")?.args(["stop", "-m", "fast", "-w", "-D"]).arg(&o.pgdata), "pg_ctl stop")?;
+        local::stop(&o.pgdata)?;
     }
     let confs = save_confs(&o.pgdata)?;
     let source = {
@@ -249,37 +168,15 @@ pub fn rejoin(args: &[String]) -> Result<()> {
         return Ok(());
     }
     let log = o.log.clone().unwrap_or_else(|| o.pgdata.join("pgkeeper-rejoin.log"));
-    let mut start = as_owner(&o.pgdata, "pg_ctl")?;
-    start.args(["start", "-w", "-t", "120", "-D"]).arg(&o.pgdata).arg("-l").arg(&log);
-    run(start.stdout(std::process::Stdio::null()), "pg_ctl start")?;
+    local::start(&o.pgdata, &log)?;
     say(&format!("started (log {}); waiting until it streams from {}", log.display(), master.name));
-    let t = Instant::now();
-    loop {
-        let streaming = status::connect(&master.conninfo).and_then(|mut c| {
-            Ok(c.query_one(
-                "SELECT count(*) FROM pg_stat_replication WHERE application_name = $1 AND state = 'streaming'",
-                &[&o.name],
-            )?
-            .get::<_, i64>(0))
-        });
-        if matches!(streaming, Ok(1)) {
-            break;
-        }
-        anyhow::ensure!(
-            t.elapsed() < Duration::from_secs(120),
-            "{} does not stream from {} after 120 s: see {}",
-            o.name,
-            master.name,
-            log.display()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    let t = local::wait_streaming(&master.conninfo, &o.name, &log)?;
     println!(
-        "{} is a standby of {} again ({}, {:.1} s)",
+        "{} is a standby of {} again ({}; streaming {:.1} s after its start)",
         o.name,
         master.name,
         if rewound { "pg_rewind" } else { "pg_basebackup" },
-        t.elapsed().as_secs_f64()
+        t.as_secs_f64()
     );
     Ok(())
 }

@@ -87,7 +87,14 @@ pub fn wait_title(node: &Node, needle: &str) -> Result<String> {
         last = worker(node).map(|w| w.1).unwrap_or_default();
         last.contains(needle)
     })
-    .map_err(|_| anyhow!("{}: worker title never contained {needle:?}; last: {last:?}", node.name()))?;
+    .map_err(|_| {
+        anyhow!(
+            "{}: worker title never contained {needle:?}; last: {last:?}\nstatus: {:?}\n--- log tail ---\n{}",
+            node.name(),
+            node.query("SELECT mode, state, peers FROM pgkeeper.status()"),
+            node.log_tail(30)
+        )
+    })?;
     Ok(last)
 }
 

@@ -19,6 +19,8 @@ use crate::Node;
 pub struct FailoverConfig {
     pub keepalive_count: u32,
     pub two_node_failover: bool,
+    /// Automatic failover paused (a planned switchover is under way).
+    pub paused: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,6 +31,8 @@ pub enum Hold {
     NoMajority { confirmations: usize, registered: usize },
     /// This node is not registered, or node_info names no master.
     NotInRegistry,
+    /// Automatic failover is paused: a planned switchover is under way.
+    Paused,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,6 +78,9 @@ impl StandbyMode {
         let (Some(me_row), Some(master)) = (me_row, master) else {
             return Decision::Hold { failed_rounds, why: Hold::NotInRegistry };
         };
+        if cfg.paused {
+            return Decision::Hold { failed_rounds, why: Hold::Paused };
+        }
         if !me_row.is_nextmaster {
             return Decision::Hold { failed_rounds, why: Hold::NotNextMaster };
         }

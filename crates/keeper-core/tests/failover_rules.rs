@@ -13,7 +13,7 @@ fn cluster(n: usize) -> Vec<Node> {
     nodes // n1 master, n2 next master
 }
 
-const CFG: FailoverConfig = FailoverConfig { keepalive_count: 3, two_node_failover: false };
+const CFG: FailoverConfig = FailoverConfig { keepalive_count: 3, two_node_failover: false, paused: false };
 
 fn dead_round(others: &[(&str, Indirect)]) -> RoundObservation {
     RoundObservation { direct_ok: false, indirect: others.iter().map(|(n, r)| (n.to_string(), *r)).collect() }
@@ -55,6 +55,17 @@ fn isolated_next_master_holds() {
     assert_eq!(
         sm.on_round("n2", &nodes, &obs, CFG),
         Decision::Hold { failed_rounds: 3, why: Hold::NoMajority { confirmations: 1, registered: 3 } }
+    );
+}
+
+#[test]
+fn paused_failover_holds() {
+    let nodes = cluster(3);
+    let obs = dead_round(&[("n3", Indirect::Unreached)]);
+    let paused = FailoverConfig { keepalive_count: 1, paused: true, ..CFG };
+    assert_eq!(
+        StandbyMode::default().on_round("n2", &nodes, &obs, paused),
+        Decision::Hold { failed_rounds: 1, why: Hold::Paused }
     );
 }
 
@@ -173,7 +184,7 @@ proptest! {
     #[test]
     fn promotion_properties(w in world(5), count in 1u32..4) {
         let nodes = cluster(w.n);
-        let cfg = FailoverConfig { keepalive_count: count, two_node_failover: false };
+        let cfg = FailoverConfig { keepalive_count: count, two_node_failover: false, paused: false };
         let mut promoted = Vec::new();
         for me in 1..w.n {
             if !w.up[me] { continue; }

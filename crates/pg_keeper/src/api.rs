@@ -51,11 +51,8 @@ fn refuse_on_standby(func: &str) {
 }
 
 fn sync_config(client: &SpiClient<'_>) -> Option<SyncConfig> {
-    let value = client
-        .select("SELECT current_setting('synchronous_standby_names')", None, &[])
-        .and_then(|t| t.first().get_one::<String>())
-        .unwrap_or_else(|e| fail(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, e.to_string(), None))
-        .unwrap_or_default();
+    let value = crate::sync_state::read_sync_names(client)
+        .unwrap_or_else(|e| fail(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, e.to_string(), None));
     match SyncConfig::parse(&value) {
         Ok(c) => c,
         Err(e) => fail(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, e.to_string(), None),
@@ -178,6 +175,38 @@ fn indirect_kill(signal: Option<&str>) -> bool {
             Some("Use 'SIGUSR1' (reload node_info) or 'SIGUSR2' (reload settings)."),
         ),
     }
+}
+
+/// Pause automatic failover on this node for `seconds` (0 resumes it): a planned switchover
+/// stops the master on purpose, and no standby may take that for a failure. Returns false
+/// when no worker runs here.
+#[pg_extern(volatile, parallel_unsafe)]
+fn pause_failover(seconds: Option<i32>) -> bool {
+    let Some(seconds) = seconds else {
+        fail(PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED, "seconds must not be NULL", None)
+    };
+    if !(0..=3600).contains(&seconds) {
+        fail(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            format!("seconds must be between 0 and 3600, not {seconds}"),
+            None,
+        );
+    }
+    if !shared::available() {
+        return false;
+    }
+    let until = if seconds == 0 { 0 } else { crate::worker::now_ms() + seconds as i64 * 1000 };
+    let running = {
+        let mut st = shared::STATE.exclusive();
+        st.paused_until_ms = until;
+        st.worker_pid > 0
+    };
+    if seconds > 0 {
+        log!("pg_keeper: automatic failover paused for {seconds} s");
+    } else {
+        log!("pg_keeper: automatic failover resumed");
+    }
+    running
 }
 
 /// Used by the trigger on node_info: true only inside add_node / del_node.

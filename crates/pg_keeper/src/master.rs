@@ -4,6 +4,7 @@
 
 use crate::probe;
 use crate::registry_sql::{self, WriteGuard};
+use crate::sync_state::{read_streaming, read_sync_names};
 use crate::worker::{shutdown_requested, Mode, PeerResult, Worker};
 use futures_util::future::join_all;
 use keeper_core::registry::{diff, master_view};
@@ -14,6 +15,7 @@ use std::time::Duration;
 
 impl Worker {
     pub(crate) fn master_round(&mut self, me: &str, nodes: &[Node]) {
+        self.drop_self_from_sync_names(me);
         let deadline = self.probe_deadline();
         let peers: Vec<&Node> = nodes.iter().filter(|n| n.name != me).collect();
         let futs = peers.iter().map(|n| {
@@ -72,22 +74,7 @@ impl Worker {
     /// Write node_info as keeper-core says the master must keep it, when it differs.
     fn keep_node_info(&mut self, me: &str, nodes: &[Node]) {
         let observed = BackgroundWorker::transaction(|| {
-            Spi::connect(|c| {
-                let sync = c
-                    .select("SELECT current_setting('synchronous_standby_names')", None, &[])?
-                    .first()
-                    .get_one::<String>()?
-                    .unwrap_or_default();
-                let mut streaming = Vec::new();
-                for row in c.select(
-                    "SELECT application_name FROM pg_catalog.pg_stat_replication WHERE state = 'streaming'",
-                    None,
-                    &[],
-                )? {
-                    streaming.push(row.get::<String>(1)?.unwrap_or_default());
-                }
-                Ok::<_, pgrx::spi::Error>((sync, streaming))
-            })
+            Spi::connect(|c| Ok::<_, pgrx::spi::Error>((read_sync_names(c)?, read_streaming(c)?)))
         });
         let (sync, streaming) = match observed {
             Ok(v) => v,

@@ -68,11 +68,11 @@ GRANT USAGE ON SCHEMA pgkeeper TO pgkeeper_admin, pg_monitor;
 GRANT SELECT, INSERT, UPDATE, DELETE ON pgkeeper.node_info TO pgkeeper_admin;
 REVOKE ALL ON FUNCTION pgkeeper.add_node(text, text), pgkeeper.del_node(text),
     pgkeeper.del_node(integer), pgkeeper.indirect_polling(text, integer, boolean),
-    pgkeeper.indirect_kill(text), pgkeeper._api_write_allowed(),
+    pgkeeper.indirect_kill(text), pgkeeper._api_write_allowed(), pgkeeper.pause_failover(integer),
     pgkeeper._status_raw(), pgkeeper.status(), pgkeeper.node_info_guard() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION pgkeeper.add_node(text, text), pgkeeper.del_node(text),
     pgkeeper.del_node(integer), pgkeeper.indirect_polling(text, integer, boolean),
-    pgkeeper.indirect_kill(text), pgkeeper._api_write_allowed(),
+    pgkeeper.indirect_kill(text), pgkeeper._api_write_allowed(), pgkeeper.pause_failover(integer),
     pgkeeper._status_raw(), pgkeeper.status(), pgkeeper.node_info_guard() TO pgkeeper_admin;
 GRANT EXECUTE ON FUNCTION pgkeeper._status_raw(), pgkeeper.status() TO pg_monitor;
 "#,

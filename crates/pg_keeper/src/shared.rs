@@ -34,6 +34,8 @@ pub struct KeeperState {
     pub rounds: u64,
     pub last_round_ms: i64,
     pub last_failover_ms: i64,
+    /// Automatic failover paused until then (a planned switchover is under way).
+    pub paused_until_ms: i64,
     /// 0 = none configured, 1 = synchronous, 2 = degraded, 3 = guard off (bad value).
     pub sync_state: u8,
     pub sync_since_ms: i64,
@@ -60,6 +62,7 @@ impl Default for KeeperState {
             rounds: 0,
             last_round_ms: 0,
             last_failover_ms: 0,
+            paused_until_ms: 0,
             sync_state: 0,
             sync_since_ms: 0,
             sync_reason: [0; 256],

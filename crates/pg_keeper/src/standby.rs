@@ -84,6 +84,7 @@ impl Worker {
         let cfg = FailoverConfig {
             keepalive_count: self.settings.keepalive_count,
             two_node_failover: gucs::TWO_NODE_FAILOVER.get(),
+            paused: shared::STATE.share().paused_until_ms > now_ms(),
         };
         let decision = self.standby.on_round(me, nodes, &obs, cfg);
         let master_alive = decision == Decision::MasterAlive;
@@ -137,6 +138,7 @@ impl Worker {
                         if registered == 2 { "; see pg_keeper.two_node_failover" } else { "" }
                     ),
                     Hold::NotInRegistry => "this node or the master is missing from node_info".to_string(),
+                    Hold::Paused => "automatic failover is paused (planned switchover)".to_string(),
                 };
                 self.notice_once(format!(
                     "pg_keeper: master \"{}\" unreachable for {failed_rounds} rounds; not promoting: {why}",
@@ -178,7 +180,6 @@ impl Worker {
         }
         shared::STATE.exclusive().last_failover_ms = now_ms();
         log!("pg_keeper: {me} promoted; switching to master mode");
-        self.drop_self_from_sync_names(me);
         if let Some(cmd) = gucs::after_command() {
             match actions::spawn_after_command(&cmd, old_master, me) {
                 Ok(child) => {
@@ -194,14 +195,11 @@ impl Worker {
 
     /// A master cannot be its own synchronous standby: if synchronous_standby_names (often the
     /// same file on every node) names this node, every commit here would wait forever. Remove
-    /// it from the list (ALTER SYSTEM), keeping the other names.
-    fn drop_self_from_sync_names(&mut self, me: &str) {
-        let current = BackgroundWorker::transaction(|| {
-            Spi::connect(|c| {
-                c.select("SELECT current_setting('synchronous_standby_names')", None, &[])?.first().get_one::<String>()
-            })
-        });
-        let Ok(Some(current)) = current else { return };
+    /// it from the list (ALTER SYSTEM), keeping the other names. Checked every master round:
+    /// a node may have been promoted by pg_keeper, by a switchover or by hand.
+    pub(crate) fn drop_self_from_sync_names(&mut self, me: &str) {
+        let current = BackgroundWorker::transaction(|| Spi::connect(crate::sync_state::read_sync_names));
+        let Ok(current) = current else { return };
         let Ok(Some(cfg)) = SyncConfig::parse(&current) else {
             return;
         };

@@ -9,6 +9,7 @@ use keeper_core::sync_guard::{SyncAction, SyncGuard};
 use keeper_core::SyncConfig;
 use pgrx::bgworkers::BackgroundWorker;
 use pgrx::prelude::*;
+use pgrx::spi::SpiClient;
 use std::io::Write;
 use std::path::PathBuf;
 
@@ -73,16 +74,30 @@ fn remove(me: &str) {
     let _ = std::fs::remove_file(state_path(me));
 }
 
+/// `synchronous_standby_names` as this process sees it now.
+pub(crate) fn read_sync_names(c: &SpiClient<'_>) -> Result<String, pgrx::spi::Error> {
+    Ok(c.select("SELECT current_setting('synchronous_standby_names')", None, &[])?
+        .first()
+        .get_one::<String>()?
+        .unwrap_or_default())
+}
+
+/// Standbys pg_stat_replication shows as `streaming` (connected and caught up).
+pub(crate) fn read_streaming(c: &SpiClient<'_>) -> Result<Vec<String>, pgrx::spi::Error> {
+    let mut streaming = Vec::new();
+    for row in
+        c.select("SELECT application_name FROM pg_catalog.pg_stat_replication WHERE state = 'streaming'", None, &[])?
+    {
+        streaming.push(row.get::<String>(1)?.unwrap_or_default());
+    }
+    Ok(streaming)
+}
+
 /// synchronous_standby_names now, its value in the files other than postgresql.auto.conf,
-/// and the standbys pg_stat_replication shows as streaming (caught up).
+/// and the standbys streaming.
 fn observe() -> Result<(String, Option<String>, Vec<String>), pgrx::spi::Error> {
     BackgroundWorker::transaction(|| {
         Spi::connect(|c| {
-            let current = c
-                .select("SELECT current_setting('synchronous_standby_names')", None, &[])?
-                .first()
-                .get_one::<String>()?
-                .unwrap_or_default();
             let file_value = c
                 .select(
                     "SELECT setting FROM pg_catalog.pg_file_settings \
@@ -95,15 +110,7 @@ fn observe() -> Result<(String, Option<String>, Vec<String>), pgrx::spi::Error> 
                 .first()
                 .get_one::<String>()
                 .unwrap_or(None);
-            let mut streaming = Vec::new();
-            for row in c.select(
-                "SELECT application_name FROM pg_catalog.pg_stat_replication WHERE state = 'streaming'",
-                None,
-                &[],
-            )? {
-                streaming.push(row.get::<String>(1)?.unwrap_or_default());
-            }
-            Ok((current, file_value, streaming))
+            Ok((read_sync_names(c)?, file_value, read_streaming(c)?))
         })
     })
 }
