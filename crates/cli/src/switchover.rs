@@ -162,8 +162,12 @@ pub fn switchover(args: &[String]) -> Result<()> {
             std::thread::sleep(Duration::from_millis(10));
         }
         say(&format!("{} has all of {}'s WAL (up to {}); promoting it", o.to, master.name, lsn::format(ckpt)));
-        let ok: bool = status::connect(&target.conninfo)?.query_one("SELECT pg_promote(true, 60)", &[])?.get(0);
+        let mut t = status::connect(&target.conninfo)?;
+        let ok: bool = t.query_one("SELECT pg_promote(true, 60)", &[])?.get(0);
         anyhow::ensure!(ok, "pg_promote on {} did not complete", o.to);
+        // Wake its worker for a master round now rather than within keepalive_time: if
+        // synchronous_standby_names names the new master itself, its commits wait until then.
+        t.query_one("SELECT pgkeeper.indirect_kill('SIGUSR1')", &[])?;
         Ok(())
     });
     if let Err(e) = promoted {

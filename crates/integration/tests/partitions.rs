@@ -94,3 +94,31 @@ fn standby_ahead_of_new_master_reports_it_cannot_follow() {
     assert!(!streams_from(n2, "node3"));
     assert!(n3.is_in_recovery().unwrap());
 }
+
+/// The master cut off from every standby while a client keeps writing to it (through its
+/// local socket, which no partition cuts). Under synchronous replication the old master
+/// must not degrade (it does not reach a majority), so no write it acknowledges after the
+/// partition can be missing from the new master; after healing, it still acknowledges none.
+#[test]
+fn isolated_master_does_not_degrade_and_loses_no_acknowledged_write() {
+    let cluster = keeper_cluster_netns("part-nodegrade", 2, Some("node2"), &[KT, KC]);
+    let (n1, n2) = (cluster.node("node1"), cluster.node("node2"));
+    n1.execute(WRITES_TABLE).unwrap();
+    wait_title(n2, "standby (connected to node1)").unwrap();
+    let writer = Writer::start(&n1.admin_conninfo(), Duration::from_millis(20));
+    std::thread::sleep(Duration::from_secs(1));
+    cluster.isolate("node1").unwrap();
+    wait_until(PATIENCE, || n2.is_in_recovery().ok() == Some(false)).expect("node2 promoted");
+    wait_log(n1, "does not reach a majority of the registered nodes: not degrading").unwrap();
+    std::thread::sleep(QUIET);
+    assert!(!n1.log_contents().contains("synchronous replication degraded"), "the isolated master degraded");
+    cluster.heal_all().unwrap();
+    wait_log(n1, "CONFLICT: node2 also accept(s) writes").unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    let acked = writer.stop();
+    let have = rows(n2);
+    let lost: Vec<_> = acked.iter().filter(|id| !have.contains(id)).collect();
+    assert!(lost.is_empty(), "writes acknowledged by the old master are missing on node2: {lost:?}");
+    assert!(!acked.is_empty());
+    assert!(!n1.log_contents().contains("synchronous replication degraded"));
+}

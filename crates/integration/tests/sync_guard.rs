@@ -90,9 +90,13 @@ fn dead_sync_standby_degrades_then_returns_and_is_restored() {
     wait_sync_state(m, "synchronous");
 }
 
+/// `ANY 1 (node2, node3)` in a 5-node cluster (node4 and node5 asynchronous): one of the two
+/// gone is still enough; both gone, the master still reaches a majority (itself, node4,
+/// node5), so it degrades. (In a 3-node cluster, both standbys gone leaves the master alone:
+/// it does not degrade then, see partitions.rs.)
 #[test]
 fn any_one_of_two_degrades_only_when_both_are_gone() {
-    let cluster = keeper_cluster("sg-any", 2, Some("ANY 1 (node2, node3)"), &[KT, KC]);
+    let cluster = keeper_cluster("sg-any", 4, Some("ANY 1 (node2, node3)"), &[KT, KC]);
     let m = cluster.node("node1");
     m.execute(WRITES_TABLE).unwrap();
     wait_sync_state(m, "synchronous");
@@ -106,6 +110,27 @@ fn any_one_of_two_degrades_only_when_both_are_gone() {
     blocked.recv_timeout(PATIENCE).expect("completes after the degrade").unwrap();
     assert_eq!(sync_state(m), "degraded");
     assert_eq!(show_sync(m), "");
+}
+
+/// Both standbys of a 3-node cluster gone: the master cannot tell that from being cut off,
+/// so it does not degrade (it would risk acknowledging writes beside a promoted standby);
+/// it says why, and the commit waits.
+#[test]
+fn no_degrade_when_the_master_is_alone() {
+    let cluster = keeper_cluster("sg-alone", 2, Some("node2"), &[KT, KC]);
+    let m = cluster.node("node1");
+    m.execute(WRITES_TABLE).unwrap();
+    wait_sync_state(m, "synchronous");
+    cluster.node("node2").kill9();
+    cluster.node("node3").kill9();
+    let blocked = commit(m, 1);
+    wait_log(m, "does not reach a majority of the registered nodes: not degrading").unwrap();
+    std::thread::sleep(QUIET);
+    assert!(blocked.try_recv().is_err(), "a commit completed with no standby and no majority");
+    assert_eq!(sync_state(m), "synchronous");
+    // One standby back: majority again, and synchronous replication is there: it completes.
+    cluster.node("node2").start().unwrap();
+    blocked.recv_timeout(PATIENCE).expect("completes once node2 is back").unwrap();
 }
 
 #[test]

@@ -7,6 +7,7 @@ use crate::registry_sql::{self, WriteGuard};
 use crate::sync_state::{read_streaming, read_sync_names};
 use crate::worker::{shutdown_requested, Mode, PeerResult, Worker};
 use futures_util::future::join_all;
+use keeper_core::failover::is_majority;
 use keeper_core::registry::{diff, master_view};
 use keeper_core::{Node, SyncConfig};
 use pgrx::bgworkers::BackgroundWorker;
@@ -60,7 +61,8 @@ impl Worker {
             format!("CONFLICT: {} also writable", writable.join(", "))
         } else {
             let unanswered: Vec<String> = peer_results.iter().filter(|p| !p.ok).map(|p| p.name.clone()).collect();
-            self.guard_sync(me, &unanswered);
+            let reaches_majority = is_majority(1 + connected, nodes.len());
+            self.guard_sync(me, &unanswered, reaches_majority);
             self.keep_node_info(me, nodes);
             if peers.is_empty() {
                 "no standbys".to_string()

@@ -136,7 +136,9 @@ impl Worker {
     /// round's poll (a hung standby can look 'streaming' in pg_stat_replication until
     /// wal_sender_timeout). Standbys not registered in node_info count as pg_stat_replication
     /// shows them: pg_keeper does not poll them, and must not degrade for lack of a poll.
-    pub(crate) fn guard_sync(&mut self, me: &str, unanswered: &[String]) {
+    /// `reaches_majority`: this master reached a majority of the registered nodes (itself
+    /// included) this round; without it the guard never degrades (see keeper-core).
+    pub(crate) fn guard_sync(&mut self, me: &str, unanswered: &[String], reaches_majority: bool) {
         let (current, file_value, streaming) = match observe() {
             Ok(v) => v,
             Err(e) => {
@@ -180,8 +182,13 @@ impl Worker {
             .filter(|s| !unanswered.iter().any(|a| a.eq_ignore_ascii_case(s)))
             .collect();
         let guard = self.sync_guard.as_mut().expect("initialised above");
-        match guard.on_round(cfg.as_ref(), &streaming, self.settings.keepalive_count) {
+        let mut holding = None;
+        match guard.on_round(cfg.as_ref(), &streaming, self.settings.keepalive_count, reaches_majority) {
             SyncAction::None => {}
+            SyncAction::Hold { reason } => {
+                self.notice_once(format!("pg_keeper: {reason}"));
+                holding = Some(reason);
+            }
             SyncAction::Degrade { reason } => {
                 let d =
                     Degraded { configured: configured.clone(), file_value, since_ms: now_ms(), reason: reason.clone() };
@@ -227,7 +234,7 @@ impl Worker {
         }
         match (&self.degraded, cfg.is_some()) {
             (Some(d), _) => publish(2, d.since_ms, &d.reason),
-            (None, true) => publish(1, 0, ""),
+            (None, true) => publish(1, 0, holding.as_deref().unwrap_or("")),
             (None, false) => publish(0, 0, ""),
         }
     }
