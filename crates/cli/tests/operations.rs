@@ -74,6 +74,11 @@ fn rejoin_case(name: &str, extra: &[&str]) {
     n1.kill9();
     wait_until(PATIENCE, || n2.is_in_recovery().ok() == Some(false)).expect("failover");
     n2.execute("CREATE TABLE after_failover AS SELECT g FROM generate_series(1, 50) g").unwrap();
+    // Status after the failover, asked on the new master: node1 unreachable, node2 master.
+    let (out, _) = text(&pgkeeper(&["status", &n2.conninfo()]));
+    assert!(row(&out, "node1").contains("unreachable"), "{out}");
+    assert!(row(&out, "node2").contains("master"), "{out}");
+    assert!(out.contains("WARNING: node1 does not answer"), "{out}");
 
     let mut args = vec!["rejoin", "--pgdata", n1.data_dir().to_str().unwrap(), "--name", "node1"];
     args.extend_from_slice(extra);
