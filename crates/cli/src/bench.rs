@@ -17,6 +17,7 @@ mod sync;
 
 use anyhow::{anyhow, bail, Context, Result};
 use keeper_harness::{wait_until, Cluster, Node};
+use serde_json::{json, Map, Value};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -204,14 +205,7 @@ fn measure(cluster: &Cluster, conf: &Conf, rng: &mut XorShift, r: &mut Run) -> R
     let (n1, n2) = (cluster.node("node1"), cluster.node("node2"));
     prepare(cluster, WRITES_TABLE)?;
 
-    // The client: one multi-host conninfo over all three nodes.
-    let hosts: Vec<&str> = cluster.nodes().iter().map(|n| n.addr()).collect();
-    let ports: Vec<String> = cluster.nodes().iter().map(|n| n.port().to_string()).collect();
-    let conninfo = format!(
-        "host={} port={} user=postgres dbname=postgres target_session_attrs=read-write connect_timeout=1 application_name=pgkeeper-bench",
-        hosts.join(","),
-        ports.join(",")
-    );
+    let conninfo = client_conninfo(cluster);
     let port_names: Vec<(i32, String)> =
         cluster.nodes().iter().map(|n| (n.port() as i32, n.name().to_string())).collect();
     let epoch = Instant::now();
@@ -293,10 +287,26 @@ fn measure(cluster: &Cluster, conf: &Conf, rng: &mut XorShift, r: &mut Run) -> R
     Ok(())
 }
 
+/// The benchmarks' client: one multi-host conninfo over all the nodes, connecting only to the
+/// one that accepts writes.
+fn client_conninfo(cluster: &Cluster) -> String {
+    let hosts: Vec<&str> = cluster.nodes().iter().map(|n| n.addr()).collect();
+    let ports: Vec<String> = cluster.nodes().iter().map(|n| n.port().to_string()).collect();
+    format!(
+        "host={} port={} user=postgres dbname=postgres target_session_attrs=read-write connect_timeout=1 application_name=pgkeeper-bench",
+        hosts.join(","),
+        ports.join(",")
+    )
+}
+
+/// The first column of the first row of `sql` on `n`, as text; "" on an error or NULL.
+fn q(n: &Node, sql: &str) -> String {
+    n.query_one(sql).ok().flatten().unwrap_or_default()
+}
+
 /// Every worker connected: node1 'connected, 2', the standbys 'connected to node1...'.
 fn wait_connected(cluster: &Cluster) -> Result<()> {
-    let state =
-        |n: &Node| -> String { n.query_one("SELECT state FROM pgkeeper.status()").ok().flatten().unwrap_or_default() };
+    let state = |n: &Node| q(n, "SELECT state FROM pgkeeper.status()");
     let ok = || {
         cluster.nodes().iter().all(|n| {
             let s = state(n);
@@ -419,13 +429,7 @@ impl Writer {
                 while !t.is_finished() && t0.elapsed() < ATTEMPT_BOUND {
                     std::thread::sleep(Duration::from_millis(2));
                 }
-                next += every;
-                let now = Instant::now();
-                if next > now {
-                    std::thread::sleep(next - now);
-                } else {
-                    next = now;
-                }
+                pace(&mut next, every);
             }
         })?;
         Ok(Writer { stop, attempts, in_flight, handle: Some(handle) })
@@ -453,26 +457,57 @@ impl Writer {
     }
 }
 
+/// Sleeps until `next` + `every` and moves `next` there; a loop that fell behind starts again
+/// from now instead of catching up.
+fn pace(next: &mut Instant, every: Duration) {
+    *next += every;
+    let now = Instant::now();
+    if *next > now {
+        std::thread::sleep(*next - now);
+    } else {
+        *next = now;
+    }
+}
+
 // ------------------------------------------------------------------------------ statistics
 
+/// The failover times of one configuration (None from [`stats`]: no run failed over).
 struct Stats {
     runs: usize,
     failures: usize,
-    min: f64,
-    median: f64,
-    p95: f64,
-    max: f64,
+    q: Quantiles,
     lost: usize,
 }
 
-/// Median: middle value (mean of the two middle ones for an even count).
-/// p95: nearest rank, the ceil(0.95 n)-th smallest value.
 fn stats(runs: &[&Run]) -> Option<Stats> {
-    let v: Vec<f64> = runs.iter().filter_map(|r| r.failover_s).collect();
-    let failures = runs.len() - v.len();
-    let lost = runs.iter().filter_map(|r| r.lost).sum();
-    let q = quantiles(v)?;
-    Some(Stats { runs: runs.len(), failures, min: q.min, median: q.median, p95: q.p95, max: q.max, lost })
+    let s = summary(runs, |r| r.failover_s);
+    Some(Stats { runs: s.runs, failures: s.failures, q: s.q?, lost: runs.iter().filter_map(|r| r.lost).sum() })
+}
+
+/// One measure over some runs: how many runs, how many gave no value, the quantiles of the
+/// values (None: no value at all).
+struct Summary {
+    runs: usize,
+    failures: usize,
+    q: Option<Quantiles>,
+}
+
+fn summary<R>(rs: &[R], f: impl Fn(&R) -> Option<f64>) -> Summary {
+    let v: Vec<f64> = rs.iter().filter_map(f).collect();
+    Summary { runs: rs.len(), failures: rs.len() - v.len(), q: quantiles(v) }
+}
+
+impl Summary {
+    /// The JSON summary object; the runs without a value counted under `failures_key`.
+    fn json(&self, failures_key: &str) -> Value {
+        Value::Object(summary_json(self.runs, failures_key, self.failures, self.q))
+    }
+
+    /// Markdown cells `min | median | p95 | max`, in seconds ("-" when nothing was measured).
+    fn md_cells(&self) -> String {
+        let f = |g: fn(&Quantiles) -> f64| self.q.as_ref().map(|q| format!("{:.2}", g(q))).unwrap_or("-".into());
+        [f(|q| q.min), f(|q| q.median), f(|q| q.p95), f(|q| q.max)].join(" | ")
+    }
 }
 
 /// min, median, p95 (nearest rank), max of a sample.
@@ -484,6 +519,8 @@ struct Quantiles {
     max: f64,
 }
 
+/// Median: middle value (mean of the two middle ones for an even count).
+/// p95: nearest rank, the ceil(0.95 n)-th smallest value.
 fn quantiles(mut v: Vec<f64>) -> Option<Quantiles> {
     if v.is_empty() {
         return None;
@@ -521,6 +558,41 @@ fn now_utc() -> String {
 
 fn machine() -> String {
     format!("{} CPUs (nproc), Linux {} (uname -r)", sh("nproc", &[]), sh("uname", &["-r"]))
+}
+
+/// Seconds as the result files give them: rounded to 0.1 ms.
+fn secs(x: f64) -> f64 {
+    (x * 1e4).round() / 1e4
+}
+
+/// The statistics object of the result files: `{"runs", <failures_key>, "min_s", "median_s",
+/// "p95_s", "max_s"}`, the quantiles only when some run measured something.
+fn summary_json(runs: usize, failures_key: &str, failures: usize, q: Option<Quantiles>) -> Map<String, Value> {
+    let mut m = Map::new();
+    m.insert("runs".into(), runs.into());
+    m.insert(failures_key.into(), failures.into());
+    if let Some(q) = q {
+        for (k, v) in [("min_s", q.min), ("median_s", q.median), ("p95_s", q.p95), ("max_s", q.max)] {
+            m.insert(k.into(), secs(v).into());
+        }
+    }
+    m
+}
+
+/// Writes a result file's JSON, pretty-printed: the common header (date, machine, the runs per
+/// configuration under `runs_key`), then the fields of `fields` (an object).
+fn write_json(path: &Path, date: &str, machine: &str, runs_key: &str, runs: usize, fields: Value) -> Result<()> {
+    let mut doc = Map::new();
+    doc.insert("date".into(), date.into());
+    doc.insert("machine".into(), machine.into());
+    doc.insert(runs_key.into(), runs.into());
+    match fields {
+        Value::Object(m) => doc.extend(m),
+        other => bail!("write_json: fields must be an object, not {other}"),
+    }
+    let mut s = serde_json::to_string_pretty(&Value::Object(doc))?;
+    s.push('\n');
+    std::fs::write(path, s).with_context(|| format!("writing {}", path.display()))
 }
 
 fn write_outputs(out: &Path, runs_per_conf: usize, all: &[Run], took: Duration) -> Result<()> {
@@ -563,16 +635,16 @@ fn write_outputs(out: &Path, runs_per_conf: usize, all: &[Run], took: Duration) 
                 conf.label,
                 s.runs,
                 s.failures,
-                s.min,
-                s.median,
-                s.p95,
-                s.max,
+                s.q.min,
+                s.q.median,
+                s.q.p95,
+                s.q.max,
                 s.lost,
                 masters,
                 conf.target,
-                if s.median <= conf.target && s.failures == 0 && s.lost == 0 {
+                if s.q.median <= conf.target && s.failures == 0 && s.lost == 0 {
                     "yes"
-                } else if s.median <= conf.target {
+                } else if s.q.median <= conf.target {
                     "median yes, but see failures/lost rows"
                 } else {
                     "**no**"
@@ -635,79 +707,57 @@ fn write_outputs(out: &Path, runs_per_conf: usize, all: &[Run], took: Duration) 
     std::fs::write(out.join("failover.md"), md)?;
 
     // ---- json
-    let mut js = String::new();
-    let num = |x: Option<f64>| x.map(|v| format!("{v:.4}")).unwrap_or("null".into());
-    let strj = |x: Option<&str>| x.map(json_str).unwrap_or("null".into());
-    writeln!(js, "{{")?;
-    writeln!(js, "  \"date\": {},", json_str(&date))?;
-    writeln!(js, "  \"machine\": {},", json_str(&machine))?;
-    writeln!(js, "  \"runs_per_configuration\": {runs_per_conf},")?;
-    writeln!(js, "  \"write_interval_ms\": {},", WRITE_EVERY.as_millis())?;
-    writeln!(js, "  \"configurations\": [")?;
-    for (ci, conf) in CONFS.iter().enumerate() {
-        writeln!(js, "    {{")?;
-        writeln!(js, "      \"label\": {},", json_str(conf.label))?;
-        writeln!(js, "      \"keepalive_time_s\": {},", conf.keepalive_time)?;
-        writeln!(js, "      \"keepalive_count\": {},", conf.keepalive_count)?;
-        writeln!(js, "      \"target_median_s\": {},", conf.target)?;
-        match &stats[ci] {
-            Some(s) => writeln!(
-                js,
-                "      \"summary\": {{\"runs\": {}, \"failures\": {}, \"min_s\": {:.4}, \"median_s\": {:.4}, \"p95_s\": {:.4}, \"max_s\": {:.4}, \"lost_rows\": {}}},",
-                s.runs, s.failures, s.min, s.median, s.p95, s.max, s.lost
-            )?,
-            None => writeln!(js, "      \"summary\": null,")?,
-        }
-        writeln!(js, "      \"runs\": [")?;
-        let rs = &per_conf[ci];
-        for (k, r) in rs.iter().enumerate() {
-            writeln!(
-                js,
-                "        {{\"run\": {}, \"kill_delay_s\": {:.4}, \"failover_s\": {}, \"first_ack_attempt_started_s\": {}, \"new_master\": {}, \"promoting_s\": {}, \"promoted_s\": {}, \"attempts\": {}, \"acked\": {}, \"acked_by_old_after_kill\": {}, \"lost_rows\": {}, \"error\": {}}}{}",
-                r.index,
-                r.delay_s,
-                num(r.failover_s),
-                num(r.first_ack_started_s),
-                strj(r.new_master.as_deref()),
-                num(r.promoting_s),
-                num(r.promoted_s),
-                r.attempts,
-                r.acked,
-                r.acked_by_old_after_kill,
-                r.lost.map(|l| l.to_string()).unwrap_or("null".into()),
-                strj(r.error.as_deref()),
-                if k + 1 < rs.len() { "," } else { "" }
-            )?;
-        }
-        writeln!(js, "      ]")?;
-        writeln!(js, "    }}{}", if ci + 1 < CONFS.len() { "," } else { "" })?;
-    }
-    writeln!(js, "  ]")?;
-    writeln!(js, "}}")?;
-    std::fs::write(out.join("failover.json"), js)?;
+    let configurations: Vec<Value> = CONFS
+        .iter()
+        .zip(&per_conf)
+        .zip(&stats)
+        .map(|((conf, rs), st)| {
+            let summary = st.as_ref().map(|s| {
+                let mut m = summary_json(s.runs, "failures", s.failures, Some(s.q));
+                m.insert("lost_rows".into(), s.lost.into());
+                m
+            });
+            let runs: Vec<Value> = rs
+                .iter()
+                .map(|r| {
+                    json!({
+                        "run": r.index,
+                        "kill_delay_s": secs(r.delay_s),
+                        "failover_s": r.failover_s.map(secs),
+                        "first_ack_attempt_started_s": r.first_ack_started_s.map(secs),
+                        "new_master": r.new_master,
+                        "promoting_s": r.promoting_s.map(secs),
+                        "promoted_s": r.promoted_s.map(secs),
+                        "attempts": r.attempts,
+                        "acked": r.acked,
+                        "acked_by_old_after_kill": r.acked_by_old_after_kill,
+                        "lost_rows": r.lost,
+                        "error": r.error,
+                    })
+                })
+                .collect();
+            json!({
+                "label": conf.label,
+                "keepalive_time_s": conf.keepalive_time,
+                "keepalive_count": conf.keepalive_count,
+                "target_median_s": conf.target,
+                "summary": summary,
+                "runs": runs,
+            })
+        })
+        .collect();
+    write_json(
+        &out.join("failover.json"),
+        &date,
+        &machine,
+        "runs_per_configuration",
+        runs_per_conf,
+        json!({ "write_interval_ms": WRITE_EVERY.as_millis() as u64, "configurations": configurations }),
+    )?;
 
     // ---- svg
     std::fs::write(out.join("failover.svg"), svg(&per_conf, &stats, &date))?;
     Ok(())
-}
-
-fn json_str(s: &str) -> String {
-    let mut o = String::from("\"");
-    for c in s.chars() {
-        match c {
-            '"' => o.push_str("\\\""),
-            '\\' => o.push_str("\\\\"),
-            '\n' => o.push_str("\\n"),
-            '\r' => o.push_str("\\r"),
-            '\t' => o.push_str("\\t"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(o, "\\u{:04x}", c as u32);
-            }
-            c => o.push(c),
-        }
-    }
-    o.push('"');
-    o
 }
 
 fn xml(s: &str) -> String {
@@ -724,7 +774,7 @@ fn svg(per_conf: &[Vec<&Run>], stats: &[Option<Stats>], date: &str) -> String {
     let h = axis_y + 110.0;
     let mut vmax: f64 = CONFS.iter().map(|c| c.target).fold(0.0, f64::max);
     for s in stats.iter().flatten() {
-        vmax = vmax.max(s.max);
+        vmax = vmax.max(s.q.max);
     }
     let step = [0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0].into_iter().find(|s| vmax * 1.05 / s <= 12.0).unwrap_or(100.0);
     let xmax = ((vmax * 1.05) / step).ceil().max(1.0) * step;
@@ -783,7 +833,7 @@ fn svg(per_conf: &[Vec<&Run>], stats: &[Option<Stats>], date: &str) -> String {
         let sub = match &stats[ci] {
             Some(st) => format!(
                 "median {:.2} s, n={}{}",
-                st.median,
+                st.q.median,
                 st.runs,
                 if fails > 0 { format!(", {fails} failed") } else { String::new() }
             ),
@@ -812,7 +862,7 @@ fn svg(per_conf: &[Vec<&Run>], stats: &[Option<Stats>], date: &str) -> String {
             conf.target
         );
         let Some(st) = &stats[ci] else { continue };
-        let (x0, x1) = (x(st.min), x(st.max));
+        let (x0, x1) = (x(st.q.min), x(st.q.max));
         let _ =
             writeln!(s, r##"<line x1="{x0:.1}" y1="{cy}" x2="{x1:.1}" y2="{cy}" stroke="#1f77b4" stroke-width="2"/>"##);
         for xe in [x0, x1] {
@@ -831,14 +881,14 @@ fn svg(per_conf: &[Vec<&Run>], stats: &[Option<Stats>], date: &str) -> String {
                 cy + 14.0
             );
         }
-        let px = x(st.p95);
+        let px = x(st.q.p95);
         let _ = writeln!(
             s,
             r##"<line x1="{px:.1}" y1="{}" x2="{px:.1}" y2="{}" stroke="#ff7f0e" stroke-width="3"/>"##,
             cy - 12.0,
             cy + 12.0
         );
-        let mx = x(st.median);
+        let mx = x(st.q.median);
         let _ = writeln!(
             s,
             r##"<polygon points="{:.1},{} {:.1},{} {:.1},{} {:.1},{}" fill="#2ca02c" stroke="#1a661a"/>"##,
@@ -955,7 +1005,21 @@ mod tests {
         let refs: Vec<&Run> = rs.iter().collect();
         let s = stats(&refs).unwrap();
         assert_eq!((s.runs, s.failures), (11, 1));
-        assert_eq!((s.min, s.median, s.p95, s.max), (1.0, 5.5, 10.0, 10.0));
+        assert_eq!((s.q.min, s.q.median, s.q.p95, s.q.max), (1.0, 5.5, 10.0, 10.0));
+    }
+
+    #[test]
+    fn summary_json_and_cells() {
+        let rs = [Some(0.12344), None, Some(0.5)];
+        let s = summary(&rs, |r| *r);
+        assert_eq!(
+            s.json("missing"),
+            json!({"runs": 3, "missing": 1, "min_s": 0.1234, "median_s": 0.3117, "p95_s": 0.5, "max_s": 0.5})
+        );
+        assert_eq!(s.md_cells(), "0.12 | 0.31 | 0.50 | 0.50");
+        let none = summary(&[None::<f64>], |r| *r);
+        assert_eq!(none.json("failures"), json!({"runs": 1, "failures": 1}));
+        assert_eq!(none.md_cells(), "- | - | - | -");
     }
 
     #[test]

@@ -12,10 +12,12 @@
 //! Results: `switchover.md`, `switchover.json` in the output directory. See `bench/README.md`.
 
 use super::{
-    build_cluster, json_str, log_line_after, machine, median_of, now_utc, prepare, quantiles, Quantiles, Writer,
+    build_cluster, client_conninfo, log_line_after, machine, median_of, now_utc, pace, prepare, q, secs, summary,
+    write_json, Writer,
 };
 use anyhow::{anyhow, bail, Context, Result};
 use keeper_harness::{wait_until, Cluster, Node};
+use serde_json::json;
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
@@ -126,10 +128,6 @@ fn one_run(exe: &Path, r: &mut Run) -> Result<()> {
     res
 }
 
-fn q(n: &Node, sql: &str) -> String {
-    n.query_one(sql).ok().flatten().unwrap_or_default()
-}
-
 // ------------------------------------------------------------------------------ the sampler
 
 /// One sample: per node (cluster order), writable, and backends waiting in `SyncRep`.
@@ -192,13 +190,7 @@ impl Sampler {
                     }
                 }
                 out.lock().unwrap().push(Sample { t, writable, syncrep });
-                next += SAMPLE_EVERY;
-                let now = Instant::now();
-                if next > now {
-                    std::thread::sleep(next - now);
-                } else {
-                    next = now;
-                }
+                pace(&mut next, SAMPLE_EVERY);
             }
         })?;
         Ok(Sampler { stop, samples, handle: Some(handle) })
@@ -230,13 +222,7 @@ fn measure(cluster: &Cluster, exe: &Path, r: &mut Run) -> Result<()> {
         )
     })?;
 
-    let hosts: Vec<&str> = cluster.nodes().iter().map(|n| n.addr()).collect();
-    let ports: Vec<String> = cluster.nodes().iter().map(|n| n.port().to_string()).collect();
-    let conninfo = format!(
-        "host={} port={} user=postgres dbname=postgres target_session_attrs=read-write connect_timeout=1 application_name=pgkeeper-bench",
-        hosts.join(","),
-        ports.join(",")
-    );
+    let conninfo = client_conninfo(cluster);
     let idx = |name: &str| cluster.nodes().iter().position(|n| n.name() == name).unwrap();
     let (i1, i2) = (idx("node1"), idx("node2"));
     let (p1, p2) = (n1.port() as i32, n2.port() as i32);
@@ -398,17 +384,6 @@ fn figure(stdout: &str) -> Option<f64> {
 
 // ------------------------------------------------------------------------------ outputs
 
-struct Summary {
-    runs: usize,
-    missing: usize,
-    q: Option<Quantiles>,
-}
-
-fn summary(rs: &[Run], f: impl Fn(&Run) -> Option<f64>) -> Summary {
-    let v: Vec<f64> = rs.iter().filter_map(&f).collect();
-    Summary { runs: rs.len(), missing: rs.len() - v.len(), q: quantiles(v) }
-}
-
 fn write_outputs(out: &Path, runs_planned: usize, all: &[Run], took: Duration) -> Result<()> {
     let (date, machine) = (now_utc(), machine());
     let f = |x: Option<f64>| x.map(|v| format!("{v:.2}")).unwrap_or("-".into());
@@ -444,16 +419,7 @@ fn write_outputs(out: &Path, runs_planned: usize, all: &[Run], took: Duration) -
         ("write unavailability printed by the command (`writes unavailable for X s`)", &cmd),
         ("no writable node, sampler (last sample with node1 writable -> first with node2 writable)", &nowr),
     ] {
-        writeln!(
-            md,
-            "| {label} | {} | {} | {} | {} | {} | {} |",
-            s.runs,
-            s.missing,
-            f(s.q.map(|q| q.min)),
-            f(s.q.map(|q| q.median)),
-            f(s.q.map(|q| q.p95)),
-            f(s.q.map(|q| q.max)),
-        )?;
+        writeln!(md, "| {label} | {} | {} | {} |", s.runs, s.failures, s.md_cells(),)?;
     }
     writeln!(md)?;
     writeln!(md, "- command failures (exit status not 0): {failed} of {}", all.len())?;
@@ -465,7 +431,7 @@ fn write_outputs(out: &Path, runs_planned: usize, all: &[Run], took: Duration) -
     writeln!(md, "- max writable nodes at one sample: {max_writable} (expected 1)")?;
     let met = match gap.q {
         None => "not measured".to_string(),
-        Some(q) if q.max < TARGET_S && gap.missing == 0 => "**yes** (every run)".into(),
+        Some(q) if q.max < TARGET_S && gap.failures == 0 => "**yes** (every run)".into(),
         Some(q) if q.median < TARGET_S => format!("median yes, but not every run (max {:.2} s)", q.max),
         Some(q) => format!("**no** (median {:.2} s)", q.median),
     };
@@ -554,72 +520,61 @@ fn write_outputs(out: &Path, runs_planned: usize, all: &[Run], took: Duration) -
     std::fs::write(out.join("switchover.md"), md)?;
 
     // ---- json
-    let mut js = String::new();
-    let num = |x: Option<f64>| x.map(|v| format!("{v:.4}")).unwrap_or("null".into());
-    let strj = |x: Option<&str>| x.map(json_str).unwrap_or("null".into());
-    let summ = |s: &Summary| {
-        match s.q {
-        Some(q) => format!(
-            "{{\"runs\": {}, \"missing\": {}, \"min_s\": {:.4}, \"median_s\": {:.4}, \"p95_s\": {:.4}, \"max_s\": {:.4}}}",
-            s.runs, s.missing, q.min, q.median, q.p95, q.max
-        ),
-        None => format!("{{\"runs\": {}, \"missing\": {}}}", s.runs, s.missing),
-    }
-    };
-    writeln!(js, "{{")?;
-    writeln!(js, "  \"date\": {},", json_str(&date))?;
-    writeln!(js, "  \"machine\": {},", json_str(&machine))?;
-    writeln!(js, "  \"runs_planned\": {runs_planned},")?;
-    writeln!(js, "  \"keepalive_time_s\": {KEEPALIVE_TIME},")?;
-    writeln!(js, "  \"keepalive_count\": {KEEPALIVE_COUNT},")?;
-    writeln!(js, "  \"write_interval_ms\": {},", WRITE_EVERY.as_millis())?;
-    writeln!(js, "  \"sample_interval_ms\": {},", SAMPLE_EVERY.as_millis())?;
-    writeln!(js, "  \"target_max_s\": {TARGET_S},")?;
-    writeln!(js, "  \"patroni_s\": {PATRONI_S},")?;
-    writeln!(js, "  \"write_unavailability_client\": {},", summ(&gap))?;
-    writeln!(js, "  \"write_unavailability_command\": {},", summ(&cmd))?;
-    writeln!(js, "  \"no_writable_node_sampler\": {},", summ(&nowr))?;
-    writeln!(js, "  \"command_failures\": {failed},")?;
-    writeln!(js, "  \"lost_rows\": {lost},")?;
-    writeln!(js, "  \"max_writable_nodes\": {max_writable},")?;
-    writeln!(js, "  \"runs\": [")?;
-    for (k, r) in all.iter().enumerate() {
-        writeln!(
-            js,
-            "    {{\"run\": {}, \"command_ok\": {}, \"gap_s\": {}, \"command_figure_s\": {}, \"no_writable_s\": {}, \"last_old_ack_s\": {}, \"first_new_ack_s\": {}, \"first_new_attempt_started_s\": {}, \"node2_writable_s\": {}, \"stopping_s\": {}, \"promoting_s\": {}, \"promoted_s\": {}, \"self_sync_fixed_s\": {}, \"restarting_s\": {}, \"command_total_s\": {}, \"attempts\": {}, \"acked\": {}, \"old_acks_after_new\": {}, \"other_acks\": {}, \"lost_rows\": {}, \"max_writable\": {}, \"samples\": {}, \"max_syncrep_waiters_node2\": {}, \"final_sync_names\": {}, \"final_replication\": {}, \"errors\": [{}]}}{}",
-            r.index,
-            r.command_ok,
-            num(r.gap_s),
-            num(r.command_figure_s),
-            num(r.no_writable_s),
-            num(r.last_old_ack_s),
-            num(r.first_new_ack_s),
-            num(r.first_new_started_s),
-            num(r.node2_writable_s),
-            num(r.stopping_s),
-            num(r.promoting_s),
-            num(r.promoted_s),
-            num(r.self_sync_fixed_s),
-            num(r.restarting_s),
-            num(r.command_total_s),
-            r.attempts,
-            r.acked,
-            r.old_acks_after_new,
-            r.other_acks,
-            r.lost.map(|l| l.to_string()).unwrap_or("null".into()),
-            r.max_writable,
-            r.samples,
-            r.max_syncrep_waiters_node2,
-            strj(r.final_sync_names.as_deref()),
-            strj(r.final_replication.as_deref()),
-            r.errors.iter().map(|e| json_str(e)).collect::<Vec<_>>().join(", "),
-            if k + 1 < all.len() { "," } else { "" }
-        )?;
-    }
-    writeln!(js, "  ]")?;
-    writeln!(js, "}}")?;
-    std::fs::write(out.join("switchover.json"), js)?;
-    Ok(())
+    let runs: Vec<_> = all
+        .iter()
+        .map(|r| {
+            json!({
+                "run": r.index,
+                "command_ok": r.command_ok,
+                "gap_s": r.gap_s.map(secs),
+                "command_figure_s": r.command_figure_s.map(secs),
+                "no_writable_s": r.no_writable_s.map(secs),
+                "last_old_ack_s": r.last_old_ack_s.map(secs),
+                "first_new_ack_s": r.first_new_ack_s.map(secs),
+                "first_new_attempt_started_s": r.first_new_started_s.map(secs),
+                "node2_writable_s": r.node2_writable_s.map(secs),
+                "stopping_s": r.stopping_s.map(secs),
+                "promoting_s": r.promoting_s.map(secs),
+                "promoted_s": r.promoted_s.map(secs),
+                "self_sync_fixed_s": r.self_sync_fixed_s.map(secs),
+                "restarting_s": r.restarting_s.map(secs),
+                "command_total_s": r.command_total_s.map(secs),
+                "attempts": r.attempts,
+                "acked": r.acked,
+                "old_acks_after_new": r.old_acks_after_new,
+                "other_acks": r.other_acks,
+                "lost_rows": r.lost,
+                "max_writable": r.max_writable,
+                "samples": r.samples,
+                "max_syncrep_waiters_node2": r.max_syncrep_waiters_node2,
+                "final_sync_names": r.final_sync_names,
+                "final_replication": r.final_replication,
+                "errors": r.errors,
+            })
+        })
+        .collect();
+    write_json(
+        &out.join("switchover.json"),
+        &date,
+        &machine,
+        "runs_planned",
+        runs_planned,
+        json!({
+            "keepalive_time_s": KEEPALIVE_TIME,
+            "keepalive_count": KEEPALIVE_COUNT,
+            "write_interval_ms": WRITE_EVERY.as_millis() as u64,
+            "sample_interval_ms": SAMPLE_EVERY.as_millis() as u64,
+            "target_max_s": TARGET_S,
+            "patroni_s": PATRONI_S,
+            "write_unavailability_client": gap.json("missing"),
+            "write_unavailability_command": cmd.json("missing"),
+            "no_writable_node_sampler": nowr.json("missing"),
+            "command_failures": failed,
+            "lost_rows": lost,
+            "max_writable_nodes": max_writable,
+            "runs": runs,
+        }),
+    )
 }
 
 #[cfg(test)]
@@ -638,7 +593,7 @@ mod tests {
         let rs: Vec<Run> =
             [Some(0.5), None, Some(0.7)].into_iter().map(|g| Run { gap_s: g, ..Default::default() }).collect();
         let s = summary(&rs, |r| r.gap_s);
-        assert_eq!((s.runs, s.missing), (3, 1));
+        assert_eq!((s.runs, s.failures), (3, 1));
         let q = s.q.unwrap();
         assert_eq!((q.min, q.median, q.max), (0.5, 0.6, 0.7));
     }

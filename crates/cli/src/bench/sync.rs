@@ -12,10 +12,12 @@
 //! Results: `sync.md`, `sync.json` in the output directory. See `bench/README.md`.
 
 use super::{
-    build_cluster, json_str, log_line_after, machine, median_of, now_utc, prepare, quantiles, Quantiles, XorShift,
+    build_cluster, log_line_after, machine, median_of, now_utc, prepare, q, secs, summary, write_json, Summary,
+    XorShift,
 };
 use anyhow::{anyhow, Context, Result};
-use keeper_harness::{wait_until, Cluster, Node};
+use keeper_harness::{wait_until, Cluster};
+use serde_json::{json, Value};
 use std::fmt::Write as _;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -130,10 +132,6 @@ fn one_run(conf: &Conf, rng: &mut XorShift, r: &mut Run) -> Result<()> {
     let res = measure(&cluster, conf, rng, r);
     drop(cluster);
     res
-}
-
-fn q(n: &Node, sql: &str) -> String {
-    n.query_one(sql).ok().flatten().unwrap_or_default()
 }
 
 fn measure(cluster: &Cluster, conf: &Conf, rng: &mut XorShift, r: &mut Run) -> Result<()> {
@@ -285,17 +283,6 @@ fn measure(cluster: &Cluster, conf: &Conf, rng: &mut XorShift, r: &mut Run) -> R
 
 // ------------------------------------------------------------------------------ outputs
 
-struct Summary {
-    runs: usize,
-    failures: usize,
-    q: Option<Quantiles>,
-}
-
-fn summary(rs: &[&Run], f: impl Fn(&Run) -> Option<f64>) -> Summary {
-    let v: Vec<f64> = rs.iter().filter_map(|r| f(r)).collect();
-    Summary { runs: rs.len(), failures: rs.len() - v.len(), q: quantiles(v) }
-}
-
 fn write_outputs(out: &Path, runs_per_conf: usize, all: &[Run], took: Duration) -> Result<()> {
     let (date, machine) = (now_utc(), machine());
     let per_conf: Vec<Vec<&Run>> = (0..CONFS.len()).map(|ci| all.iter().filter(|r| r.conf == ci).collect()).collect();
@@ -336,14 +323,11 @@ fn write_outputs(out: &Path, runs_per_conf: usize, all: &[Run], took: Duration) 
         };
         writeln!(
             md,
-            "| {} | {} | {} | {} | {} | {} | {} | <= {} s | {} |",
+            "| {} | {} | {} | {} | <= {} s | {} |",
             conf.label,
             s.runs,
             s.failures,
-            f(s.q.map(|q| q.min)),
-            f(s.q.map(|q| q.median)),
-            f(s.q.map(|q| q.p95)),
-            f(s.q.map(|q| q.max)),
+            s.md_cells(),
             conf.target(),
             met
         )?;
@@ -359,14 +343,11 @@ fn write_outputs(out: &Path, runs_per_conf: usize, all: &[Run], took: Duration) 
         let checked: Vec<bool> = rs.iter().filter_map(|r| r.sync_after_restore).collect();
         writeln!(
             md,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} of {} |",
+            "| {} | {} | {} | {} | {} | {} of {} |",
             conf.label,
             s.runs,
             s.failures,
-            f(s.q.map(|q| q.min)),
-            f(s.q.map(|q| q.median)),
-            f(s.q.map(|q| q.p95)),
-            f(s.q.map(|q| q.max)),
+            s.md_cells(),
             f(median_of(rs.iter().filter_map(|r| r.start_call_s).collect())),
             checked.iter().filter(|b| **b).count(),
             checked.len()
@@ -408,60 +389,49 @@ fn write_outputs(out: &Path, runs_per_conf: usize, all: &[Run], took: Duration) 
     std::fs::write(out.join("sync.md"), md)?;
 
     // ---- json
-    let mut js = String::new();
-    let num = |x: Option<f64>| x.map(|v| format!("{v:.4}")).unwrap_or("null".into());
-    let summ = |s: &Summary| {
-        match s.q {
-        Some(q) => format!(
-            "{{\"runs\": {}, \"failures\": {}, \"min_s\": {:.4}, \"median_s\": {:.4}, \"p95_s\": {:.4}, \"max_s\": {:.4}}}",
-            s.runs, s.failures, q.min, q.median, q.p95, q.max
-        ),
-        None => format!("{{\"runs\": {}, \"failures\": {}}}", s.runs, s.failures),
-    }
-    };
-    writeln!(js, "{{")?;
-    writeln!(js, "  \"date\": {},", json_str(&date))?;
-    writeln!(js, "  \"machine\": {},", json_str(&machine))?;
-    writeln!(js, "  \"runs_per_configuration\": {runs_per_conf},")?;
-    writeln!(js, "  \"restore_poll_ms\": {},", RESTORE_POLL.as_millis())?;
-    writeln!(js, "  \"configurations\": [")?;
-    for (ci, conf) in CONFS.iter().enumerate() {
-        writeln!(js, "    {{")?;
-        writeln!(js, "      \"label\": {},", json_str(conf.label))?;
-        writeln!(js, "      \"keepalive_time_s\": {},", conf.keepalive_time)?;
-        writeln!(js, "      \"keepalive_count\": {},", conf.keepalive_count)?;
-        writeln!(js, "      \"target_blocked_commit_max_s\": {},", conf.target())?;
-        writeln!(js, "      \"blocked_commit\": {},", summ(&blocked[ci]))?;
-        writeln!(js, "      \"restore\": {},", summ(&restore[ci]))?;
-        writeln!(js, "      \"runs\": [")?;
-        let rs = &per_conf[ci];
-        for (k, r) in rs.iter().enumerate() {
-            writeln!(
-                js,
-                "        {{\"run\": {}, \"kill_delay_s\": {:.4}, \"postmaster_dead_s\": {:.4}, \"commit_sent_s\": {}, \"blocked_commit_s\": {}, \"seen_waiting_syncrep\": {}, \"degraded_log_s\": {}, \"start_delay_s\": {:.4}, \"pg_ctl_start_s\": {}, \"restore_s\": {}, \"restored_log_s\": {}, \"synchronous_after_restore\": {}, \"errors\": [{}]}}{}",
-                r.index,
-                r.delay_s,
-                r.postmaster_dead_s,
-                num(r.commit_sent_s),
-                num(r.blocked_s),
-                r.saw_syncrep_wait,
-                num(r.degraded_log_s),
-                r.start_delay_s,
-                num(r.start_call_s),
-                num(r.restore_s),
-                num(r.restored_log_s),
-                r.sync_after_restore.map(|b| b.to_string()).unwrap_or("null".into()),
-                r.errors.iter().map(|e| json_str(e)).collect::<Vec<_>>().join(", "),
-                if k + 1 < rs.len() { "," } else { "" }
-            )?;
-        }
-        writeln!(js, "      ]")?;
-        writeln!(js, "    }}{}", if ci + 1 < CONFS.len() { "," } else { "" })?;
-    }
-    writeln!(js, "  ]")?;
-    writeln!(js, "}}")?;
-    std::fs::write(out.join("sync.json"), js)?;
-    Ok(())
+    let configurations: Vec<Value> = CONFS
+        .iter()
+        .enumerate()
+        .map(|(ci, conf)| {
+            let runs: Vec<Value> = per_conf[ci]
+                .iter()
+                .map(|r| {
+                    json!({
+                        "run": r.index,
+                        "kill_delay_s": secs(r.delay_s),
+                        "postmaster_dead_s": secs(r.postmaster_dead_s),
+                        "commit_sent_s": r.commit_sent_s.map(secs),
+                        "blocked_commit_s": r.blocked_s.map(secs),
+                        "seen_waiting_syncrep": r.saw_syncrep_wait,
+                        "degraded_log_s": r.degraded_log_s.map(secs),
+                        "start_delay_s": secs(r.start_delay_s),
+                        "pg_ctl_start_s": r.start_call_s.map(secs),
+                        "restore_s": r.restore_s.map(secs),
+                        "restored_log_s": r.restored_log_s.map(secs),
+                        "synchronous_after_restore": r.sync_after_restore,
+                        "errors": r.errors,
+                    })
+                })
+                .collect();
+            json!({
+                "label": conf.label,
+                "keepalive_time_s": conf.keepalive_time,
+                "keepalive_count": conf.keepalive_count,
+                "target_blocked_commit_max_s": conf.target(),
+                "blocked_commit": blocked[ci].json("failures"),
+                "restore": restore[ci].json("failures"),
+                "runs": runs,
+            })
+        })
+        .collect();
+    write_json(
+        &out.join("sync.json"),
+        &date,
+        &machine,
+        "runs_per_configuration",
+        runs_per_conf,
+        json!({ "restore_poll_ms": RESTORE_POLL.as_millis() as u64, "configurations": configurations }),
+    )
 }
 
 #[cfg(test)]
