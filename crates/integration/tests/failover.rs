@@ -139,3 +139,22 @@ fn standbys_restarting_together_cause_no_failover() {
         assert!(!n.log_contents().contains(&format!("promoting {}", n.name())), "{}", n.name());
     }
 }
+
+/// `pgkeeper.pause_failover()` (used by switchover): while paused, a dead master is not
+/// replaced; resumed, it is.
+#[test]
+fn paused_failover_waits_until_resumed() {
+    let cluster = keeper_cluster("fo-pause", 2, Some("node2"), &[KT, KC]);
+    let (n2, n3) = (cluster.node("node2"), cluster.node("node3"));
+    wait_title(n2, "standby (connected to node1)").unwrap();
+    for n in [n2, n3] {
+        assert_eq!(n.query_one("SELECT pgkeeper.pause_failover(120)").unwrap().as_deref(), Some("t"));
+    }
+    cluster.node("node1").kill9();
+    wait_log(n2, "not promoting: automatic failover is paused").unwrap();
+    std::thread::sleep(Duration::from_secs(3 * 3 + 2));
+    assert!(n2.is_in_recovery().unwrap(), "promoted while paused");
+    n2.query("SELECT pgkeeper.pause_failover(0)").unwrap();
+    wait_until(PATIENCE, || n2.is_in_recovery().ok() == Some(false)).expect("promoted once resumed");
+    assert!(n3.is_in_recovery().unwrap());
+}

@@ -11,6 +11,10 @@ fn row(seqno: &str, name: &str, master: bool, next: bool, sync: bool) -> Row {
     (seqno.into(), name.into(), b(master), b(next), b(sync))
 }
 
+fn none_int() -> Option<i32> {
+    None
+}
+
 /// A port nothing listens on.
 fn dead_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
@@ -85,6 +89,9 @@ fn api_valid_and_bad_input() {
     expect_error(m, "SELECT pgkeeper.indirect_polling($1)", &[&none], "must not be NULL");
     expect_error(m, "SELECT pgkeeper.indirect_polling($1)", &[&"nonsense"], "invalid conninfo");
     expect_error(m, "SELECT pgkeeper.indirect_polling($1, $2)", &[&m.conninfo(), &0i32], "timeout_ms");
+    expect_error(m, "SELECT pgkeeper.pause_failover($1)", &[&none_int()], "must not be NULL");
+    expect_error(m, "SELECT pgkeeper.pause_failover($1)", &[&-1i32], "between 0 and 3600");
+    expect_error(m, "SELECT pgkeeper.pause_failover($1)", &[&3601i32], "between 0 and 3600");
     // Direct writes are refused, even for a superuser.
     let direct = "cannot be modified directly";
     expect_error(m, "INSERT INTO pgkeeper.node_info VALUES (9, 'x', 'host=h')", &[], direct);
@@ -130,6 +137,7 @@ fn api_valid_and_bad_input() {
         "SELECT pgkeeper.indirect_polling('host=127.0.0.1')",
         "SELECT pgkeeper.indirect_kill('SIGUSR1')",
         "SELECT pgkeeper.del_node('node2')",
+        "SELECT pgkeeper.pause_failover(10)",
     ] {
         let e = alice.simple_query(sql).unwrap_err();
         assert!(db_message(&e).contains("permission denied"), "{sql}: {}", db_message(&e));
