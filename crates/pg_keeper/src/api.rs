@@ -7,7 +7,6 @@ use keeper_core::registry::{self, diff, Selector};
 use keeper_core::{RegistryError, SyncConfig};
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
-use pgrx::spi::SpiClient;
 use std::time::Duration;
 
 /// How long add_node waits for the new node to answer.
@@ -50,9 +49,8 @@ fn refuse_on_standby(func: &str) {
     }
 }
 
-fn sync_config(client: &SpiClient<'_>) -> Option<SyncConfig> {
-    let value = crate::sync_state::read_sync_names(client)
-        .unwrap_or_else(|e| fail(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, e.to_string(), None));
+fn sync_config() -> Option<SyncConfig> {
+    let value = crate::sync_state::sync_names_now();
     match SyncConfig::parse(&value) {
         Ok(c) => c,
         Err(e) => fail(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, e.to_string(), None),
@@ -71,7 +69,7 @@ fn change_registry(
         let nodes = registry_sql::read_nodes(client)
             .unwrap_or_else(|e| fail(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, e.to_string(), None))
             .unwrap_or_default();
-        let sync = sync_config(client);
+        let sync = sync_config();
         let new = plan(&nodes, sync.as_ref()).unwrap_or_else(|e| registry_error(e));
         let _guard = registry_sql::WriteGuard::open();
         registry_sql::apply(client, &diff(&nodes, &new))

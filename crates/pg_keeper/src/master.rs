@@ -4,7 +4,7 @@
 
 use crate::probe;
 use crate::registry_sql::{self, WriteGuard};
-use crate::sync_state::{read_streaming, read_sync_names};
+use crate::sync_state::{observe, sync_names_now};
 use crate::worker::{shutdown_requested, Mode, PeerResult, Worker};
 use futures_util::future::join_all;
 use keeper_core::failover::is_majority;
@@ -62,8 +62,13 @@ impl Worker {
         } else {
             let unanswered: Vec<String> = peer_results.iter().filter(|p| !p.ok).map(|p| p.name.clone()).collect();
             let reaches_majority = is_majority(1 + connected, nodes.len());
-            self.guard_sync(me, &unanswered, reaches_majority);
-            self.keep_node_info(me, nodes);
+            match observe() {
+                Ok(obs) => {
+                    self.guard_sync(me, &obs, &unanswered, reaches_majority);
+                    self.keep_node_info(me, nodes, &obs.streaming);
+                }
+                Err(e) => warning!("pg_keeper: cannot read replication state: {e}"),
+            }
             if peers.is_empty() {
                 "no standbys".to_string()
             } else {
@@ -74,17 +79,9 @@ impl Worker {
     }
 
     /// Write node_info as keeper-core says the master must keep it, when it differs.
-    fn keep_node_info(&mut self, me: &str, nodes: &[Node]) {
-        let observed = BackgroundWorker::transaction(|| {
-            Spi::connect(|c| Ok::<_, pgrx::spi::Error>((read_sync_names(c)?, read_streaming(c)?)))
-        });
-        let (sync, streaming) = match observed {
-            Ok(v) => v,
-            Err(e) => {
-                warning!("pg_keeper: cannot read replication state: {e}");
-                return;
-            }
-        };
+    fn keep_node_info(&mut self, me: &str, nodes: &[Node], streaming: &[String]) {
+        // Read after the guard: a degrade or restore this round is already applied here.
+        let sync = sync_names_now();
         let sync = match SyncConfig::parse(&sync) {
             Ok(s) => s,
             Err(e) => {

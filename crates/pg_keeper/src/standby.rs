@@ -198,8 +198,7 @@ impl Worker {
     /// it from the list (ALTER SYSTEM), keeping the other names. Checked every master round:
     /// a node may have been promoted by pg_keeper, by a switchover or by hand.
     pub(crate) fn drop_self_from_sync_names(&mut self, me: &str) {
-        let current = BackgroundWorker::transaction(|| Spi::connect(crate::sync_state::read_sync_names));
-        let Ok(current) = current else { return };
+        let current = crate::sync_state::sync_names_now();
         let Ok(Some(cfg)) = SyncConfig::parse(&current) else {
             return;
         };

@@ -9,7 +9,6 @@ use keeper_core::sync_guard::{SyncAction, SyncGuard};
 use keeper_core::SyncConfig;
 use pgrx::bgworkers::BackgroundWorker;
 use pgrx::prelude::*;
-use pgrx::spi::SpiClient;
 use std::io::Write;
 use std::path::PathBuf;
 
@@ -74,28 +73,27 @@ fn remove(me: &str) {
     let _ = std::fs::remove_file(state_path(me));
 }
 
-/// `synchronous_standby_names` as this process sees it now.
-pub(crate) fn read_sync_names(c: &SpiClient<'_>) -> Result<String, pgrx::spi::Error> {
-    Ok(c.select("SELECT current_setting('synchronous_standby_names')", None, &[])?
-        .first()
-        .get_one::<String>()?
-        .unwrap_or_default())
-}
-
-/// Standbys pg_stat_replication shows as `streaming` (connected and caught up).
-pub(crate) fn read_streaming(c: &SpiClient<'_>) -> Result<Vec<String>, pgrx::spi::Error> {
-    let mut streaming = Vec::new();
-    for row in
-        c.select("SELECT application_name FROM pg_catalog.pg_stat_replication WHERE state = 'streaming'", None, &[])?
-    {
-        streaming.push(row.get::<String>(1)?.unwrap_or_default());
+/// `synchronous_standby_names` as this process sees it now (its GUC value: no query).
+pub(crate) fn sync_names_now() -> String {
+    unsafe {
+        let v = pg_sys::GetConfigOption(c"synchronous_standby_names".as_ptr(), false, false);
+        if v.is_null() {
+            String::new()
+        } else {
+            std::ffi::CStr::from_ptr(v).to_string_lossy().into_owned()
+        }
     }
-    Ok(streaming)
 }
 
-/// synchronous_standby_names now, its value in the files other than postgresql.auto.conf,
-/// and the standbys streaming.
-fn observe() -> Result<(String, Option<String>, Vec<String>), pgrx::spi::Error> {
+/// What master mode reads once per round for the guard and for node_info.
+pub(crate) struct Observation {
+    /// synchronous_standby_names in the files other than postgresql.auto.conf.
+    pub file_value: Option<String>,
+    /// Standbys pg_stat_replication shows as `streaming` (connected and caught up).
+    pub streaming: Vec<String>,
+}
+
+pub(crate) fn observe() -> Result<Observation, pgrx::spi::Error> {
     BackgroundWorker::transaction(|| {
         Spi::connect(|c| {
             let file_value = c
@@ -110,7 +108,15 @@ fn observe() -> Result<(String, Option<String>, Vec<String>), pgrx::spi::Error> 
                 .first()
                 .get_one::<String>()
                 .unwrap_or(None);
-            Ok((read_sync_names(c)?, file_value, read_streaming(c)?))
+            let mut streaming = Vec::new();
+            for row in c.select(
+                "SELECT application_name FROM pg_catalog.pg_stat_replication WHERE state = 'streaming'",
+                None,
+                &[],
+            )? {
+                streaming.push(row.get::<String>(1)?.unwrap_or_default());
+            }
+            Ok(Observation { file_value, streaming })
         })
     })
 }
@@ -138,14 +144,9 @@ impl Worker {
     /// shows them: pg_keeper does not poll them, and must not degrade for lack of a poll.
     /// `reaches_majority`: this master reached a majority of the registered nodes (itself
     /// included) this round; without it the guard never degrades (see keeper-core).
-    pub(crate) fn guard_sync(&mut self, me: &str, unanswered: &[String], reaches_majority: bool) {
-        let (current, file_value, streaming) = match observe() {
-            Ok(v) => v,
-            Err(e) => {
-                warning!("pg_keeper: cannot read replication state: {e}");
-                return;
-            }
-        };
+    pub(crate) fn guard_sync(&mut self, me: &str, obs: &Observation, unanswered: &[String], reaches_majority: bool) {
+        let current = sync_names_now();
+        let file_value = obs.file_value.clone();
         if self.sync_guard.is_none() {
             self.degraded = load(me);
             self.sync_guard = Some(SyncGuard::new(self.degraded.as_ref().map(|d| d.reason.clone())));
@@ -176,7 +177,8 @@ impl Worker {
                 return;
             }
         };
-        let streaming: Vec<&str> = streaming
+        let streaming: Vec<&str> = obs
+            .streaming
             .iter()
             .map(String::as_str)
             .filter(|s| !unanswered.iter().any(|a| a.eq_ignore_ascii_case(s)))
