@@ -1,18 +1,19 @@
-//! Standby mode's promotion rule.
+//! Standby mode's rule for standing in an election.
 //!
-//! After `keepalive_count` consecutive failed rounds (see [`crate::polling`]), the next master
-//! promotes itself, but only when the nodes that confirmed the master unreachable, itself
-//! included, form a strict majority of the registered nodes. A next master cut off from
-//! everyone therefore never creates a second primary: it cannot gather confirmations.
+//! After `keepalive_count` consecutive failed rounds (see [`crate::polling`]: the master did
+//! not answer as a writable master, directly or through any standby), standbys stand for
+//! election ([`crate::election`]) in rank order: the next master at once, every other
+//! standby one round later per rank ([`crate::election::candidate_rank`]), so that in the
+//! common case exactly one node asks, and a dead or cut-off next master only delays the
+//! failover by a round per rank. Whether a candidate promotes is decided by the votes.
 //!
-//! Two-node clusters (master + one standby) can never have such a majority without the
-//! master; there the seed's behaviour (promote on its own observation) is available behind
+//! Two-node clusters (master + one standby) can never have a majority without the master;
+//! there the seed's behaviour (promote on its own observation) is available behind
 //! `two_node_failover`, off by default because a mere network cut then yields two masters.
-//!
-//! The candidate is fixed here (`is_nextmaster`); the election of another candidate when the
-//! next master is itself gone plugs in at [`Hold::NotNextMaster`] (issue 5/5).
+//! A witness is the safe way to run two data nodes.
 
-use crate::polling::{evaluate, RoundObservation, RoundOutcome};
+use crate::election::candidate_rank;
+use crate::polling::{evaluate, Indirect, RoundObservation, RoundOutcome};
 use crate::Node;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,12 +26,10 @@ pub struct FailoverConfig {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Hold {
-    /// Enough failed rounds, but this node is not the next master.
-    NotNextMaster,
-    /// Not enough nodes confirm: `confirmations` (this node included) of `registered`.
-    NoMajority { confirmations: usize, registered: usize },
-    /// This node is not registered, or node_info names no master.
-    NotInRegistry,
+    /// Another standby ranks before this one and answered this round: wait `rank` more rounds.
+    WaitingTurn { rank: usize },
+    /// This node is not registered, is a witness, or node_info names no master.
+    NotCandidate,
     /// Automatic failover is paused: a planned switchover is under way.
     Paused,
 }
@@ -41,10 +40,10 @@ pub enum Decision {
     MasterAlive,
     /// The master did not answer; not yet `keepalive_count` rounds in a row.
     Suspect { failed_rounds: u32 },
-    /// Enough failed rounds, but this node must not promote.
+    /// Enough failed rounds, but this node does not stand (now).
     Hold { failed_rounds: u32, why: Hold },
-    /// Promote this node.
-    Promote { old_master: String, failed_rounds: u32, confirmed_by: Vec<String> },
+    /// Stand for election (ask for votes).
+    Stand { old_master: String, failed_rounds: u32 },
 }
 
 /// Standby mode's memory between rounds.
@@ -61,41 +60,29 @@ pub fn is_majority(count: usize, registered: usize) -> bool {
 impl StandbyMode {
     /// Feed one round's observation; get what to do.
     pub fn on_round(&mut self, me: &str, nodes: &[Node], obs: &RoundObservation, cfg: FailoverConfig) -> Decision {
-        let confirmed_by = match evaluate(obs) {
-            RoundOutcome::MasterAlive => {
-                self.failed_rounds = 0;
-                return Decision::MasterAlive;
-            }
-            RoundOutcome::MasterUnreachable { confirmed_by } => confirmed_by,
-        };
+        if evaluate(obs) == RoundOutcome::MasterAlive {
+            self.failed_rounds = 0;
+            return Decision::MasterAlive;
+        }
         self.failed_rounds = self.failed_rounds.saturating_add(1);
         let failed_rounds = self.failed_rounds;
-        if failed_rounds < cfg.keepalive_count.max(1) {
+        let count = cfg.keepalive_count.max(1);
+        if failed_rounds < count {
             return Decision::Suspect { failed_rounds };
         }
-        let me_row = nodes.iter().find(|n| n.name == me);
         let master = nodes.iter().find(|n| n.is_master && n.name != me);
-        let (Some(me_row), Some(master)) = (me_row, master) else {
-            return Decision::Hold { failed_rounds, why: Hold::NotInRegistry };
+        let answered: Vec<&str> =
+            obs.indirect.iter().filter(|(_, r)| *r != Indirect::NoAnswer).map(|(n, _)| n.as_str()).collect();
+        let (Some(master), Some(rank)) = (master, candidate_rank(me, nodes, &answered)) else {
+            return Decision::Hold { failed_rounds, why: Hold::NotCandidate };
         };
         if cfg.paused {
             return Decision::Hold { failed_rounds, why: Hold::Paused };
         }
-        if !me_row.is_nextmaster {
-            return Decision::Hold { failed_rounds, why: Hold::NotNextMaster };
+        if (failed_rounds - count) < rank as u32 {
+            return Decision::Hold { failed_rounds, why: Hold::WaitingTurn { rank } };
         }
-        // Only confirmations from registered nodes other than the master count.
-        let confirmed_by: Vec<String> = confirmed_by
-            .into_iter()
-            .filter(|c| c != me && nodes.iter().any(|n| &n.name == c && !n.is_master))
-            .collect();
-        let confirmations = 1 + confirmed_by.len();
-        let registered = nodes.len();
-        let two_node = registered == 2 && cfg.two_node_failover;
-        if !is_majority(confirmations, registered) && !two_node {
-            return Decision::Hold { failed_rounds, why: Hold::NoMajority { confirmations, registered } };
-        }
-        Decision::Promote { old_master: master.name.clone(), failed_rounds, confirmed_by }
+        Decision::Stand { old_master: master.name.clone(), failed_rounds }
     }
 }
 

@@ -6,6 +6,7 @@
 //! be unit-tested, property-tested and simulated without a server.
 
 pub mod conninfo;
+pub mod election;
 pub mod failover;
 pub mod lsn;
 pub mod polling;

@@ -16,6 +16,8 @@ pub struct Node {
     pub is_master: bool,
     pub is_nextmaster: bool,
     pub is_sync: bool,
+    /// A witness: votes and answers polls, holds no data, never becomes master (issue 5/5).
+    pub is_witness: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,6 +33,8 @@ pub enum RegistryError {
     UnknownName(String),
     UnknownSeqno(i32),
     DeleteMaster(String),
+    /// The first node registered is the master; a witness cannot be.
+    WitnessFirst(String),
 }
 
 impl fmt::Display for RegistryError {
@@ -48,6 +52,9 @@ impl fmt::Display for RegistryError {
             RegistryError::UnknownSeqno(s) => write!(f, "no node with seqno {s} is registered"),
             RegistryError::DeleteMaster(n) => {
                 write!(f, "node \"{n}\" is the master and cannot be deleted (fail over or switch over first)")
+            }
+            RegistryError::WitnessFirst(n) => {
+                write!(f, "\"{n}\" cannot be registered as a witness: the first node registered is the master")
             }
         }
     }
@@ -78,8 +85,17 @@ pub enum Selector<'a> {
 }
 
 /// Rows after registering `name`: the first node registered is the master.
-pub fn add(nodes: &[Node], name: &str, conninfo: &str, sync: Option<&SyncConfig>) -> Result<Vec<Node>, RegistryError> {
+pub fn add(
+    nodes: &[Node],
+    name: &str,
+    conninfo: &str,
+    witness: bool,
+    sync: Option<&SyncConfig>,
+) -> Result<Vec<Node>, RegistryError> {
     check_name(name)?;
+    if witness && nodes.is_empty() {
+        return Err(RegistryError::WitnessFirst(name.to_string()));
+    }
     let ci = ConnInfo::parse(conninfo).map_err(RegistryError::BadConninfo)?;
     if let Some(n) = nodes.iter().find(|n| n.name.eq_ignore_ascii_case(name)) {
         return Err(RegistryError::DuplicateName(n.name.clone()));
@@ -98,6 +114,7 @@ pub fn add(nodes: &[Node], name: &str, conninfo: &str, sync: Option<&SyncConfig>
         is_master: nodes.is_empty(),
         is_nextmaster: false,
         is_sync: false,
+        is_witness: witness,
     });
     recompute(&mut out, sync);
     Ok(out)
@@ -127,7 +144,7 @@ pub fn delete(nodes: &[Node], which: Selector<'_>, sync: Option<&SyncConfig>) ->
 /// with the lowest seqno. Exactly one standby is next master whenever there is a standby.
 pub fn recompute(nodes: &mut [Node], sync: Option<&SyncConfig>) {
     for n in nodes.iter_mut() {
-        n.is_sync = !n.is_master && sync.is_some_and(|s| s.lists(&n.name));
+        n.is_sync = !n.is_master && !n.is_witness && sync.is_some_and(|s| s.lists(&n.name));
         n.is_nextmaster = false;
     }
     let by_sync = nodes
@@ -136,8 +153,14 @@ pub fn recompute(nodes: &mut [Node], sync: Option<&SyncConfig>) {
         .filter(|(_, n)| n.is_sync)
         .min_by_key(|(_, n)| sync.and_then(|s| s.position(&n.name)).unwrap_or(usize::MAX))
         .map(|(i, _)| i);
-    let by_seqno =
-        || nodes.iter().enumerate().filter(|(_, n)| !n.is_master).min_by_key(|(_, n)| n.seqno).map(|(i, _)| i);
+    let by_seqno = || {
+        nodes
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| !n.is_master && !n.is_witness)
+            .min_by_key(|(_, n)| n.seqno)
+            .map(|(i, _)| i)
+    };
     if let Some(i) = by_sync.or_else(by_seqno) {
         nodes[i].is_nextmaster = true;
     }
@@ -179,9 +202,10 @@ pub fn master_view(nodes: &[Node], me: &str, sync: Option<&SyncConfig>, streamin
     let mut out = nodes.to_vec();
     for n in out.iter_mut() {
         n.is_master = n.name == me;
-        n.is_sync = !n.is_master && sync.is_some_and(|s| s.lists(&n.name));
+        n.is_sync = !n.is_master && !n.is_witness && sync.is_some_and(|s| s.lists(&n.name));
     }
-    let is_streaming = |n: &Node| !n.is_master && streaming.iter().any(|s| s.eq_ignore_ascii_case(&n.name));
+    let is_streaming =
+        |n: &Node| !n.is_master && !n.is_witness && streaming.iter().any(|s| s.eq_ignore_ascii_case(&n.name));
     let by_sync = out
         .iter()
         .enumerate()

@@ -12,7 +12,7 @@ fn build(names: &[&str], s: &str) -> Vec<Node> {
     let cfg = sync(s);
     let mut nodes = Vec::new();
     for (i, n) in names.iter().enumerate() {
-        nodes = registry::add(&nodes, n, &format!("host=10.0.0.{} port=5432", i + 1), cfg.as_ref()).unwrap();
+        nodes = registry::add(&nodes, n, &format!("host=10.0.0.{} port=5432", i + 1), false, cfg.as_ref()).unwrap();
     }
     nodes
 }
@@ -55,14 +55,15 @@ fn master_alone_has_no_next_master() {
 #[test]
 fn refusals_change_nothing() {
     let nodes = build(&["m", "a"], "");
-    let e = registry::add(&nodes, "A", "host=10.9.9.9", None).unwrap_err();
+    let e = registry::add(&nodes, "A", "host=10.9.9.9", false, None).unwrap_err();
     assert_eq!(e, RegistryError::DuplicateName("a".into()));
-    let e = registry::add(&nodes, "x", "host=10.0.0.2 port=5432 dbname=other", None).unwrap_err();
+    let e = registry::add(&nodes, "x", "host=10.0.0.2 port=5432 dbname=other", false, None).unwrap_err();
     assert!(matches!(e, RegistryError::DuplicateConninfo { .. }), "{e}");
-    assert!(matches!(registry::add(&nodes, "", "host=h", None), Err(RegistryError::BadName(_))));
-    assert!(matches!(registry::add(&nodes, "a b", "host=h", None), Err(RegistryError::BadName(_))));
-    assert!(matches!(registry::add(&nodes, "x", "", None), Err(RegistryError::BadConninfo(_))));
-    assert!(matches!(registry::add(&nodes, "x", "nonsense", None), Err(RegistryError::BadConninfo(_))));
+    assert!(matches!(registry::add(&nodes, "", "host=h", false, None), Err(RegistryError::BadName(_))));
+    assert!(matches!(registry::add(&nodes, "a b", "host=h", false, None), Err(RegistryError::BadName(_))));
+    assert!(matches!(registry::add(&nodes, "x", "", false, None), Err(RegistryError::BadConninfo(_))));
+    assert!(matches!(registry::add(&nodes, "x", "nonsense", false, None), Err(RegistryError::BadConninfo(_))));
+    assert!(matches!(registry::add(&[], "w", "host=h", true, None), Err(RegistryError::WitnessFirst(_))));
     assert_eq!(registry::delete(&nodes, Selector::Name("m"), None), Err(RegistryError::DeleteMaster("m".into())));
     assert_eq!(registry::delete(&nodes, Selector::Name("zz"), None), Err(RegistryError::UnknownName("zz".into())));
     assert_eq!(registry::delete(&nodes, Selector::Seqno(7), None), Err(RegistryError::UnknownSeqno(7)));
@@ -76,14 +77,14 @@ fn deleting_the_next_master_elects_another() {
     assert_eq!(after.iter().find(|n| n.is_nextmaster).unwrap().name, "c");
     let after = registry::delete(&after, Selector::Seqno(4), cfg.as_ref()).unwrap();
     assert_eq!(after.iter().find(|n| n.is_nextmaster).unwrap().name, "a");
-    let again = registry::add(&after, "d", "host=10.1.1.1", cfg.as_ref()).unwrap();
+    let again = registry::add(&after, "d", "host=10.1.1.1", false, cfg.as_ref()).unwrap();
     assert_eq!(again.last().unwrap().seqno, 3); // max + 1
 }
 
 #[test]
 fn diff_lists_only_what_changed() {
     let nodes = build(&["m", "a"], "");
-    let more = registry::add(&nodes, "b", "host=10.7.7.7", sync("b").as_ref()).unwrap();
+    let more = registry::add(&nodes, "b", "host=10.7.7.7", false, sync("b").as_ref()).unwrap();
     let d = diff(&nodes, &more);
     assert_eq!(d.len(), 2, "{d:?}"); // a loses next master, b inserted as next master + sync
     assert!(d.iter().any(|c| matches!(c, Change::Insert(n) if n.name == "b" && n.is_nextmaster && n.is_sync)));
@@ -103,7 +104,8 @@ proptest! {
         let mut nodes: Vec<Node> = Vec::new();
         for (op, i) in ops {
             let r = if op < 2 {
-                registry::add(&nodes, names[i], &format!("host=h{i}"), cfg.as_ref())
+                // op 1: a witness (refused as the first node).
+                registry::add(&nodes, names[i], &format!("host=h{i}"), op == 1, cfg.as_ref())
             } else {
                 registry::delete(&nodes, Selector::Name(names[i]), cfg.as_ref())
             };
@@ -112,10 +114,12 @@ proptest! {
             prop_assert_eq!(masters, usize::from(!nodes.is_empty()));
             if let Some(first) = nodes.first() { prop_assert!(first.is_master); }
             let next: Vec<&Node> = nodes.iter().filter(|n| n.is_nextmaster).collect();
-            prop_assert_eq!(next.len(), usize::from(nodes.len() > 1));
+            let data_standbys = nodes.iter().filter(|n| !n.is_master && !n.is_witness).count();
+            prop_assert_eq!(next.len(), usize::from(data_standbys > 0));
             for n in &nodes {
                 prop_assert!(!(n.is_master && n.is_nextmaster));
-                prop_assert_eq!(n.is_sync, !n.is_master && list.iter().any(|l| *l == n.name));
+                prop_assert!(!(n.is_witness && (n.is_master || n.is_nextmaster || n.is_sync)));
+                prop_assert_eq!(n.is_sync, !n.is_master && !n.is_witness && list.iter().any(|l| *l == n.name));
             }
             if let Some(nm) = next.first() {
                 if nodes.iter().any(|n| n.is_sync) {

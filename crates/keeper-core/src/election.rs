@@ -1,0 +1,475 @@
+//! Leader election and the master's lease (issue 5/5). Leader election only: PostgreSQL's
+//! WAL is the log, so there is no log matching beyond "never vote for a candidate behind you".
+//!
+//! The pieces, each a pure function:
+//! - [`decide_vote`]: a voter's answer to a vote request, and the record it must persist
+//!   (fsynced) before it answers. At most one vote per term; never for a candidate that is
+//!   not registered, is a witness, or is behind the voter in received WAL; never while the
+//!   voter still honours a master's lease ([`voter_hold`]).
+//! - [`tally`]: a candidate's count. It promotes only with a strict majority of the
+//!   registered nodes, and yields when any node that answered holds more WAL.
+//! - [`candidate_rank`]: who stands first when the master is gone: the next master, then the
+//!   synchronous standbys, then by seqno; each rank waits one more round.
+//! - [`master_verdict`]: master mode's reading of one heartbeat round: renew the lease (a
+//!   majority answered in this term or older), let it run out (fenced when it expires), or
+//!   stand down for good (a writable node of a newer term exists: deposed).
+//!
+//! Why the lease makes the old master fenced before any promotion (the timing argument, also
+//! in docs/design.md): a master renews its lease until `s + L` only from a round started at
+//! `s` in which a majority answered its heartbeat. Each node that answers at `a >= s` refuses
+//! votes until `a + voter_hold(L) > s + L` on its own clock. A candidate needs a majority of
+//! votes, and any two majorities share a node `x`. If `x` answered before it voted, its vote
+//! came after `s + L`: the lease was over. If `x` voted first, it answered the heartbeat with
+//! the newer term, and the master does not count such answers. So at the promotion instant
+//! no lease of the old master is running, and its commits are refused from the lease's end.
+
+use crate::failover::is_majority;
+use crate::Node;
+use std::fmt;
+use std::time::Duration;
+
+pub type Term = u64;
+
+/// What every node persists in `$PGDATA/pg_keeper.<node>.vote`, fsynced before it answers:
+/// the newest term it took part in, and whom it voted for in that term.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VoteRecord {
+    pub term: Term,
+    pub voted_for: Option<String>,
+}
+
+impl VoteRecord {
+    /// File form: `term 3\nvoted_for node2\n` (the second line absent when nobody).
+    pub fn to_file(&self) -> String {
+        match &self.voted_for {
+            Some(c) => format!("term {}\nvoted_for {c}\n", self.term),
+            None => format!("term {}\n", self.term),
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<VoteRecord, String> {
+        let mut rec = VoteRecord::default();
+        let mut seen_term = false;
+        for line in s.lines().map(str::trim).filter(|l| !l.is_empty()) {
+            match line.split_once(' ') {
+                Some(("term", t)) => {
+                    rec.term = t.trim().parse().map_err(|_| format!("bad term {t:?}"))?;
+                    seen_term = true;
+                }
+                Some(("voted_for", c)) => rec.voted_for = Some(c.trim().to_string()),
+                _ => return Err(format!("unexpected line {line:?}")),
+            }
+        }
+        if !seen_term {
+            return Err("no term line".into());
+        }
+        Ok(rec)
+    }
+}
+
+/// How long a master stays unfenced after a round in which a majority answered, counted from
+/// the round's start: one keepalive_time, while heartbeats go out every half of it
+/// ([`heartbeat_interval`]), so one slow round never fences a healthy master.
+pub fn master_lease(keepalive_time: Duration) -> Duration {
+    keepalive_time
+}
+
+pub fn heartbeat_interval(keepalive_time: Duration) -> Duration {
+    keepalive_time / 2
+}
+
+/// How long a node that acknowledged a heartbeat granting `lease` refuses to vote, counted
+/// from the acknowledgement on its own clock: the lease plus a quarter, a margin for
+/// clock-rate differences between hosts and for a commit that checked the lease just before
+/// it ran out and is still writing its commit record.
+pub fn voter_hold(lease: Duration) -> Duration {
+    lease + lease / 4
+}
+
+/// A vote request, as passed (as parameters) to `pgkeeper.request_vote`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VoteRequest {
+    pub term: Term,
+    pub candidate: String,
+    /// WAL the candidate has received.
+    pub candidate_lsn: u64,
+}
+
+/// What the voter knows about itself when a request arrives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VoterView<'a> {
+    pub me: &'a str,
+    pub nodes: &'a [Node],
+    /// This node accepts writes (not in recovery) and is not a witness: a master never votes.
+    pub is_master: bool,
+    /// WAL this node has received (0 for a witness, which has none of the cluster's).
+    pub my_lsn: u64,
+    /// Time left of the last master lease this node acknowledged ([`voter_hold`]).
+    pub hold_left: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// The voter is a master: a candidate that reaches it does not need to replace it.
+    IAmMaster,
+    /// The voter still honours the master's lease.
+    LeaseHeld { left_ms: u64 },
+    /// The request's term is older than the voter's.
+    StaleTerm { current: Term },
+    /// The voter already voted in this term.
+    AlreadyVoted { term: Term, candidate: String },
+    /// The candidate is not in the voter's node_info, is the registered master, or a witness.
+    NotEligible,
+    /// The candidate has received less WAL than the voter.
+    Behind { voter_lsn: u64, candidate_lsn: u64 },
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Refusal::IAmMaster => write!(f, "this node is a master"),
+            Refusal::LeaseHeld { left_ms } => write!(f, "the master's lease is still running here ({left_ms} ms left)"),
+            Refusal::StaleTerm { current } => write!(f, "term is older than this node's term {current}"),
+            Refusal::AlreadyVoted { term, candidate } => write!(f, "already voted for {candidate} in term {term}"),
+            Refusal::NotEligible => write!(f, "the candidate is not a registered data node here"),
+            Refusal::Behind { voter_lsn, candidate_lsn } => write!(
+                f,
+                "the candidate is behind (it has {}, this node {})",
+                crate::lsn::format(*candidate_lsn),
+                crate::lsn::format(*voter_lsn)
+            ),
+        }
+    }
+}
+
+/// The voter's answer and the record as it must be persisted before answering (equal to
+/// `rec` when nothing changed). A newer term is adopted even when the vote is refused for
+/// eligibility or WAL, so that two candidates never both win one term; it is never adopted
+/// while a lease is held (a disconnected candidate cannot push terms onto a healthy cluster).
+pub fn decide_vote(rec: &VoteRecord, req: &VoteRequest, v: &VoterView<'_>) -> (Result<(), Refusal>, VoteRecord) {
+    if v.is_master {
+        return (Err(Refusal::IAmMaster), rec.clone());
+    }
+    if !v.hold_left.is_zero() {
+        return (Err(Refusal::LeaseHeld { left_ms: v.hold_left.as_millis() as u64 }), rec.clone());
+    }
+    if req.term < rec.term {
+        return (Err(Refusal::StaleTerm { current: rec.term }), rec.clone());
+    }
+    let mut new = rec.clone();
+    if req.term > rec.term {
+        new = VoteRecord { term: req.term, voted_for: None };
+    }
+    if !v.nodes.iter().any(|n| n.name == req.candidate && !n.is_master && !n.is_witness) {
+        return (Err(Refusal::NotEligible), new);
+    }
+    if let Some(c) = &new.voted_for {
+        if *c != req.candidate {
+            return (Err(Refusal::AlreadyVoted { term: new.term, candidate: c.clone() }), new);
+        }
+    }
+    if req.candidate_lsn < v.my_lsn {
+        return (Err(Refusal::Behind { voter_lsn: v.my_lsn, candidate_lsn: req.candidate_lsn }), new);
+    }
+    new.voted_for = Some(req.candidate.clone());
+    (Ok(()), new)
+}
+
+/// One voter's reply as the candidate sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VoteReply {
+    pub granted: bool,
+    /// The voter's term after the request.
+    pub term: Term,
+    /// The voter's received WAL (None for a witness).
+    pub lsn: Option<u64>,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Tally {
+    /// A strict majority of registered nodes voted for the candidate: promote.
+    Won { votes: Vec<String> },
+    /// A node that answered holds more WAL: let it stand instead.
+    Yield { to: String, lsn: u64 },
+    /// Not enough votes. `newest_term` is the highest term any voter reported.
+    Lost { votes: Vec<String>, needed: usize, newest_term: Term },
+}
+
+/// Count the replies (the candidate's own vote among them, under its own name). `two_node`:
+/// pg_keeper.two_node_failover in a two-node registry, where one vote is enough (unsafe: a
+/// cut link then yields two masters; documented so).
+pub fn tally(me: &str, nodes: &[Node], my_lsn: u64, replies: &[(String, VoteReply)], two_node: bool) -> Tally {
+    let registered = |name: &str| nodes.iter().any(|n| n.name == name);
+    if let Some((who, lsn)) = replies
+        .iter()
+        .filter(|(n, _)| n != me && registered(n))
+        .filter_map(|(n, r)| r.lsn.filter(|l| *l > my_lsn).map(|l| (n, l)))
+        .max_by_key(|(_, l)| *l)
+    {
+        return Tally::Yield { to: who.clone(), lsn };
+    }
+    let votes: Vec<String> =
+        replies.iter().filter(|(n, r)| r.granted && registered(n)).map(|(n, _)| n.clone()).collect();
+    let enough = if two_node && nodes.len() == 2 { !votes.is_empty() } else { is_majority(votes.len(), nodes.len()) };
+    if enough && votes.iter().any(|v| v == me) {
+        return Tally::Won { votes };
+    }
+    let newest_term = replies.iter().map(|(_, r)| r.term).max().unwrap_or(0);
+    Tally::Lost { votes, needed: nodes.len() / 2 + 1, newest_term }
+}
+
+/// Term for a new election: past every term this node has seen.
+pub fn next_term(rec: &VoteRecord, seen: Term) -> Term {
+    rec.term.max(seen) + 1
+}
+
+/// Order in which standbys stand when the master is gone: the next master, then synchronous
+/// standbys, then the lowest seqno. Only `me` and the standbys that answered this round
+/// compete (a dead next master must not make the others wait for it forever). None when
+/// `me` may not stand (not registered, a witness, or the registered master).
+pub fn candidate_rank(me: &str, nodes: &[Node], answered: &[&str]) -> Option<usize> {
+    let me_row = nodes.iter().find(|n| n.name == me)?;
+    if me_row.is_master || me_row.is_witness {
+        return None;
+    }
+    let mut competing: Vec<&Node> = nodes
+        .iter()
+        .filter(|n| !n.is_master && !n.is_witness && (n.name == me || answered.contains(&n.name.as_str())))
+        .collect();
+    competing.sort_by_key(|n| (!n.is_nextmaster, !n.is_sync, n.seqno));
+    competing.iter().position(|n| n.name == me)
+}
+
+/// What a peer said to master mode's heartbeat (`pgkeeper._poll` with the heartbeat).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerAnswer {
+    pub in_recovery: bool,
+    /// A master (not in recovery) that refuses commits: fenced or deposed.
+    pub fenced: bool,
+    pub term: Term,
+    pub witness: bool,
+}
+
+impl PeerAnswer {
+    /// Accepts writes now.
+    pub fn writable(&self) -> bool {
+        !self.in_recovery && !self.fenced && !self.witness
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MasterVerdict {
+    /// A majority answered in this term or older: extend the lease from the round's start.
+    Renew { reached: usize },
+    /// Too few answered: let the lease run out (the master is fenced when it does).
+    NoMajority { reached: usize, registered: usize },
+    /// Another node accepts writes: never renew while it does. `newer`: its term is newer than
+    /// ours, so it was elected after us and this node is deposed for good (until rejoined).
+    OtherMaster { name: String, term: Term, newer: bool },
+}
+
+/// Master mode's reading of one heartbeat round. `answers`: each other registered node and
+/// what it said (None: no answer within the deadline).
+pub fn master_verdict(my_term: Term, nodes: &[Node], answers: &[(String, Option<PeerAnswer>)]) -> MasterVerdict {
+    let registered = |name: &str| nodes.iter().any(|n| n.name == name);
+    if let Some((name, a)) = answers
+        .iter()
+        .filter(|(n, _)| registered(n))
+        .filter_map(|(n, a)| a.filter(PeerAnswer::writable).map(|a| (n, a)))
+        .max_by_key(|(_, a)| a.term)
+    {
+        return MasterVerdict::OtherMaster { name: name.clone(), term: a.term, newer: a.term > my_term };
+    }
+    // Answers from a newer term do not count: that node may have voted against us already.
+    let reached = 1 + answers.iter().filter(|(n, a)| registered(n) && a.is_some_and(|a| a.term <= my_term)).count();
+    if is_majority(reached, nodes.len()) {
+        MasterVerdict::Renew { reached }
+    } else {
+        MasterVerdict::NoMajority { reached, registered: nodes.len() }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(seqno: i32, name: &str, master: bool, next: bool, sync: bool, witness: bool) -> Node {
+        Node {
+            seqno,
+            name: name.into(),
+            conninfo: format!("host={name}"),
+            is_master: master,
+            is_nextmaster: next,
+            is_sync: sync,
+            is_witness: witness,
+        }
+    }
+
+    fn cluster() -> Vec<Node> {
+        vec![
+            node(1, "a", true, false, false, false),
+            node(2, "b", false, true, true, false),
+            node(3, "c", false, false, false, false),
+            node(4, "w", false, false, false, true),
+        ]
+    }
+
+    fn view<'a>(me: &'a str, nodes: &'a [Node], lsn: u64) -> VoterView<'a> {
+        VoterView { me, nodes, is_master: false, my_lsn: lsn, hold_left: Duration::ZERO }
+    }
+
+    fn req(term: Term, c: &str, lsn: u64) -> VoteRequest {
+        VoteRequest { term, candidate: c.into(), candidate_lsn: lsn }
+    }
+
+    #[test]
+    fn record_round_trips() {
+        for r in [VoteRecord::default(), VoteRecord { term: 7, voted_for: Some("node2".into()) }] {
+            assert_eq!(VoteRecord::parse(&r.to_file()).unwrap(), r);
+        }
+        assert!(VoteRecord::parse("").is_err());
+        assert!(VoteRecord::parse("term x\n").is_err());
+        assert!(VoteRecord::parse("term 1\nbogus\n").is_err());
+    }
+
+    #[test]
+    fn one_vote_per_term() {
+        let nodes = cluster();
+        let rec = VoteRecord { term: 1, voted_for: None };
+        let (r, rec) = decide_vote(&rec, &req(2, "b", 10), &view("c", &nodes, 5));
+        assert_eq!(r, Ok(()));
+        assert_eq!(rec, VoteRecord { term: 2, voted_for: Some("b".into()) });
+        // Same candidate again (a retry): granted, nothing changes.
+        assert_eq!(decide_vote(&rec, &req(2, "b", 10), &view("c", &nodes, 5)), (Ok(()), rec.clone()));
+        // Another candidate in the same term: refused.
+        let (r, same) = decide_vote(&rec, &req(2, "c", 10), &view("c", &nodes, 5));
+        assert!(matches!(r, Err(Refusal::AlreadyVoted { term: 2, .. })));
+        assert_eq!(same, rec);
+        // Older term: refused.
+        assert!(matches!(decide_vote(&rec, &req(1, "c", 10), &view("c", &nodes, 5)).0, Err(Refusal::StaleTerm { .. })));
+    }
+
+    #[test]
+    fn refusals() {
+        let nodes = cluster();
+        let rec = VoteRecord::default();
+        let mut v = view("c", &nodes, 50);
+        assert!(matches!(decide_vote(&rec, &req(1, "b", 10), &v).0, Err(Refusal::Behind { .. })));
+        // The newer term is adopted even though the vote is refused.
+        assert_eq!(decide_vote(&rec, &req(1, "b", 10), &v).1, VoteRecord { term: 1, voted_for: None });
+        assert_eq!(decide_vote(&rec, &req(1, "w", 90), &v).0, Err(Refusal::NotEligible));
+        assert_eq!(decide_vote(&rec, &req(1, "a", 90), &v).0, Err(Refusal::NotEligible));
+        assert_eq!(decide_vote(&rec, &req(1, "zz", 90), &v).0, Err(Refusal::NotEligible));
+        v.hold_left = Duration::from_millis(300);
+        assert_eq!(decide_vote(&rec, &req(1, "b", 90), &v), (Err(Refusal::LeaseHeld { left_ms: 300 }), rec.clone()));
+        v.hold_left = Duration::ZERO;
+        v.is_master = true;
+        assert_eq!(decide_vote(&rec, &req(1, "b", 90), &v), (Err(Refusal::IAmMaster), rec.clone()));
+    }
+
+    fn reply(granted: bool, term: Term, lsn: Option<u64>) -> VoteReply {
+        VoteReply { granted, term, lsn, reason: String::new() }
+    }
+
+    #[test]
+    fn tally_needs_a_majority_of_registered_nodes() {
+        let nodes = cluster(); // 4 registered: 3 votes needed
+        let r = |v: &[(&str, bool)]| -> Vec<(String, VoteReply)> {
+            v.iter().map(|(n, g)| (n.to_string(), reply(*g, 2, if *n == "w" { None } else { Some(10) }))).collect()
+        };
+        assert!(matches!(
+            tally("b", &nodes, 10, &r(&[("b", true), ("c", true)]), false),
+            Tally::Lost { needed: 3, .. }
+        ));
+        assert!(matches!(
+            tally("b", &nodes, 10, &r(&[("b", true), ("c", true), ("w", true)]), false),
+            Tally::Won { .. }
+        ));
+        // Without its own vote a candidate never wins.
+        assert!(matches!(
+            tally("b", &nodes, 10, &r(&[("c", true), ("w", true), ("a", true)]), false),
+            Tally::Lost { .. }
+        ));
+    }
+
+    #[test]
+    fn tally_yields_to_a_node_with_more_wal() {
+        let nodes = cluster();
+        let replies = vec![
+            ("b".to_string(), reply(true, 2, Some(10))),
+            ("c".to_string(), reply(false, 2, Some(11))),
+            ("w".to_string(), reply(true, 2, None)),
+        ];
+        assert_eq!(tally("b", &nodes, 10, &replies, false), Tally::Yield { to: "c".into(), lsn: 11 });
+    }
+
+    #[test]
+    fn two_node_setting() {
+        let nodes = vec![node(1, "a", true, false, false, false), node(2, "b", false, true, false, false)];
+        let replies = vec![("b".to_string(), reply(true, 1, Some(1)))];
+        assert!(matches!(tally("b", &nodes, 1, &replies, false), Tally::Lost { .. }));
+        assert!(matches!(tally("b", &nodes, 1, &replies, true), Tally::Won { .. }));
+    }
+
+    #[test]
+    fn rank_order() {
+        let mut nodes = cluster();
+        nodes.push(node(5, "d", false, false, true, false));
+        let all = ["b", "c", "d", "w"];
+        assert_eq!(candidate_rank("b", &nodes, &all), Some(0));
+        assert_eq!(candidate_rank("d", &nodes, &all), Some(1)); // synchronous before c
+        assert_eq!(candidate_rank("c", &nodes, &all), Some(2));
+        // The next master did not answer: the others move up.
+        assert_eq!(candidate_rank("d", &nodes, &["c"]), Some(0));
+        assert_eq!(candidate_rank("c", &nodes, &["d"]), Some(1));
+        assert_eq!(candidate_rank("w", &nodes, &all), None);
+        assert_eq!(candidate_rank("a", &nodes, &all), None);
+        assert_eq!(candidate_rank("x", &nodes, &all), None);
+    }
+
+    fn ans(in_recovery: bool, fenced: bool, term: Term) -> Option<PeerAnswer> {
+        Some(PeerAnswer { in_recovery, fenced, term, witness: false })
+    }
+
+    #[test]
+    fn verdicts() {
+        let nodes = cluster(); // a master, 4 registered: 3 needed
+        let a = |v: Vec<(&str, Option<PeerAnswer>)>| v.into_iter().map(|(n, x)| (n.to_string(), x)).collect::<Vec<_>>();
+        assert_eq!(
+            master_verdict(1, &nodes, &a(vec![("b", ans(true, false, 1)), ("c", ans(true, false, 0))])),
+            MasterVerdict::Renew { reached: 3 }
+        );
+        assert_eq!(
+            master_verdict(1, &nodes, &a(vec![("b", ans(true, false, 1)), ("c", None)])),
+            MasterVerdict::NoMajority { reached: 2, registered: 4 }
+        );
+        // An answer from a newer term does not count.
+        assert_eq!(
+            master_verdict(1, &nodes, &a(vec![("b", ans(true, false, 2)), ("c", ans(true, false, 1))])),
+            MasterVerdict::NoMajority { reached: 2, registered: 4 }
+        );
+        assert_eq!(
+            master_verdict(1, &nodes, &a(vec![("b", ans(false, false, 2)), ("c", ans(true, false, 1))])),
+            MasterVerdict::OtherMaster { name: "b".into(), term: 2, newer: true }
+        );
+        assert_eq!(
+            master_verdict(3, &nodes, &a(vec![("b", ans(false, false, 2))])),
+            MasterVerdict::OtherMaster { name: "b".into(), term: 2, newer: false }
+        );
+        // A fenced old master elsewhere is not a rival.
+        assert!(matches!(
+            master_verdict(3, &nodes, &a(vec![("b", ans(false, true, 2)), ("c", ans(true, false, 3))])),
+            MasterVerdict::Renew { .. }
+        ));
+    }
+
+    #[test]
+    fn hold_outlasts_lease() {
+        for ms in [100u64, 1000, 5000] {
+            let lease = master_lease(Duration::from_millis(ms));
+            assert!(voter_hold(lease) > lease);
+            assert!(heartbeat_interval(Duration::from_millis(ms)) * 2 <= lease);
+        }
+    }
+}
