@@ -12,7 +12,7 @@ use std::time::Duration;
 /// How long add_node waits for the new node to answer.
 const ADD_NODE_DEADLINE: Duration = Duration::from_secs(5);
 
-fn fail(code: PgSqlErrorCode, msg: impl Into<String>, hint: Option<&str>) -> ! {
+pub(crate) fn fail(code: PgSqlErrorCode, msg: impl Into<String>, hint: Option<&str>) -> ! {
     let mut r = ErrorReport::new(code, msg.into(), function_name!());
     if let Some(h) = hint {
         r = r.set_hint(h);
@@ -21,7 +21,7 @@ fn fail(code: PgSqlErrorCode, msg: impl Into<String>, hint: Option<&str>) -> ! {
     unreachable!()
 }
 
-fn required<'a>(v: Option<&'a str>, what: &str) -> &'a str {
+pub(crate) fn required<'a>(v: Option<&'a str>, what: &str) -> &'a str {
     match v {
         Some(s) => s,
         None => fail(PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED, format!("{what} must not be NULL"), None),
@@ -34,7 +34,7 @@ fn registry_error(e: RegistryError) -> ! {
         RegistryError::BadName(_) | RegistryError::BadConninfo(_) => ERRCODE_INVALID_PARAMETER_VALUE,
         RegistryError::DuplicateName(_) | RegistryError::DuplicateConninfo { .. } => ERRCODE_DUPLICATE_OBJECT,
         RegistryError::UnknownName(_) | RegistryError::UnknownSeqno(_) => ERRCODE_UNDEFINED_OBJECT,
-        RegistryError::DeleteMaster(_) => ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+        RegistryError::DeleteMaster(_) | RegistryError::WitnessFirst(_) => ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
     };
     fail(code, e.to_string(), None)
 }
@@ -78,30 +78,44 @@ fn change_registry(
     shared::notify_worker(true, false);
 }
 
-/// Register a node. The first node registered is the master.
+/// Register a node. The first node registered is the master. A witness (`is_witness`) is a
+/// server with pg_keeper.witness = on: it votes and answers polls, never holds data.
 #[pg_extern(volatile, parallel_unsafe)]
-fn add_node(node_name: Option<&str>, conninfo: Option<&str>) -> bool {
+fn add_node(node_name: Option<&str>, conninfo: Option<&str>, is_witness: default!(Option<bool>, "false")) -> bool {
     let name = required(node_name, "node_name");
     let conninfo = required(conninfo, "conninfo");
+    let Some(witness) = is_witness else {
+        fail(PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED, "is_witness must not be NULL", None)
+    };
     refuse_on_standby("add_node");
     // Check name, conninfo and duplicates before any network traffic (checked again under
     // the table lock below), then that the node answers.
     let current = Spi::connect(registry_sql::read_nodes)
         .unwrap_or_else(|e| fail(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, e.to_string(), None))
         .unwrap_or_default();
-    if let Err(e) = registry::add(&current, name, conninfo, None) {
+    if let Err(e) = registry::add(&current, name, conninfo, witness, None) {
         registry_error(e);
     }
-    let cfg = probe::config(conninfo, None)
+    let cfg = probe::config(conninfo, Some(&gucs::database()))
         .unwrap_or_else(|e| fail(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, e, None));
-    if let Err(e) = probe::runtime().block_on(probe::poll(cfg, ADD_NODE_DEADLINE)) {
-        fail(
+    match probe::runtime().block_on(probe::state(cfg, ADD_NODE_DEADLINE, None)) {
+        Err(e) => fail(
             PgSqlErrorCode::ERRCODE_CONNECTION_FAILURE,
             format!("node \"{name}\" does not answer on the given conninfo: {e}"),
-            Some("Check that the server runs and that this server can connect to it with that conninfo."),
-        );
+            Some("Check that the server runs, has CREATE EXTENSION pg_keeper in pg_keeper.database, and that this server can connect to it with that conninfo."),
+        ),
+        Ok(s) if s.answer.witness != witness => fail(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            if witness {
+                format!("node \"{name}\" is not a witness (set pg_keeper.witness = on there)")
+            } else {
+                format!("node \"{name}\" is a witness: register it with is_witness => true")
+            },
+            None,
+        ),
+        Ok(_) => {}
     }
-    change_registry(|nodes, sync| registry::add(nodes, name, conninfo, sync));
+    change_registry(|nodes, sync| registry::add(nodes, name, conninfo, witness, sync));
     true
 }
 
@@ -151,12 +165,15 @@ fn indirect_polling(
             None,
         ),
     };
-    let cfg = probe::config(conninfo, None)
-        .unwrap_or_else(|e| fail(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, e, None));
-    match probe::runtime().block_on(probe::poll(cfg, deadline)) {
-        Ok(answer) => !(require_master && answer.in_recovery),
-        Err(_) => false,
+    if !require_master {
+        let cfg = probe::config(conninfo, None)
+            .unwrap_or_else(|e| fail(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, e, None));
+        return probe::runtime().block_on(probe::poll(cfg, deadline)).is_ok();
     }
+    // A master only counts as reached when it accepts writes (not fenced, not a witness).
+    let cfg = probe::config(conninfo, Some(&gucs::database()))
+        .unwrap_or_else(|e| fail(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, e, None));
+    matches!(probe::runtime().block_on(probe::state(cfg, deadline, None)), Ok(s) if s.answer.writable())
 }
 
 /// The seed's way to tell the local worker about a change: 'SIGUSR1' reloads its view of
@@ -246,6 +263,8 @@ fn _status_raw() -> TableIterator<
         name!(sync_state, String),
         name!(sync_since_epoch, Option<f64>),
         name!(sync_reason, String),
+        name!(term, i64),
+        name!(commits, String),
     ),
 > {
     if !shared::available() {
@@ -262,8 +281,15 @@ fn _status_raw() -> TableIterator<
             "unknown".into(),
             None,
             String::new(),
+            0,
+            "open".into(),
         ));
     }
+    let gate = if gucs::node_name().is_none() || gucs::WITNESS.get() || unsafe { pg_sys::RecoveryInProgress() } {
+        "open".to_string()
+    } else {
+        shared::gate_name(&shared::gate())
+    };
     let st = *shared::STATE.share();
     let epoch = |ms: i64| (ms > 0).then(|| ms as f64 / 1000.0);
     let peers: Vec<String> = st.peers[..(st.npeers as usize).min(shared::MAX_PEERS)]
@@ -296,5 +322,7 @@ fn _status_raw() -> TableIterator<
         shared::sync_state_name(st.sync_state).into(),
         epoch(st.sync_since_ms),
         shared::get_str(&st.sync_reason),
+        st.term as i64,
+        gate,
     ))
 }

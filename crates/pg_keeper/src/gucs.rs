@@ -12,6 +12,7 @@ pub static KEEPALIVE_TIME: GucSetting<f64> = GucSetting::<f64>::new(5.0);
 pub static KEEPALIVE_COUNT: GucSetting<i32> = GucSetting::<i32>::new(1);
 pub static AFTER_COMMAND: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 pub static TWO_NODE_FAILOVER: GucSetting<bool> = GucSetting::<bool>::new(false);
+pub static WITNESS: GucSetting<bool> = GucSetting::<bool>::new(false);
 pub static DATABASE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"postgres"));
 // The seed's README also spells these two with an "s"; 0 means "not set".
 pub static ALIAS_KEEPALIVES_TIME: GucSetting<f64> = GucSetting::<f64>::new(0.0);
@@ -62,6 +63,14 @@ pub fn register() {
         c"Unsafe: a network cut between the two nodes then yields two masters. Off by default.",
         &TWO_NODE_FAILOVER,
         GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_bool_guc(
+        c"pg_keeper.witness",
+        c"This server is a witness: it votes and answers polls, holds no data, never promotes.",
+        c"Register it on the master with pgkeeper.add_node(name, conninfo, is_witness => true).",
+        &WITNESS,
+        GucContext::Postmaster,
         GucFlags::default(),
     );
     GucRegistry::define_string_guc(

@@ -9,6 +9,9 @@ use std::time::Duration;
 
 mod actions;
 mod api;
+mod candidate;
+mod election_api;
+mod fence;
 mod gucs;
 mod master;
 mod probe;
@@ -17,6 +20,7 @@ mod schema;
 mod shared;
 mod standby;
 mod sync_state;
+mod votes;
 mod worker;
 
 #[pg_guard]
@@ -28,6 +32,7 @@ pub extern "C-unwind" fn _PG_init() {
     }
     gucs::register();
     shared::init();
+    fence::register();
     BackgroundWorkerBuilder::new("pg_keeper")
         .set_type("pg_keeper")
         .set_library("pg_keeper")

@@ -1,13 +1,14 @@
-//! Master mode: poll every registered node, notice another writable node, and keep
-//! node_info true to the topology (this node the master; the next master a streaming
-//! standby).
+//! Master mode: heartbeat every registered node, hold the lease that keeps the commit gate
+//! open (`fence.rs`), stand down when a newer master exists, guard synchronous replication,
+//! and keep node_info true to the topology (this node the master; the next master a
+//! streaming standby; witnesses told).
 
-use crate::probe;
 use crate::registry_sql::{self, WriteGuard};
 use crate::sync_state::{observe, sync_names_now};
 use crate::worker::{shutdown_requested, Mode, PeerResult, Worker};
+use crate::{gucs, probe, shared};
 use futures_util::future::join_all;
-use keeper_core::failover::is_majority;
+use keeper_core::election::{master_lease, master_verdict, MasterVerdict, PeerAnswer};
 use keeper_core::registry::{diff, master_view};
 use keeper_core::{Node, SyncConfig};
 use pgrx::bgworkers::BackgroundWorker;
@@ -15,23 +16,39 @@ use pgrx::prelude::*;
 use std::time::Duration;
 
 impl Worker {
+    /// One heartbeat round (every keepalive_time / 2): tell every node our term and lease,
+    /// renew the lease if a majority answered, step down for good if a newer master exists.
+    /// Every other round also does the slower duties (the guard, node_info, the witnesses).
     pub(crate) fn master_round(&mut self, me: &str, nodes: &[Node]) {
-        self.drop_self_from_sync_names(me);
+        let started = shared::mono_ms();
+        let full = self.master_rounds % 2 == 0;
+        self.master_rounds += 1;
+        let (term, deposed) = {
+            let st = shared::STATE.share();
+            (st.term, (st.fence == 2).then(|| (shared::get_str(&st.deposed_by), st.deposed_term)))
+        };
+        if let Some((by, t)) = deposed {
+            // No heartbeats: they would keep the voters from electing anyone else.
+            let state = format!("deposed by {by} (term {t}): needs rejoin");
+            self.publish(Mode::Master, &state, &[]);
+            return;
+        }
+        if full {
+            self.drop_self_from_sync_names(me);
+        }
+        let lease = master_lease(self.settings.keepalive_time);
         let deadline = self.probe_deadline();
+        let db = gucs::database();
         let peers: Vec<&Node> = nodes.iter().filter(|n| n.name != me).collect();
         let futs = peers.iter().map(|n| {
-            let cfg = probe::config(&n.conninfo, None);
-            async move { probe::poll(cfg?, deadline).await }
+            let cfg = probe::config(&n.conninfo, Some(&db));
+            async move { probe::state(cfg?, deadline, Some((me, term, lease.as_millis() as u64))).await }
         });
         let Some(results) = probe::block_on_cancellable(&self.rt, join_all(futs), shutdown_requested) else {
             return;
         };
-        let writable: Vec<String> = peers
-            .iter()
-            .zip(&results)
-            .filter(|(_, r)| matches!(r, Ok(a) if !a.in_recovery))
-            .map(|(n, _)| n.name.clone())
-            .collect();
+        let answers: Vec<(String, Option<PeerAnswer>)> =
+            peers.iter().zip(&results).map(|(n, r)| (n.name.clone(), r.as_ref().ok().map(|s| s.answer))).collect();
         let peer_results: Vec<PeerResult> = peers
             .iter()
             .zip(results)
@@ -40,42 +57,120 @@ impl Worker {
                 ok: r.is_ok(),
                 latency: r.as_ref().map(|a| a.latency).unwrap_or(Duration::ZERO),
                 error: match r {
-                    Ok(a) if !a.in_recovery => "writable: a second master".into(),
+                    Ok(a) if a.answer.writable() => "writable: a second master".into(),
+                    Ok(a) if a.answer.term > term => format!("newer term {}", a.answer.term),
                     Ok(_) => String::new(),
                     Err(e) => e,
                 },
             })
             .collect();
+        // Without the lease a cluster of this size could elect nobody else: keep the gate open.
+        let two_node = gucs::TWO_NODE_FAILOVER.get();
+        let can_fail_over = nodes.len() >= 3 || (nodes.len() == 2 && two_node);
+        let verdict = master_verdict(term, nodes, &answers);
         let connected = peer_results.iter().filter(|p| p.ok).count();
-        let state = if !writable.is_empty() {
-            // Two masters. Fencing is issue 5/5; until then say it loudly and do not touch
-            // node_info, which the other master may be keeping too.
-            let msg = format!(
-                "pg_keeper: CONFLICT: {} also accept(s) writes; this node ({me}) is writable too: one of them must be rejoined as a standby",
-                writable.join(", ")
-            );
-            if self.last_notice != msg {
-                warning!("{msg}");
-                self.last_notice = msg;
-            }
-            format!("CONFLICT: {} also writable", writable.join(", "))
-        } else {
-            let unanswered: Vec<String> = peer_results.iter().filter(|p| !p.ok).map(|p| p.name.clone()).collect();
-            let reaches_majority = is_majority(1 + connected, nodes.len());
-            match observe() {
-                Ok(obs) => {
-                    self.guard_sync(me, &obs, &unanswered, reaches_majority);
-                    self.keep_node_info(me, nodes, &obs.streaming);
+        let state = match &verdict {
+            MasterVerdict::OtherMaster { name, term: t, newer: true } => {
+                {
+                    let mut st = shared::STATE.exclusive();
+                    st.fence = 2;
+                    shared::put_str(&mut st.deposed_by, name);
+                    st.deposed_term = *t;
                 }
-                Err(e) => warning!("pg_keeper: cannot read replication state: {e}"),
+                warning!(
+                    "pg_keeper: {name} was elected master in term {t} (this node's term is {term}): this node stops taking writes for good; rejoin it as a standby (pgkeeper rejoin)"
+                );
+                format!("deposed by {name} (term {t}): needs rejoin")
             }
-            if peers.is_empty() {
-                "no standbys".to_string()
-            } else {
-                format!("connected, {connected}")
+            MasterVerdict::OtherMaster { name, term: t, newer: false } => {
+                // An older or equal term writable elsewhere (promoted by hand?): take no lease
+                // while it is there, and say so.
+                let msg = format!(
+                    "pg_keeper: CONFLICT: {name} (term {t}) also accepts writes; this node ({me}, term {term}) takes no writes while it does"
+                );
+                if self.last_notice != msg {
+                    warning!("{msg}");
+                    self.last_notice = msg;
+                }
+                if !can_fail_over {
+                    shared::STATE.exclusive().fence = 1;
+                }
+                format!("CONFLICT: {name} also writable")
+            }
+            MasterVerdict::Renew { .. } | MasterVerdict::NoMajority { .. } => {
+                let renew = matches!(verdict, MasterVerdict::Renew { .. });
+                {
+                    let mut st = shared::STATE.exclusive();
+                    if !can_fail_over {
+                        st.fence = 0;
+                    } else {
+                        st.fence = 1;
+                        if renew {
+                            st.lease_until = st.lease_until.max(started + lease.as_millis() as i64);
+                        }
+                    }
+                }
+                if let MasterVerdict::NoMajority { reached, registered } = verdict {
+                    if can_fail_over {
+                        self.notice_once(format!(
+                            "pg_keeper: fenced: only {reached} of {registered} registered nodes answered; commits wait until a majority answers again"
+                        ));
+                    }
+                } else if self.last_notice.starts_with("pg_keeper: fenced") {
+                    self.notice_once("pg_keeper: a majority answers again: lease renewed".into());
+                }
+                if full {
+                    let unanswered: Vec<String> =
+                        peer_results.iter().filter(|p| !p.ok).map(|p| p.name.clone()).collect();
+                    match observe() {
+                        Ok(obs) => {
+                            self.guard_sync(me, &obs, &unanswered, renew);
+                            if renew || !can_fail_over {
+                                self.keep_node_info(me, nodes, &obs.streaming);
+                            }
+                        }
+                        Err(e) => warning!("pg_keeper: cannot read replication state: {e}"),
+                    }
+                    if renew {
+                        self.push_to_witnesses(nodes, &answers);
+                    }
+                }
+                let gate = shared::gate_name(&shared::gate());
+                if peers.is_empty() {
+                    "no standbys".to_string()
+                } else {
+                    format!("connected, {connected}; term {term}; commits {gate}")
+                }
             }
         };
         self.publish(Mode::Master, &state, &peer_results);
+    }
+
+    /// Witnesses have no replica of node_info: hand them ours.
+    fn push_to_witnesses(&mut self, nodes: &[Node], answers: &[(String, Option<PeerAnswer>)]) {
+        let deadline = self.probe_deadline();
+        let db = gucs::database();
+        let witnesses: Vec<&Node> = nodes
+            .iter()
+            .filter(|n| n.is_witness && answers.iter().any(|(a, x)| *a == n.name && x.is_some_and(|x| x.witness)))
+            .collect();
+        if witnesses.is_empty() {
+            return;
+        }
+        let futs = witnesses.iter().map(|w| {
+            let cfg = probe::config(&w.conninfo, Some(&db));
+            async move { probe::push_registry(cfg?, deadline, nodes).await }
+        });
+        let Some(results) = probe::block_on_cancellable(&self.rt, join_all(futs), shutdown_requested) else {
+            return;
+        };
+        for (w, r) in witnesses.iter().zip(results) {
+            match r {
+                Ok(0) => {}
+                Ok(n) => log!("pg_keeper: node_info sent to witness {} ({n} rows changed)", w.name),
+                Err(e) => self.notice_once(format!("pg_keeper: cannot send node_info to witness {}: {e}", w.name)),
+            }
+        }
     }
 
     /// Write node_info as keeper-core says the master must keep it, when it differs.

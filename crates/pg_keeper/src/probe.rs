@@ -72,21 +72,89 @@ where
     }
 }
 
-/// What a polled node said: how long it took and whether it is in recovery (a standby).
-#[derive(Debug, Clone, Copy)]
-pub struct Answer {
-    pub latency: Duration,
-    pub in_recovery: bool,
+/// Plain poll (`SELECT 1`, any server, extension or not): Ok when it answered in time.
+pub async fn poll(cfg: Config, deadline: Duration) -> Result<(), String> {
+    with_client(cfg, deadline, |c| async move { c.query_one("SELECT 1", &[]).await.map(|_| ()) }).await
 }
 
-/// Direct poll: `SELECT pg_is_in_recovery()` on the node.
-pub async fn poll(cfg: Config, deadline: Duration) -> Result<Answer, String> {
+/// What a node says of itself through `pgkeeper._poll`: its role, whether its commit gate is
+/// shut, its term. With `heartbeat` (master mode: this node's name, term, lease in ms) the
+/// node also promises not to vote while that lease may run.
+#[derive(Debug, Clone, Copy)]
+pub struct State {
+    pub latency: Duration,
+    pub answer: keeper_core::election::PeerAnswer,
+}
+
+pub async fn state(cfg: Config, deadline: Duration, heartbeat: Option<(&str, u64, u64)>) -> Result<State, String> {
     let start = Instant::now();
-    let in_recovery = with_client(cfg, deadline, |c| async move {
-        c.query_one("SELECT pg_catalog.pg_is_in_recovery()", &[]).await.map(|r| r.get::<_, bool>(0))
+    let (from, term, lease) = match heartbeat {
+        Some((f, t, l)) => (Some(f.to_string()), Some(t as i64), Some(l as i64)),
+        None => (None, None, None),
+    };
+    let answer = with_client(cfg, deadline, |c| async move {
+        let row = c
+            .query_one(
+                "SELECT in_recovery, fenced, term, witness FROM pgkeeper._poll($1::text, $2::bigint, $3::bigint)",
+                &[&from, &term, &lease],
+            )
+            .await?;
+        Ok(keeper_core::election::PeerAnswer {
+            in_recovery: row.get(0),
+            fenced: row.get(1),
+            term: row.get::<_, i64>(2).max(0) as u64,
+            witness: row.get(3),
+        })
     })
     .await?;
-    Ok(Answer { latency: start.elapsed(), in_recovery })
+    Ok(State { latency: start.elapsed(), answer })
+}
+
+/// Ask `cfg`'s node for its vote (`pgkeeper.request_vote`, parameters only).
+pub async fn request_vote(
+    cfg: Config,
+    deadline: Duration,
+    candidate: &str,
+    term: u64,
+    lsn: u64,
+) -> Result<keeper_core::election::VoteReply, String> {
+    let candidate = candidate.to_string();
+    let lsn = keeper_core::lsn::format(lsn);
+    with_client(cfg, deadline, |c| async move {
+        let row = c
+            .query_one(
+                "SELECT granted, term, lsn, reason FROM pgkeeper.request_vote($1::text, $2::bigint, $3::text)",
+                &[&candidate, &(term as i64), &lsn],
+            )
+            .await?;
+        Ok(keeper_core::election::VoteReply {
+            granted: row.get(0),
+            term: row.get::<_, i64>(1).max(0) as u64,
+            lsn: row.get::<_, Option<String>>(2).and_then(|s| keeper_core::lsn::parse(&s)),
+            reason: row.get::<_, Option<String>>(3).unwrap_or_default(),
+        })
+    })
+    .await
+}
+
+/// Hand node_info to a witness (`pgkeeper._witness_sync`): it has no replica of the table.
+pub async fn push_registry(cfg: Config, deadline: Duration, nodes: &[keeper_core::Node]) -> Result<i32, String> {
+    let seqnos: Vec<i32> = nodes.iter().map(|n| n.seqno).collect();
+    let names: Vec<String> = nodes.iter().map(|n| n.name.clone()).collect();
+    let conninfos: Vec<String> = nodes.iter().map(|n| n.conninfo.clone()).collect();
+    let flags = |f: fn(&keeper_core::Node) -> bool| nodes.iter().map(f).collect::<Vec<bool>>();
+    let (m, x, s, w) =
+        (flags(|n| n.is_master), flags(|n| n.is_nextmaster), flags(|n| n.is_sync), flags(|n| n.is_witness));
+    with_client(cfg, deadline, |c| async move {
+        let row = c
+            .query_one(
+                "SELECT pgkeeper._witness_sync($1::int[], $2::text[], $3::text[], $4::bool[], $5::bool[], $6::bool[], $7::bool[])",
+                &[&seqnos, &names, &conninfos, &m, &x, &s, &w],
+            )
+            .await?;
+        Ok(row.get::<_, i32>(0))
+    })
+    .await
 }
 
 /// What a standby said when asked to poll the master for us.
@@ -94,8 +162,8 @@ pub async fn poll(cfg: Config, deadline: Duration) -> Result<Answer, String> {
 pub struct ViaAnswer {
     /// It reached the master.
     pub reached: bool,
-    /// It is itself in recovery (false: it was promoted).
-    pub in_recovery: bool,
+    /// It accepts writes itself (promoted, holding a lease; not a witness).
+    pub writable: bool,
 }
 
 /// Indirect poll: ask `via` to poll `target_conninfo` within `nested` (passed as parameters,
@@ -111,11 +179,12 @@ pub async fn poll_via(
     with_client(via, deadline, |c| async move {
         let row = c
             .query_one(
-                "SELECT pgkeeper.indirect_polling($1::text, $2::integer, true), pg_catalog.pg_is_in_recovery()",
+                "SELECT pgkeeper.indirect_polling($1::text, $2::integer, true), \
+                 NOT p.in_recovery AND NOT p.fenced AND NOT p.witness FROM pgkeeper._poll() p",
                 &[&target, &ms],
             )
             .await?;
-        Ok(ViaAnswer { reached: row.get(0), in_recovery: row.get(1) })
+        Ok(ViaAnswer { reached: row.get(0), writable: row.get(1) })
     })
     .await
 }

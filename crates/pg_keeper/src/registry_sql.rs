@@ -35,7 +35,7 @@ pub fn write_allowed() -> bool {
 }
 
 const SELECT_NODES: &str =
-    "SELECT seqno, name, conninfo, is_master, is_nextmaster, is_sync FROM pgkeeper.node_info ORDER BY seqno";
+    "SELECT seqno, name, conninfo, is_master, is_nextmaster, is_sync, is_witness FROM pgkeeper.node_info ORDER BY seqno";
 
 /// All rows, or None when the extension is not created in this database.
 pub fn read_nodes(client: &SpiClient<'_>) -> Result<Option<Vec<Node>>, pgrx::spi::Error> {
@@ -56,6 +56,7 @@ pub fn read_nodes(client: &SpiClient<'_>) -> Result<Option<Vec<Node>>, pgrx::spi
             is_master: row.get::<bool>(4)?.unwrap_or(false),
             is_nextmaster: row.get::<bool>(5)?.unwrap_or(false),
             is_sync: row.get::<bool>(6)?.unwrap_or(false),
+            is_witness: row.get::<bool>(7)?.unwrap_or(false),
         });
     }
     Ok(Some(out))
@@ -70,8 +71,8 @@ pub fn apply(client: &mut SpiClient<'_>, changes: &[Change]) -> Result<(), pgrx:
             }
             Change::Insert(n) => {
                 client.update(
-                    "INSERT INTO pgkeeper.node_info (seqno, name, conninfo, is_master, is_nextmaster, is_sync) \
-                     VALUES ($1, $2, $3, $4, $5, $6)",
+                    "INSERT INTO pgkeeper.node_info (seqno, name, conninfo, is_master, is_nextmaster, is_sync, is_witness) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
                     None,
                     &[
                         n.seqno.into(),
@@ -80,6 +81,7 @@ pub fn apply(client: &mut SpiClient<'_>, changes: &[Change]) -> Result<(), pgrx:
                         n.is_master.into(),
                         n.is_nextmaster.into(),
                         n.is_sync.into(),
+                        n.is_witness.into(),
                     ],
                 )?;
             }

@@ -11,7 +11,8 @@ CREATE TABLE pgkeeper.node_info (
     conninfo      text    NOT NULL,
     is_master     boolean NOT NULL DEFAULT false,
     is_nextmaster boolean NOT NULL DEFAULT false,
-    is_sync       boolean NOT NULL DEFAULT false
+    is_sync       boolean NOT NULL DEFAULT false,
+    is_witness    boolean NOT NULL DEFAULT false
 );
 COMMENT ON TABLE pgkeeper.node_info IS 'pg_keeper node registry; change it with pgkeeper.add_node / pgkeeper.del_node';
 "#,
@@ -44,12 +45,14 @@ CREATE FUNCTION pgkeeper.status(
     OUT node_name text, OUT mode text, OUT state text, OUT failed_rounds integer,
     OUT rounds bigint, OUT last_round timestamptz, OUT last_failover timestamptz,
     OUT worker_pid integer, OUT peers jsonb,
-    OUT sync_state text, OUT sync_since timestamptz, OUT sync_reason text)
+    OUT sync_state text, OUT sync_since timestamptz, OUT sync_reason text,
+    OUT term bigint, OUT commits text)
 RETURNS SETOF record LANGUAGE sql VOLATILE AS $$
     SELECT node_name, mode, state, failed_rounds, rounds,
            to_timestamp(last_round_epoch), to_timestamp(last_failover_epoch),
            worker_pid, peers::jsonb,
-           sync_state, to_timestamp(sync_since_epoch), nullif(sync_reason, '')
+           sync_state, to_timestamp(sync_since_epoch), nullif(sync_reason, ''),
+           term, commits
     FROM pgkeeper._status_raw()
 $$;
 
@@ -66,14 +69,20 @@ REVOKE ALL ON TABLE pgkeeper.node_info FROM PUBLIC;
 REVOKE ALL ON SCHEMA pgkeeper FROM PUBLIC;
 GRANT USAGE ON SCHEMA pgkeeper TO pgkeeper_admin, pg_monitor;
 GRANT SELECT, INSERT, UPDATE, DELETE ON pgkeeper.node_info TO pgkeeper_admin;
-REVOKE ALL ON FUNCTION pgkeeper.add_node(text, text), pgkeeper.del_node(text),
+REVOKE ALL ON FUNCTION pgkeeper.add_node(text, text, boolean), pgkeeper.del_node(text),
     pgkeeper.del_node(integer), pgkeeper.indirect_polling(text, integer, boolean),
     pgkeeper.indirect_kill(text), pgkeeper._api_write_allowed(), pgkeeper.pause_failover(integer),
-    pgkeeper._status_raw(), pgkeeper.status(), pgkeeper.node_info_guard() FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION pgkeeper.add_node(text, text), pgkeeper.del_node(text),
+    pgkeeper._status_raw(), pgkeeper.status(), pgkeeper.node_info_guard(),
+    pgkeeper._poll(text, bigint, bigint), pgkeeper.request_vote(text, bigint, text),
+    pgkeeper.stand_for_election(),
+    pgkeeper._witness_sync(integer[], text[], text[], boolean[], boolean[], boolean[], boolean[]) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION pgkeeper.add_node(text, text, boolean), pgkeeper.del_node(text),
     pgkeeper.del_node(integer), pgkeeper.indirect_polling(text, integer, boolean),
     pgkeeper.indirect_kill(text), pgkeeper._api_write_allowed(), pgkeeper.pause_failover(integer),
-    pgkeeper._status_raw(), pgkeeper.status(), pgkeeper.node_info_guard() TO pgkeeper_admin;
+    pgkeeper._status_raw(), pgkeeper.status(), pgkeeper.node_info_guard(),
+    pgkeeper._poll(text, bigint, bigint), pgkeeper.request_vote(text, bigint, text),
+    pgkeeper.stand_for_election(),
+    pgkeeper._witness_sync(integer[], text[], text[], boolean[], boolean[], boolean[], boolean[]) TO pgkeeper_admin;
 GRANT EXECUTE ON FUNCTION pgkeeper._status_raw(), pgkeeper.status() TO pg_monitor;
 "#,
     name = "guards_and_grants",

@@ -42,6 +42,23 @@ pub struct KeeperState {
     pub sync_reason: [u8; 256],
     pub npeers: u32,
     pub peers: [PeerState; MAX_PEERS],
+    /// The vote record (`votes.rs`), mirrored once loaded from its file.
+    pub vote_loaded: bool,
+    pub term: u64,
+    pub voted_for: [u8; NAME_LEN],
+    /// Commit gate (`fence.rs`): 0 = open (not in a cluster that can fail over without this
+    /// node), 1 = lease (commits pass while `lease_until` is ahead), 2 = deposed for good.
+    pub fence: u8,
+    /// Monotonic ms ([`mono_ms`]): end of the master's lease.
+    pub lease_until: i64,
+    pub deposed_by: [u8; NAME_LEN],
+    pub deposed_term: u64,
+    /// Monotonic ms: no vote is granted before (a master's lease acknowledged here).
+    pub hold_until: i64,
+    /// The worker set `hold_until` after this server's start; no vote before that.
+    pub hold_ready: bool,
+    /// Stand for election at the next round, whatever the master does (planned switchover).
+    pub stand_now: bool,
 }
 
 impl Default for PeerState {
@@ -68,6 +85,18 @@ impl Default for KeeperState {
             sync_reason: [0; 256],
             npeers: 0,
             peers: [PeerState::default(); MAX_PEERS],
+            vote_loaded: false,
+            term: 0,
+            voted_for: [0; NAME_LEN],
+            // A master starts fenced: it must hear from a majority before it takes writes
+            // (it may be an old master coming back after a failover).
+            fence: 1,
+            lease_until: 0,
+            deposed_by: [0; NAME_LEN],
+            deposed_term: 0,
+            hold_until: 0,
+            hold_ready: false,
+            stand_now: false,
         }
     }
 }
@@ -118,6 +147,7 @@ pub fn mode_name(mode: u8) -> &'static str {
         1 => "master",
         2 => "standby",
         3 => "idle",
+        4 => "witness",
         _ => "not running",
     }
 }
@@ -145,4 +175,46 @@ pub fn notify_worker(registry: bool, settings: bool) -> bool {
         pg_sys::SetLatch(&raw mut (*proc_).procLatch);
     }
     true
+}
+
+/// Milliseconds of CLOCK_MONOTONIC: the same clock in every process of this host, never set
+/// back. Leases and vote holds are measured on it.
+pub fn mono_ms() -> i64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec * 1000 + ts.tv_nsec / 1_000_000
+}
+
+/// What the commit gate says right now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Gate {
+    Open,
+    /// No lease: commits wait (a lease may come back).
+    Fenced,
+    /// Another node was elected master in a newer term: commits fail until rejoined.
+    Deposed {
+        by: String,
+        term: u64,
+    },
+}
+
+pub fn gate() -> Gate {
+    if !available() {
+        return Gate::Open;
+    }
+    let st = STATE.share();
+    match st.fence {
+        0 => Gate::Open,
+        2 => Gate::Deposed { by: get_str(&st.deposed_by), term: st.deposed_term },
+        _ if mono_ms() < st.lease_until => Gate::Open,
+        _ => Gate::Fenced,
+    }
+}
+
+pub fn gate_name(g: &Gate) -> String {
+    match g {
+        Gate::Open => "open".into(),
+        Gate::Fenced => "fenced".into(),
+        Gate::Deposed { by, term } => format!("deposed by {by} (term {term})"),
+    }
 }

@@ -1,5 +1,5 @@
 //! Standby mode: poll the master directly and through every other standby, let keeper-core
-//! decide (promote, hold, follow a new master), and carry the decision out.
+//! decide (stand for election, hold, follow a new master), and carry the decision out.
 
 use crate::worker::{now_ms, shutdown_requested, Mode, PeerResult, Worker};
 use crate::{actions, gucs, probe, shared};
@@ -19,15 +19,22 @@ impl Worker {
             self.publish(Mode::Standby, "no master in node_info", &[]);
             return;
         };
+        {
+            // Whatever makes this server a master later (an election, pg_ctl promote by
+            // hand), it takes writes only once it holds a lease.
+            let mut st = shared::STATE.exclusive();
+            st.fence = 1;
+            st.lease_until = 0;
+        }
         let deadline = self.probe_deadline();
         // The standby we ask must answer within our deadline, including its own probe.
         let nested = deadline.mul_f64(0.5);
         let others: Vec<&Node> = nodes.iter().filter(|n| n.name != me && !n.is_master).collect();
-        let direct = {
-            let cfg = probe::config(&master.conninfo, None);
-            async move { probe::poll(cfg?, deadline).await }
-        };
         let db = gucs::database();
+        let direct = {
+            let cfg = probe::config(&master.conninfo, Some(&db));
+            async move { probe::state(cfg?, deadline, None).await }
+        };
         let indirect = join_all(others.iter().map(|n| {
             let cfg = probe::config(&n.conninfo, Some(&db));
             let target = master.conninfo.clone();
@@ -39,9 +46,9 @@ impl Worker {
         };
 
         // A registered master that answers from recovery (an old master rejoined as a
-        // standby) is not a live master.
+        // standby) or fenced (it lost its lease) is not a live master.
         let obs = RoundObservation {
-            direct_ok: matches!(direct, Ok(a) if !a.in_recovery),
+            direct_ok: matches!(direct, Ok(s) if s.answer.writable()),
             indirect: others
                 .iter()
                 .zip(&indirect)
@@ -58,14 +65,19 @@ impl Worker {
         let writable: Vec<String> = others
             .iter()
             .zip(&indirect)
-            .filter(|(_, r)| matches!(r, Ok(a) if !a.in_recovery))
+            .filter(|(_, r)| matches!(r, Ok(a) if a.writable))
             .map(|(n, _)| n.name.clone())
             .collect();
         let mut peers = vec![PeerResult {
             name: master.name.clone(),
             ok: direct.is_ok(),
             latency: direct.as_ref().map(|a| a.latency).unwrap_or(Duration::ZERO),
-            error: direct.as_ref().err().cloned().unwrap_or_default(),
+            error: match &direct {
+                Ok(s) if s.answer.in_recovery => "in recovery".into(),
+                Ok(s) if s.answer.fenced => "fenced".into(),
+                Ok(_) => String::new(),
+                Err(e) => e.clone(),
+            },
         }];
         for (n, r) in others.iter().zip(indirect) {
             peers.push(PeerResult {
@@ -73,7 +85,7 @@ impl Worker {
                 ok: r.is_ok(),
                 latency: Duration::ZERO,
                 error: match r {
-                    Ok(a) if !a.in_recovery => "writable: promoted".into(),
+                    Ok(a) if a.writable => "writable: promoted".into(),
                     Ok(a) if a.reached => String::new(),
                     Ok(_) => format!("answered: cannot reach {}", master.name),
                     Err(e) => e,
@@ -86,8 +98,13 @@ impl Worker {
             two_node_failover: gucs::TWO_NODE_FAILOVER.get(),
             paused: shared::STATE.share().paused_until_ms > now_ms(),
         };
-        let decision = self.standby.on_round(me, nodes, &obs, cfg);
+        let mut decision = self.standby.on_round(me, nodes, &obs, cfg);
         let master_alive = decision == Decision::MasterAlive;
+        if std::mem::take(&mut shared::STATE.exclusive().stand_now) && writable.is_empty() {
+            // A planned switchover asked this node to stand now.
+            log!("pg_keeper: standing for election on request (planned switchover)");
+            decision = Decision::Stand { old_master: master.name.clone(), failed_rounds: self.standby.failed_rounds };
+        }
 
         // Someone else already promoted: follow it rather than promote.
         match follow(master_alive, &writable) {
@@ -132,12 +149,12 @@ impl Worker {
             }
             Decision::Hold { failed_rounds, why } => {
                 let why = match why {
-                    Hold::NotNextMaster => "this node is not the next master".to_string(),
-                    Hold::NoMajority { confirmations, registered } => format!(
-                        "only {confirmations} of {registered} registered nodes confirm it (a majority is needed{})",
-                        if registered == 2 { "; see pg_keeper.two_node_failover" } else { "" }
-                    ),
-                    Hold::NotInRegistry => "this node or the master is missing from node_info".to_string(),
+                    Hold::WaitingTurn { rank } => {
+                        format!("{rank} standby(s) rank before this one; standing after {rank} more round(s)")
+                    }
+                    Hold::NotCandidate => {
+                        "this node is not a candidate (a witness, or missing from node_info)".to_string()
+                    }
                     Hold::Paused => "automatic failover is paused (planned switchover)".to_string(),
                 };
                 self.notice_once(format!(
@@ -146,26 +163,23 @@ impl Worker {
                 ));
                 format!("master unreachable, {failed_rounds} rounds; holding: {why}")
             }
-            Decision::Promote { old_master, failed_rounds, confirmed_by } => {
-                self.promote(me, &old_master, failed_rounds, &confirmed_by, nodes.len())
-            }
+            Decision::Stand { old_master, failed_rounds } => self.stand(me, nodes, &old_master, failed_rounds),
         };
         self.publish(Mode::Standby, &state, &peers);
     }
 
-    fn promote(
+    pub(crate) fn promote(
         &mut self,
         me: &str,
         old_master: &str,
-        failed_rounds: u32,
-        confirmed_by: &[String],
+        term: u64,
+        votes: &[String],
         registered: usize,
     ) -> String {
         log!(
-            "pg_keeper: promoting {me}: master \"{old_master}\" unreachable for {failed_rounds} rounds, confirmed by {} of {registered} registered nodes ({me}{}{})",
-            1 + confirmed_by.len(),
-            if confirmed_by.is_empty() { "" } else { ", " },
-            confirmed_by.join(", ")
+            "pg_keeper: promoting {me}: elected in term {term} with the votes of {} of {registered} registered nodes ({}); old master \"{old_master}\"",
+            votes.len(),
+            votes.join(", ")
         );
         match actions::promote() {
             Ok(true) => {}

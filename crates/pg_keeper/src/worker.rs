@@ -6,6 +6,7 @@
 //! observations and carries out the actions.
 
 use crate::{gucs, probe, registry_sql, shared};
+use keeper_core::election::{heartbeat_interval, master_lease, voter_hold};
 use keeper_core::failover::StandbyMode;
 use keeper_core::settings::Settings;
 use pgrx::bgworkers::{BackgroundWorker, SignalWakeFlags};
@@ -19,6 +20,8 @@ pub(crate) enum Mode {
     Standby,
     /// Not configured (no pg_keeper.node_name): does nothing until it is set.
     Idle,
+    /// pg_keeper.witness = on: votes and answers (through SQL functions), nothing else.
+    Witness,
 }
 
 impl Mode {
@@ -27,6 +30,7 @@ impl Mode {
             Mode::Master => 1,
             Mode::Standby => 2,
             Mode::Idle => 3,
+            Mode::Witness => 4,
         }
     }
 }
@@ -75,6 +79,12 @@ pub(crate) struct Worker {
     pub(crate) sync_guard: Option<keeper_core::sync_guard::SyncGuard>,
     /// What is remembered while synchronous replication is degraded.
     pub(crate) degraded: Option<crate::sync_state::Degraded>,
+    /// Master mode rounds (heartbeats) since entering master mode.
+    pub(crate) master_rounds: u64,
+    /// Newest term seen in vote replies: the next election goes past it.
+    pub(crate) seen_term: u64,
+    /// Run the next round no later than this (an election waiting for a lease to end).
+    pub(crate) retry_at: Option<Instant>,
 }
 
 /// Result of one peer's probe in a round, for shared memory.
@@ -100,6 +110,9 @@ impl Worker {
             hurry: false,
             sync_guard: None,
             degraded: None,
+            master_rounds: 0,
+            seen_term: 0,
+            retry_at: None,
         }
     }
 
@@ -110,8 +123,12 @@ impl Worker {
         }
         log!("pg_keeper: worker started");
         self.load_settings();
+        self.init_election_state();
         let mut next_round = Instant::now();
         loop {
+            if let Some(at) = self.retry_at.take() {
+                next_round = next_round.min(at);
+            }
             let wait = next_round.saturating_duration_since(Instant::now());
             if !BackgroundWorker::wait_latch(Some(wait)) {
                 break;
@@ -137,7 +154,13 @@ impl Worker {
                 continue;
             }
             self.hurry = false;
-            next_round = Instant::now() + self.settings.keepalive_time;
+            // Master mode heartbeats twice per keepalive_time (its lease lasts one).
+            next_round = Instant::now()
+                + if self.mode == Some(Mode::Master) {
+                    heartbeat_interval(self.settings.keepalive_time)
+                } else {
+                    self.settings.keepalive_time
+                };
             self.round();
             if shutdown_requested() {
                 break;
@@ -194,6 +217,29 @@ impl Worker {
         self.settings = settings;
     }
 
+    /// Before any vote: this server may have acknowledged a master's lease just before it
+    /// stopped, so it honours one whole hold from now; and its term is read from disk.
+    fn init_election_state(&mut self) {
+        let hold = voter_hold(master_lease(self.settings.keepalive_time));
+        {
+            let mut st = shared::STATE.exclusive();
+            if !st.hold_ready {
+                st.hold_until = st.hold_until.max(shared::mono_ms() + hold.as_millis() as i64);
+                st.hold_ready = true;
+            }
+        }
+        if let Some(me) = gucs::node_name() {
+            match crate::votes::current(&me) {
+                Ok(r) => log!(
+                    "pg_keeper: term {}{}",
+                    r.term,
+                    r.voted_for.map(|v| format!(", voted for {v}")).unwrap_or_default()
+                ),
+                Err(e) => warning!("pg_keeper: cannot read the vote record: {e}; this node will not vote"),
+            }
+        }
+    }
+
     /// Deadline of one probe: below keepalive_time so a round always ends before the next
     /// one is due, and capped so that a long interval never means a long wait on a dead peer.
     pub(crate) fn probe_deadline(&self) -> Duration {
@@ -208,11 +254,13 @@ impl Worker {
                 Mode::Idle => warning!(
                     "pg_keeper: pg_keeper.node_name is not set; the worker stays idle until it is set and the configuration is reloaded"
                 ),
+                Mode::Witness => log!("pg_keeper: entering witness mode"),
             }
             self.mode = Some(mode);
             self.standby = StandbyMode::default();
             self.following = None;
             self.sync_guard = None;
+            self.master_rounds = 0;
         }
     }
 
@@ -223,11 +271,18 @@ impl Worker {
             self.publish(Mode::Idle, "pg_keeper.node_name is not set", &[]);
             return;
         };
-        let mode = if unsafe { pg_sys::RecoveryInProgress() } { Mode::Standby } else { Mode::Master };
+        let mode = if gucs::WITNESS.get() {
+            Mode::Witness
+        } else if unsafe { pg_sys::RecoveryInProgress() } {
+            Mode::Standby
+        } else {
+            Mode::Master
+        };
         self.set_mode(mode);
         let nodes = match BackgroundWorker::transaction(|| Spi::connect(registry_sql::read_nodes)) {
             Ok(Some(n)) => n,
             Ok(None) => {
+                shared::STATE.exclusive().fence = 0;
                 self.publish(mode, "extension not created", &[]);
                 return;
             }
@@ -237,12 +292,19 @@ impl Worker {
             }
         };
         if !nodes.iter().any(|n| n.name == me) {
+            // Not (yet) part of a cluster: nothing to fence. Registration happens on the
+            // first node before any standby exists.
+            shared::STATE.exclusive().fence = 0;
             self.publish(mode, &format!("not registered ({} nodes in node_info)", nodes.len()), &[]);
             return;
         }
         match mode {
             Mode::Master => self.master_round(&me, &nodes),
             Mode::Standby => self.standby_round(&me, &nodes),
+            Mode::Witness => {
+                let term = shared::STATE.share().term;
+                self.publish(Mode::Witness, &format!("witness: term {term}, {} nodes in node_info", nodes.len()), &[]);
+            }
             Mode::Idle => {}
         }
     }

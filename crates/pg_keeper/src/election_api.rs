@@ -1,0 +1,217 @@
+//! The SQL face of elections and leases (issue 5/5), called by other nodes' workers with
+//! parameters: `_poll` (state, and master mode's heartbeat), `request_vote`, `_witness_sync`;
+//! and `stand_for_election` for a planned switchover. The rules are keeper-core's
+//! (`keeper_core::election`); this file reads the facts and persists the record.
+
+use crate::api::{fail, required};
+use crate::{gucs, registry_sql, shared, votes};
+use keeper_core::election::{decide_vote, voter_hold, Refusal, VoteRecord, VoteRequest, VoterView};
+use keeper_core::registry::diff;
+use keeper_core::{lsn, Node};
+use pgrx::prelude::*;
+use std::time::Duration;
+
+fn node_name_or_fail() -> String {
+    gucs::node_name().unwrap_or_else(|| {
+        fail(
+            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            "pg_keeper.node_name is not set on this server",
+            None,
+        )
+    })
+}
+
+fn in_recovery() -> bool {
+    unsafe { pg_sys::RecoveryInProgress() }
+}
+
+/// WAL this server has received: the newest of received and replayed (a standby that
+/// restarted has replayed WAL it did not receive in this life). None on a master.
+pub fn received_lsn() -> Result<Option<u64>, pgrx::spi::Error> {
+    Spi::connect(|c| {
+        c.select(
+            "SELECT CASE WHEN pg_catalog.pg_is_in_recovery() \
+             THEN greatest(pg_catalog.pg_last_wal_receive_lsn(), pg_catalog.pg_last_wal_replay_lsn())::text END",
+            None,
+            &[],
+        )?
+        .first()
+        .get_one::<String>()
+    })
+    .map(|s| s.and_then(|s| lsn::parse(&s)))
+}
+
+/// This node's answer to a vote request, the record persisted before it. Needs a
+/// transaction (SPI reads node_info and the WAL position). Used for the candidate's own vote
+/// too, so that it obeys the same rules.
+pub fn answer_vote(me: &str, req: &VoteRequest) -> Result<(Result<(), Refusal>, Term, Option<u64>), String> {
+    let witness = gucs::WITNESS.get();
+    let nodes = Spi::connect(registry_sql::read_nodes).map_err(|e| e.to_string())?.unwrap_or_default();
+    let my_lsn = if witness { None } else { received_lsn().map_err(|e| e.to_string())? };
+    let (hold_ready, hold_until) = {
+        let st = shared::STATE.share();
+        (st.hold_ready, st.hold_until)
+    };
+    if !hold_ready {
+        // Right after a start the worker has not yet set the hold that covers a lease this
+        // server may have acknowledged before it stopped.
+        return Ok((Err(Refusal::LeaseHeld { left_ms: 0 }), votes::current(me)?.term, my_lsn));
+    }
+    let view = VoterView {
+        me,
+        nodes: &nodes,
+        is_master: !in_recovery() && !witness,
+        my_lsn: my_lsn.unwrap_or(0),
+        hold_left: Duration::from_millis((hold_until - shared::mono_ms()).max(0) as u64),
+    };
+    let (answer, term) = votes::with_record(me, |rec| {
+        let (answer, new) = decide_vote(rec, req, &view);
+        let term = new.term;
+        ((answer, term), new)
+    })?;
+    Ok((answer, term, my_lsn))
+}
+
+type Term = u64;
+
+/// A node's state for pollers; with `from_node`, `term` and `lease_ms` it is master mode's
+/// heartbeat, and this node refuses to vote until the lease (plus a margin) has surely ended.
+#[allow(clippy::type_complexity)]
+#[pg_extern(volatile, parallel_unsafe)]
+fn _poll(
+    from_node: default!(Option<&str>, "NULL"),
+    term: default!(Option<i64>, "NULL"),
+    lease_ms: default!(Option<i64>, "NULL"),
+) -> TableIterator<'static, (name!(in_recovery, bool), name!(fenced, bool), name!(term, i64), name!(witness, bool))> {
+    let recovery = in_recovery();
+    let witness = gucs::WITNESS.get();
+    let my_term = match gucs::node_name() {
+        Some(me) if shared::available() => votes::current(&me).unwrap_or_else(|e| {
+            fail(PgSqlErrorCode::ERRCODE_DATA_CORRUPTED, format!("pg_keeper vote record: {e}"), None)
+        }),
+        _ => VoteRecord::default(),
+    }
+    .term;
+    if let (Some(_), Some(t), Some(ms)) = (from_node, term, lease_ms) {
+        if !(1..=3_600_000).contains(&ms) || t < 0 {
+            fail(
+                PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+                "invalid heartbeat (term >= 0, 1 <= lease_ms <= 3600000)",
+                None,
+            );
+        }
+        // A heartbeat from an older term is from a master this node may have voted against.
+        if t as u64 >= my_term && shared::available() {
+            let until = shared::mono_ms() + voter_hold(Duration::from_millis(ms as u64)).as_millis() as i64;
+            let mut st = shared::STATE.exclusive();
+            st.hold_until = st.hold_until.max(until);
+        }
+    }
+    let fenced = !recovery && !witness && shared::gate() != shared::Gate::Open;
+    TableIterator::once((recovery, fenced, my_term as i64, witness))
+}
+
+/// Grant or refuse this node's vote to `candidate` for `term`. The answer is persisted
+/// (fsynced) before it is returned. See keeper_core::election::decide_vote for the rules.
+#[allow(clippy::type_complexity)]
+#[pg_extern(volatile, parallel_unsafe)]
+fn request_vote(
+    candidate: Option<&str>,
+    term: Option<i64>,
+    candidate_lsn: Option<&str>,
+) -> TableIterator<'static, (name!(granted, bool), name!(term, i64), name!(lsn, Option<String>), name!(reason, String))>
+{
+    let candidate = required(candidate, "candidate");
+    let Some(term) = term else { fail(PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED, "term must not be NULL", None) };
+    let lsn_text = required(candidate_lsn, "candidate_lsn");
+    if term < 1 {
+        fail(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, format!("term must be at least 1, not {term}"), None);
+    }
+    let Some(candidate_lsn) = lsn::parse(lsn_text) else {
+        fail(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, format!("invalid WAL position \"{lsn_text}\""), None)
+    };
+    if let Err(e) = keeper_core::registry::check_name(candidate) {
+        fail(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, e.to_string(), None);
+    }
+    let me = node_name_or_fail();
+    if !shared::available() {
+        fail(
+            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            "pg_keeper is not in shared_preload_libraries",
+            None,
+        );
+    }
+    let req = VoteRequest { term: term as u64, candidate: candidate.to_string(), candidate_lsn };
+    let (answer, now_term, my_lsn) = answer_vote(&me, &req)
+        .unwrap_or_else(|e| fail(PgSqlErrorCode::ERRCODE_IO_ERROR, format!("pg_keeper: cannot vote: {e}"), None));
+    let reason = match &answer {
+        Ok(()) => {
+            log!("pg_keeper: voted for {candidate} in term {term}");
+            String::new()
+        }
+        Err(r) => r.to_string(),
+    };
+    TableIterator::once((answer.is_ok(), now_term as i64, my_lsn.map(lsn::format), reason))
+}
+
+/// Planned switchover: make this standby stand for election at its worker's next round,
+/// whether or not the master answers. It still needs a majority of votes, which nodes grant
+/// only once the old master's lease has surely ended. Returns false when no worker runs.
+#[pg_extern(volatile, parallel_unsafe)]
+fn stand_for_election() -> bool {
+    if !in_recovery() {
+        fail(PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE, "stand_for_election runs on a standby", None);
+    }
+    if !shared::available() {
+        return false;
+    }
+    shared::STATE.exclusive().stand_now = true;
+    shared::notify_worker(false, false)
+}
+
+/// On a witness: replace the local copy of node_info with the master's rows. Returns the
+/// number of rows changed.
+#[allow(clippy::too_many_arguments)]
+#[pg_extern(volatile, parallel_unsafe)]
+fn _witness_sync(
+    seqnos: Vec<i32>,
+    names: Vec<String>,
+    conninfos: Vec<String>,
+    masters: Vec<bool>,
+    nexts: Vec<bool>,
+    syncs: Vec<bool>,
+    witnesses: Vec<bool>,
+) -> i32 {
+    if !gucs::WITNESS.get() {
+        fail(
+            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            "this server is not a witness (pg_keeper.witness)",
+            None,
+        );
+    }
+    let n = seqnos.len();
+    if [names.len(), conninfos.len(), masters.len(), nexts.len(), syncs.len(), witnesses.len()].iter().any(|l| *l != n)
+    {
+        fail(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, "all arrays must have the same length", None);
+    }
+    let new: Vec<Node> = (0..n)
+        .map(|i| Node {
+            seqno: seqnos[i],
+            name: names[i].clone(),
+            conninfo: conninfos[i].clone(),
+            is_master: masters[i],
+            is_nextmaster: nexts[i],
+            is_sync: syncs[i],
+            is_witness: witnesses[i],
+        })
+        .collect();
+    Spi::connect_mut(|c| {
+        c.update("LOCK TABLE pgkeeper.node_info IN SHARE ROW EXCLUSIVE MODE", None, &[])?;
+        let old = registry_sql::read_nodes(c)?.unwrap_or_default();
+        let changes = diff(&old, &new);
+        let _guard = registry_sql::WriteGuard::open();
+        registry_sql::apply(c, &changes)?;
+        Ok::<_, pgrx::spi::Error>(changes.len() as i32)
+    })
+    .unwrap_or_else(|e| fail(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, e.to_string(), None))
+}

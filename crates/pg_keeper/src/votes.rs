@@ -1,0 +1,69 @@
+//! The vote record on disk: `$PGDATA/pg_keeper.<node>.vote` (`term N` / `voted_for NAME`),
+//! written to a temporary file, fsynced, renamed and the directory fsynced before any answer
+//! that depends on it. The node name is in the file name because base backups and pg_rewind
+//! copy a data directory from another node. Mirrored in shared memory once read.
+//!
+//! Every read-decide-write runs under the exclusive lock of the shared state, so two vote
+//! requests arriving at once cannot both be granted in one term.
+
+use crate::shared::{self, STATE};
+use keeper_core::election::VoteRecord;
+use std::ffi::CStr;
+use std::io::Write;
+use std::path::PathBuf;
+
+fn path(node: &str) -> PathBuf {
+    let dir = unsafe { CStr::from_ptr(pgrx::pg_sys::DataDir) }.to_string_lossy().into_owned();
+    PathBuf::from(dir).join(format!("pg_keeper.{node}.vote"))
+}
+
+fn load(node: &str) -> Result<VoteRecord, String> {
+    let p = path(node);
+    match std::fs::read_to_string(&p) {
+        Ok(s) => VoteRecord::parse(&s).map_err(|e| format!("{}: {e}", p.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(VoteRecord::default()),
+        Err(e) => Err(format!("cannot read {}: {e}", p.display())),
+    }
+}
+
+fn store(node: &str, rec: &VoteRecord) -> Result<(), String> {
+    let p = path(node);
+    let tmp = p.with_extension("vote.tmp");
+    let io = |e: std::io::Error| format!("cannot write {}: {e}", p.display());
+    let mut f = std::fs::File::create(&tmp).map_err(io)?;
+    f.write_all(rec.to_file().as_bytes()).map_err(io)?;
+    f.sync_all().map_err(io)?;
+    drop(f);
+    std::fs::rename(&tmp, &p).map_err(io)?;
+    if let Some(dir) = p.parent() {
+        std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
+    }
+    Ok(())
+}
+
+/// Run `decide` on the current record; persist what it returns (when it differs) before
+/// returning its answer. Err when the record cannot be read or written: then nothing was
+/// granted.
+pub fn with_record<T>(node: &str, decide: impl FnOnce(&VoteRecord) -> (T, VoteRecord)) -> Result<T, String> {
+    let mut st = STATE.exclusive();
+    let current = if st.vote_loaded {
+        VoteRecord { term: st.term, voted_for: Some(shared::get_str(&st.voted_for)).filter(|s| !s.is_empty()) }
+    } else {
+        load(node)?
+    };
+    let (answer, new) = decide(&current);
+    if new != current || !st.vote_loaded {
+        if new != current {
+            store(node, &new)?;
+        }
+        st.term = new.term;
+        shared::put_str(&mut st.voted_for, new.voted_for.as_deref().unwrap_or(""));
+        st.vote_loaded = true;
+    }
+    Ok(answer)
+}
+
+/// The current record (loaded from disk the first time).
+pub fn current(node: &str) -> Result<VoteRecord, String> {
+    with_record(node, |r| (r.clone(), r.clone()))
+}
