@@ -40,13 +40,14 @@ pub(crate) fn server_running(pgdata: &Path) -> bool {
         .is_some_and(|pid| unsafe { libc::kill(pid, 0) } == 0)
 }
 
-/// The configuration files at the top of the data directory: base backups and pg_rewind
-/// replace them with the master's, and this node must keep its own (port, node_name, ...).
+/// The configuration files at the top of the data directory, and pg_keeper's vote record:
+/// base backups and pg_rewind replace them with the master's (or drop them), and this node
+/// must keep its own (port, node_name, the terms it voted in, ...).
 pub(crate) fn save_confs(pgdata: &Path) -> Result<Vec<(String, Vec<u8>)>> {
     let mut out = Vec::new();
     for e in std::fs::read_dir(pgdata)? {
         let p = e?.path();
-        if p.extension().is_some_and(|x| x == "conf") && p.is_file() {
+        if p.extension().is_some_and(|x| x == "conf" || x == "vote") && p.is_file() {
             out.push((p.file_name().unwrap().to_string_lossy().into_owned(), std::fs::read(&p)?));
         }
     }

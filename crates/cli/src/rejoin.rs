@@ -103,7 +103,7 @@ pub fn rejoin(args: &[String]) -> Result<()> {
     let masters: Vec<&status::NodeRow> = report
         .nodes
         .iter()
-        .filter(|(n, l)| n.name != o.name && matches!(l, Ok(l) if !l.in_recovery))
+        .filter(|(n, l)| n.name != o.name && matches!(l, Ok(l) if l.writable()))
         .map(|(n, _)| n)
         .collect();
     let master = match masters.as_slice() {

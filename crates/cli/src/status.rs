@@ -77,6 +77,16 @@ pub struct Live {
     pub upstream: Option<String>,
     /// Master: synchronous standbys (name -> sync_state).
     pub sync_standbys: Vec<(String, String)>,
+    /// Election term, and the commit gate ("open", "fenced", "deposed by ...").
+    pub term: i64,
+    pub commits: String,
+}
+
+impl Live {
+    /// Acknowledges writes now: not a standby, not a witness, commit gate open.
+    pub fn writable(&self) -> bool {
+        !self.in_recovery && self.mode != "witness" && self.commits == "open"
+    }
 }
 
 const LIVE_SQL: &str = "
@@ -89,7 +99,8 @@ SELECT pg_is_in_recovery(), s.mode, s.state, s.sync_state,
             ELSE pg_current_wal_lsn()::text END,
        pg_last_wal_replay_lsn()::text,
        (SELECT status FROM pg_stat_wal_receiver),
-       (SELECT sender_host || ':' || sender_port FROM pg_stat_wal_receiver)
+       (SELECT sender_host || ':' || sender_port FROM pg_stat_wal_receiver),
+       s.term, s.commits
 FROM pgkeeper.status() s";
 
 pub fn live(conninfo: &str) -> Result<Live> {
@@ -106,6 +117,8 @@ pub fn live(conninfo: &str) -> Result<Live> {
         receiver: r.get(7),
         upstream: r.get(8),
         sync_standbys: Vec::new(),
+        term: r.get(9),
+        commits: r.get(10),
     };
     if !l.in_recovery {
         for row in c.query("SELECT application_name, sync_state FROM pg_stat_replication", &[])? {
@@ -141,7 +154,7 @@ pub fn gather(conninfo: &str) -> Result<Report> {
 fn warnings(nodes: &[(NodeRow, Result<Live, String>)]) -> Vec<String> {
     let mut w = Vec::new();
     let writable: Vec<&str> =
-        nodes.iter().filter(|(_, l)| matches!(l, Ok(l) if !l.in_recovery)).map(|(n, _)| n.name.as_str()).collect();
+        nodes.iter().filter(|(_, l)| matches!(l, Ok(l) if l.writable())).map(|(n, _)| n.name.as_str()).collect();
     if writable.len() > 1 {
         w.push(format!("more than one node accepts writes: {} (split brain: rejoin all but one)", writable.join(", ")));
     }
@@ -157,6 +170,8 @@ fn warnings(nodes: &[(NodeRow, Result<Live, String>)]) -> Vec<String> {
                 }
                 if l.state.contains("needs rejoin") || l.state.contains("CONFLICT") {
                     w.push(format!("{}: {} (pgkeeper rejoin)", n.name, l.state));
+                } else if l.commits == "fenced" {
+                    w.push(format!("{}: master without a majority: fenced, commits wait", n.name));
                 }
                 if l.sync_state == "degraded" {
                     w.push(format!("{}: synchronous replication degraded to asynchronous", n.name));
@@ -179,7 +194,10 @@ fn host_port(conninfo: &str) -> String {
 fn role(n: &NodeRow, l: &Result<Live, String>, master: Option<&Live>) -> String {
     match l {
         Err(_) => "unreachable".into(),
-        Ok(l) if !l.in_recovery => "master".into(),
+        Ok(l) if l.mode == "witness" => "witness".into(),
+        Ok(l) if l.writable() => "master".into(),
+        Ok(l) if !l.in_recovery && l.commits.starts_with("deposed") => "old master".into(),
+        Ok(l) if !l.in_recovery => "fenced master".into(),
         Ok(_) => match master.and_then(|m| m.sync_standbys.iter().find(|(a, _)| a == &n.name)) {
             Some((_, s)) if s == "sync" || s == "quorum" => "sync standby".into(),
             _ => "standby".into(),
@@ -198,7 +216,7 @@ fn lag(l: &Live, master: Option<&Live>) -> Option<u64> {
 
 impl Report {
     fn master(&self) -> Option<&Live> {
-        self.nodes.iter().filter_map(|(_, l)| l.as_ref().ok()).find(|l| !l.in_recovery)
+        self.nodes.iter().filter_map(|(_, l)| l.as_ref().ok()).find(|l| l.writable())
     }
 
     pub fn table(&self) -> String {

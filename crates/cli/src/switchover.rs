@@ -1,10 +1,12 @@
 //! `pgkeeper switchover --to NAME`: a planned role swap with no acknowledged commit lost.
 //!
 //! Runs on the current master's host (it stops and restarts that server as a standby):
-//! pause automatic failover everywhere, stop the master cleanly (its WAL senders ship
-//! everything, the shutdown checkpoint included, before they exit), check that the target
-//! received all of it, promote the target, restart the old master as its standby, resume.
-//! Any failure before the promotion restarts the old master as it was.
+//! pause automatic failover everywhere, make the master step down (it refuses commits and
+//! releases the vote holds of its lease), stop it cleanly (its WAL senders ship everything,
+//! the shutdown checkpoint included, before they exit), check that the target received all
+//! of it, have the target elected (`stand_for_election`: the same votes as any failover),
+//! restart the old master as its standby, resume. Any failure before the election restarts
+//! the old master as it was.
 
 use crate::local::{self, as_owner, configure_standby, save_confs};
 use crate::status;
@@ -86,7 +88,7 @@ pub fn switchover(args: &[String]) -> Result<()> {
 
     // Refuse early and clearly.
     let masters: Vec<&(status::NodeRow, Result<status::Live, String>)> =
-        report.nodes.iter().filter(|(_, l)| matches!(l, Ok(l) if !l.in_recovery)).collect();
+        report.nodes.iter().filter(|(_, l)| matches!(l, Ok(l) if l.writable())).collect();
     let (master, mlive) = match masters.as_slice() {
         [(m, Ok(l))] => (m, l),
         [] => bail!("no node accepts writes: nothing to switch over from"),
@@ -132,8 +134,16 @@ pub fn switchover(args: &[String]) -> Result<()> {
     say("pausing automatic failover on every node");
     pause_all(&nodes, 120);
     let outage = Instant::now();
+    // The old master refuses commits from here on and releases the other nodes' vote holds,
+    // so the target can be elected without waiting for its lease to run out.
+    say(&format!("{} steps down (refuses commits from now on)", master.name));
+    let stepped = status::connect(&master.conninfo)
+        .and_then(|mut c| Ok(c.query_one("SELECT pgkeeper.step_down()", &[])?.get::<_, i32>(0)));
     say(&format!("stopping {} (clean shutdown: its WAL is shipped before it exits)", master.name));
-    let stopped = local::stop(&o.pgdata);
+    let stopped = stepped.and_then(|released| {
+        say(&format!("{released} node(s) released their vote hold"));
+        local::stop(&o.pgdata)
+    });
 
     // Everything up to the promotion can be undone by starting the old master again.
     let promoted = stopped.and_then(|()| {
@@ -161,10 +171,19 @@ pub fn switchover(args: &[String]) -> Result<()> {
             );
             std::thread::sleep(Duration::from_millis(10));
         }
-        say(&format!("{} has all of {}'s WAL (up to {}); promoting it", o.to, master.name, lsn::format(ckpt)));
+        say(&format!("{} has all of {}'s WAL (up to {}); it stands for election", o.to, master.name, lsn::format(ckpt)));
         let mut t = status::connect(&target.conninfo)?;
-        let ok: bool = t.query_one("SELECT pg_promote(true, 60)", &[])?.get(0);
-        anyhow::ensure!(ok, "pg_promote on {} did not complete", o.to);
+        let ok: bool = t.query_one("SELECT pgkeeper.stand_for_election()", &[])?.get(0);
+        anyhow::ensure!(ok, "no pg_keeper worker runs on {}", o.to);
+        let started = Instant::now();
+        loop {
+            let in_recovery: bool = t.query_one("SELECT pg_is_in_recovery()", &[])?.get(0);
+            if !in_recovery {
+                break;
+            }
+            anyhow::ensure!(started.elapsed() < Duration::from_secs(30), "{} was not elected within 30 s", o.to);
+            std::thread::sleep(Duration::from_millis(10));
+        }
         // Wake its worker for a master round now rather than within keepalive_time: if
         // synchronous_standby_names names the new master itself, its commits wait until then.
         t.query_one("SELECT pgkeeper.indirect_kill('SIGUSR1')", &[])?;
@@ -172,6 +191,8 @@ pub fn switchover(args: &[String]) -> Result<()> {
     });
     if let Err(e) = promoted {
         say(&format!("{e:#}: rolling back, {} stays the master", master.name));
+        // (a restart also reopens its commit gate, closed by step_down)
+        let _ = local::stop(&o.pgdata);
         let restarted = local::start(&o.pgdata, &log);
         pause_all(&nodes, 0);
         restarted.context("restarting the old master during the rollback")?;

@@ -58,6 +58,7 @@ pub struct ClusterBuilder {
     keeper: bool,
     conf: Vec<String>,
     netns: bool,
+    witness: bool,
 }
 
 impl Default for ClusterBuilder {
@@ -69,7 +70,7 @@ impl Default for ClusterBuilder {
 impl ClusterBuilder {
     /// `name` becomes part of the base dir name `pgk-<name>-<pid>-<counter>`.
     pub fn new(name: &str) -> Self {
-        ClusterBuilder { name: name.into(), standbys: 2, sync_names: None, keeper: false, conf: vec![], netns: false }
+        ClusterBuilder { name: name.into(), standbys: 2, sync_names: None, keeper: false, conf: vec![], netns: false, witness: false }
     }
     /// Base dir name prefix (same as the `new` argument).
     pub fn name(mut self, name: &str) -> Self {
@@ -108,6 +109,13 @@ impl ClusterBuilder {
         self
     }
 
+    /// Add a pg_keeper witness, node "witness" (last in [`Cluster::nodes`]): a server of its
+    /// own (initdb, not a replica) with `pg_keeper.witness = on`. Needs `keeper(true)`.
+    pub fn witness(mut self, on: bool) -> Self {
+        self.witness = on;
+        self
+    }
+
     /// Create, start and wait for the whole cluster (all standbys streaming).
     /// On error everything created so far is stopped and removed (via Drop).
     pub fn build(self) -> Result<Cluster> {
@@ -116,7 +124,7 @@ impl ClusterBuilder {
         hlog!("building cluster in {} ({} standbys)", base.display(), self.standbys);
         let mut cluster =
             Cluster { base, nodes: Vec::new(), torn_down: false, net: None, blocks: Mutex::new(Vec::new()) };
-        let total = self.standbys + 1;
+        let total = self.standbys + 1 + usize::from(self.witness);
         if self.netns {
             if total > 250 {
                 anyhow::bail!("netns mode supports at most 250 nodes");
@@ -144,15 +152,7 @@ impl ClusterBuilder {
         let m = Node::new(&cluster.base, "node1", port_for()?, net_of(1))?;
         cluster.nodes.push(m);
         let m = &cluster.nodes[0];
-        let data = m.data_dir().display().to_string();
-        run_checked(
-            m.run_as_pg(
-                "initdb",
-                ["-D", &data, "-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8", "--locale=C"],
-            ),
-            "initdb",
-        )?;
-        std::fs::write(m.data_dir().join("pg_hba.conf"), HBA)?;
+        initdb(m)?;
         let mut conf = String::from(BASE_CONF);
         if let Some(s) = &self.sync_names {
             conf += &format!("synchronous_standby_names = {}\n", q(s));
@@ -208,6 +208,24 @@ impl ClusterBuilder {
             s.write_node_conf(&node_conf(s, self.keeper))?;
             start_with_port_retry(s)?;
         }
+        if self.witness {
+            let w = Node::new(&cluster.base, "witness", port_for()?, net_of(total))?;
+            cluster.nodes.push(w);
+            let w = cluster.nodes.last().unwrap();
+            hlog!("witness: initdb");
+            initdb(w)?;
+            let mut conf = String::from(BASE_CONF);
+            conf += "shared_preload_libraries = 'pg_keeper'\npg_keeper.witness = on\n";
+            for l in &self.conf {
+                conf += l;
+                conf += "\n";
+            }
+            conf += "include_if_exists = 'node.conf'\n";
+            append_file(&w.data_dir().join("postgresql.conf"), &conf)?;
+            w.write_node_conf(&node_conf(w, true))?;
+            start_with_port_retry(w)?;
+            w.wait_ready(Duration::from_secs(30))?;
+        }
         cluster.wait_streaming(Duration::from_secs(60))?;
         hlog!(
             "cluster ready: {}",
@@ -243,6 +261,16 @@ synchronous_commit = on
 log_line_prefix = '%m [%p] %b '
 log_connections = off
 ";
+
+fn initdb(n: &Node) -> Result<()> {
+    let data = n.data_dir().display().to_string();
+    run_checked(
+        n.run_as_pg("initdb", ["-D", &data, "-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8", "--locale=C"]),
+        "initdb",
+    )?;
+    std::fs::write(n.data_dir().join("pg_hba.conf"), HBA)?;
+    Ok(())
+}
 
 fn node_conf(n: &Node, keeper: bool) -> String {
     let mut s = format!(
@@ -385,7 +413,9 @@ impl Cluster {
     /// Like [`Cluster::wait_streaming`] but with `primary` as the upstream of all other nodes.
     pub fn wait_streaming_to(&self, primary: &str, timeout: Duration) -> Result<()> {
         let p = self.node(primary);
-        let want: Vec<&str> = self.nodes.iter().map(|n| n.name()).filter(|n| *n != primary).collect();
+        // (a witness never streams)
+        let want: Vec<&str> =
+            self.nodes.iter().map(|n| n.name()).filter(|n| *n != primary && *n != "witness").collect();
         let mut last = Vec::new();
         let r = wait_until(timeout, || match p.query("SELECT application_name, state FROM pg_stat_replication") {
             Ok(rows) => {

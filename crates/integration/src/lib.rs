@@ -19,6 +19,13 @@ pub fn keeper_cluster_netns(name: &str, standbys: usize, sync_names: Option<&str
     build_keeper_cluster(Cluster::builder(name).netns(true), standbys, sync_names, conf)
 }
 
+/// A netns cluster of node1 (master), `standbys` standbys and a witness (node "witness",
+/// registered last with is_witness => true).
+pub fn keeper_cluster_with_witness(name: &str, standbys: usize, conf: &[&str]) -> Cluster {
+    let cluster = build_keeper_cluster(Cluster::builder(name).netns(true).witness(true), standbys, None, conf);
+    cluster
+}
+
 fn build_keeper_cluster(
     b: keeper_harness::ClusterBuilder,
     standbys: usize,
@@ -35,7 +42,14 @@ fn build_keeper_cluster(
     let cluster = b.build().expect("cluster builds");
     cluster.master().execute("CREATE EXTENSION pg_keeper").expect("create extension");
     for n in cluster.nodes() {
-        add_node(cluster.master(), n.name(), &n.conninfo()).expect("add_node");
+        if n.name() == "witness" {
+            n.execute("CREATE EXTENSION pg_keeper").expect("create extension on the witness");
+            let mut c = cluster.master().try_connect().expect("connect");
+            c.query_one("SELECT pgkeeper.add_node($1, $2, true)", &[&n.name(), &n.conninfo()])
+                .expect("add the witness");
+        } else {
+            add_node(cluster.master(), n.name(), &n.conninfo()).expect("add_node");
+        }
     }
     cluster
 }
@@ -120,7 +134,7 @@ pub fn wait_replayed(master: &Node, standby: &Node) -> Result<()> {
 pub struct Writer {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     attempted: std::sync::Arc<std::sync::atomic::AtomicI64>,
-    acked: std::sync::Arc<std::sync::Mutex<Vec<i64>>>,
+    acked: std::sync::Arc<std::sync::Mutex<Vec<(i64, std::time::Instant)>>>,
     handle: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -148,7 +162,7 @@ impl Writer {
                 let t = std::thread::spawn(move || {
                     if let Ok(mut c) = cfg.connect(postgres::NoTls) {
                         if c.execute("INSERT INTO pgk_writes (id) VALUES ($1)", &[&my]).is_ok() {
-                            a.lock().unwrap().push(my);
+                            a.lock().unwrap().push((my, std::time::Instant::now()));
                         }
                     }
                 });
@@ -168,15 +182,25 @@ impl Writer {
     }
 
     pub fn acked(&self) -> Vec<i64> {
+        self.acked.lock().unwrap().iter().map(|(id, _)| *id).collect()
+    }
+
+    /// Acknowledged ids with the instant the acknowledgement arrived.
+    pub fn acked_at(&self) -> Vec<(i64, std::time::Instant)> {
         self.acked.lock().unwrap().clone()
     }
 
     pub fn stop(mut self) -> Vec<i64> {
+        self.halt();
+        self.acked()
+    }
+
+    /// Stop writing (waits for the writing thread); the results stay readable.
+    pub fn halt(&mut self) {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
         if let Some(h) = self.handle.take() {
             let _ = h.join();
         }
-        self.acked()
     }
 }
 
@@ -204,4 +228,49 @@ pub fn streams_from(primary: &Node, standby: &str) -> bool {
         })
         .map(|n| n == 1)
         .unwrap_or(false)
+}
+
+/// Try one write on every node at once (each through its local socket; cancelled after
+/// 400 ms): the names of the nodes that acknowledged it. A fenced master makes the commit
+/// wait (then it is cancelled), a deposed one refuses it, a standby is read-only.
+pub fn writable_by_write(cluster: &Cluster) -> Vec<String> {
+    let handles: Vec<_> = cluster
+        .nodes()
+        .iter()
+        .filter(|n| n.name() != "witness")
+        .map(|n| {
+            let (name, ci) = (n.name().to_string(), n.admin_conninfo());
+            std::thread::spawn(move || {
+                let ok = (|| -> Result<()> {
+                    let mut cfg: postgres::Config = ci.parse()?;
+                    cfg.connect_timeout(Duration::from_secs(1));
+                    let mut c = cfg.connect(postgres::NoTls)?;
+                    // statement_timeout does not cover a commit: cancel from outside.
+                    let token = c.cancel_token();
+                    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+                    let d = done.clone();
+                    let canceller = std::thread::spawn(move || {
+                        let t = std::time::Instant::now();
+                        while t.elapsed() < Duration::from_millis(400) {
+                            if d.load(std::sync::atomic::Ordering::Relaxed) {
+                                return;
+                            }
+                            std::thread::sleep(Duration::from_millis(5));
+                        }
+                        let _ = token.cancel_query(postgres::NoTls);
+                    });
+                    let r = c
+                        .batch_execute("CREATE TABLE IF NOT EXISTS pgk_probe (at timestamptz)")
+                        .and_then(|_| c.batch_execute("INSERT INTO pgk_probe VALUES (now())"));
+                    done.store(true, std::sync::atomic::Ordering::Relaxed);
+                    let _ = canceller.join();
+                    r?;
+                    Ok(())
+                })()
+                .is_ok();
+                (name, ok)
+            })
+        })
+        .collect();
+    handles.into_iter().filter_map(|h| h.join().ok()).filter(|(_, ok)| *ok).map(|(n, _)| n).collect()
 }

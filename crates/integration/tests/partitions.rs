@@ -1,5 +1,5 @@
-//! Failover decisions under network partitions (issue 2/5), each node in its own network
-//! namespace, links cut with nftables (packets dropped: peers see a black hole).
+//! Failover, elections and fencing under network partitions (issues 2/5 and 5/5), each node
+//! in its own network namespace, links cut with nftables (packets dropped: a black hole).
 
 use keeper_integration::*;
 use std::time::Duration;
@@ -39,45 +39,68 @@ fn link_b_cut_causes_no_failover() {
     wait_title(n2, "standby (connected to node1)").unwrap();
 }
 
-/// The next master cut off from every node, then the master killed: the isolated node
-/// must not promote (it is 1 of 3), and node3 must not either (it is not the next master;
-/// electing another candidate is issue 5/5).
+/// The next master cut off from every node, then the master killed (5 nodes): the isolated
+/// node never promotes (it cannot gather votes), and another standby is elected instead.
 #[test]
-fn isolated_next_master_never_promotes() {
-    let cluster = keeper_cluster_netns("part-iso", 2, Some("node2"), &[KT, KC]);
-    let (n1, n2, n3) = (cluster.node("node1"), cluster.node("node2"), cluster.node("node3"));
-    wait_title(n2, "standby (connected to node1)").unwrap();
-    cluster.isolate("node2").unwrap();
-    std::thread::sleep(Duration::from_secs(2));
-    n1.kill9();
-    wait_log(n2, "not promoting: only 1 of 3 registered nodes confirm it").unwrap();
-    wait_log(n3, "not promoting: this node is not the next master").unwrap();
-    std::thread::sleep(QUIET);
-    assert!(n2.is_in_recovery().unwrap(), "the isolated next master promoted");
-    assert!(n3.is_in_recovery().unwrap());
-    assert!(writable(&cluster).is_empty());
-}
-
-/// Master isolated from both standbys (a real partition, not a crash): the standbys
-/// confirm each other, node2 promotes, node3 follows it.
-#[test]
-fn isolated_master_is_replaced() {
-    let cluster = keeper_cluster_netns("part-master", 2, Some("node2"), &[KT, KC]);
+fn isolated_next_master_never_promotes_another_does() {
+    let cluster = keeper_cluster_netns("part-iso", 4, Some("node2"), &[KT, KC]);
     let (n1, n2) = (cluster.node("node1"), cluster.node("node2"));
     wait_title(n2, "standby (connected to node1)").unwrap();
-    cluster.isolate("node1").unwrap();
-    wait_until(PATIENCE, || n2.is_in_recovery().ok() == Some(false)).expect("node2 promoted");
-    wait_until(PATIENCE, || streams_from(n2, "node3")).expect("node3 follows node2");
-    // The old master is still up, cut off: its worker sees nobody (fencing it is 5/5).
-    assert!(!n1.is_in_recovery().unwrap());
-    wait_title(n1, "master (connected, 0)").unwrap();
+    cluster.isolate("node2").unwrap();
+    n1.kill9();
+    let new = wait_until(PATIENCE, || writable(&cluster).len() == 1).map(|_| writable(&cluster)[0].clone());
+    let new = new.expect("a new master is elected");
+    assert_ne!(new, "node2");
+    let m = cluster.node(&new);
+    assert!(m.log_contents().contains("elected in term"), "{}", m.log_tail(20));
+    for other in ["node3", "node4", "node5"].iter().filter(|n| **n != new) {
+        wait_until(PATIENCE, || streams_from(m, other)).unwrap_or_else(|_| panic!("{other} follows {new}"));
+    }
+    std::thread::sleep(QUIET);
+    assert!(n2.is_in_recovery().unwrap(), "the isolated next master promoted");
+    assert_eq!(writable(&cluster), vec![new]);
 }
 
-/// A standby that holds WAL the new master lacks cannot follow it: it says so in its log and
-/// its status instead of being left behind silently. (Asynchronous replication, node2 cut
-/// from the master while node3 keeps receiving; then the master dies and node2 promotes.)
+/// Master isolated from every standby (a partition, not a crash) while a client keeps writing
+/// to it through its local socket (asynchronous replication). The old master fences itself
+/// when its lease ends, before node2 is promoted: no write is acknowledged by it after the
+/// promotion instant. After healing it sees the newer term and stays fenced for good.
 #[test]
-fn standby_ahead_of_new_master_reports_it_cannot_follow() {
+fn isolated_master_fences_before_the_promotion_and_stays_fenced() {
+    let cluster = keeper_cluster_netns("part-master", 2, None, &[KT, KC]);
+    let (n1, n2) = (cluster.node("node1"), cluster.node("node2"));
+    n1.execute(WRITES_TABLE).unwrap();
+    wait_title(n2, "standby (connected to node1)").unwrap();
+    let mut writer = Writer::start(&n1.admin_conninfo(), Duration::from_millis(20));
+    std::thread::sleep(Duration::from_secs(1));
+    cluster.isolate("node1").unwrap();
+    // The first instant the test sees node2 writable: at or after the promotion instant.
+    wait_until(PATIENCE, || n2.is_in_recovery().ok() == Some(false)).expect("node2 promoted");
+    let promoted_seen = std::time::Instant::now();
+    wait_until(PATIENCE, || streams_from(n2, "node3")).expect("node3 follows node2");
+    std::thread::sleep(Duration::from_secs(2));
+    writer.halt();
+    let acked = writer.acked_at();
+    let last = acked.iter().map(|(_, t)| *t).max().expect("some writes were acknowledged");
+    assert!(last < promoted_seen, "the old master acknowledged a write after node2 was promoted");
+    eprintln!("margin: last write acknowledged by the old master {:?} before node2 was seen promoted", promoted_seen - last);
+    let state = n1.query_one("SELECT commits FROM pgkeeper.status()").unwrap().unwrap_or_default();
+    assert_eq!(state, "fenced");
+    cluster.heal_all().unwrap();
+    wait_log(n1, "was elected master in term").unwrap();
+    let state = n1.query_one("SELECT state FROM pgkeeper.status()").unwrap().unwrap_or_default();
+    assert!(state.contains("deposed by node2") && state.contains("needs rejoin"), "{state}");
+    let err = format!("{:#}", n1.execute("INSERT INTO pgk_writes (id) VALUES (-1)").unwrap_err());
+    assert!(err.contains("no longer the master"), "{err}");
+    assert_eq!(writable_by_write(&cluster), vec!["node2".to_string()]);
+}
+
+/// The next master is behind another standby (asynchronous replication, node2 cut from the
+/// master while node3 keeps receiving); then the master dies. node3 refuses to vote for the
+/// behind node2, node2 yields to node3, and node3 is elected: nothing node3 had is lost, and
+/// node2 (behind, so able to follow) streams from it.
+#[test]
+fn the_most_advanced_standby_is_elected() {
     let cluster = keeper_cluster_netns("part-ahead", 2, None, &[KT, KC]);
     let (n1, n2, n3) = (cluster.node("node1"), cluster.node("node2"), cluster.node("node3"));
     wait_title(n2, "standby (connected to node1)").unwrap();
@@ -85,14 +108,12 @@ fn standby_ahead_of_new_master_reports_it_cannot_follow() {
     n1.execute("CREATE TABLE ahead AS SELECT g FROM generate_series(1, 1000) g").unwrap();
     wait_replayed(n1, n3).unwrap();
     n1.kill9();
-    wait_until(PATIENCE, || n2.is_in_recovery().ok() == Some(false)).expect("node2 promoted");
-    wait_log(n3, "cannot follow new master \"node2\"").unwrap();
-    wait_until(PATIENCE, || {
-        n3.query_one("SELECT state FROM pgkeeper.status()").ok().flatten().is_some_and(|s| s.contains("needs rejoin"))
-    })
-    .expect("status says needs rejoin");
-    assert!(!streams_from(n2, "node3"));
-    assert!(n3.is_in_recovery().unwrap());
+    wait_until(PATIENCE, || n3.is_in_recovery().ok() == Some(false)).expect("node3 elected");
+    assert!(n2.is_in_recovery().unwrap(), "the behind node2 promoted");
+    assert_eq!(n3.query_one("SELECT count(*) FROM ahead").unwrap().as_deref(), Some("1000"));
+    assert!(n2.log_contents().contains("node3 has more WAL"), "{}", n2.log_tail(30));
+    wait_until(PATIENCE, || streams_from(n3, "node2")).expect("node2 follows node3");
+    assert_eq!(writable(&cluster), vec!["node3".to_string()]);
 }
 
 /// The master cut off from every standby while a client keeps writing to it (through its
@@ -113,7 +134,7 @@ fn isolated_master_does_not_degrade_and_loses_no_acknowledged_write() {
     std::thread::sleep(QUIET);
     assert!(!n1.log_contents().contains("synchronous replication degraded"), "the isolated master degraded");
     cluster.heal_all().unwrap();
-    wait_log(n1, "CONFLICT: node2 also accept(s) writes").unwrap();
+    wait_log(n1, "was elected master in term").unwrap();
     std::thread::sleep(Duration::from_secs(3));
     let acked = writer.stop();
     let have = rows(n2);
@@ -121,4 +142,61 @@ fn isolated_master_does_not_degrade_and_loses_no_acknowledged_write() {
     assert!(lost.is_empty(), "writes acknowledged by the old master are missing on node2: {lost:?}");
     assert!(!acked.is_empty());
     assert!(!n1.log_contents().contains("synchronous replication degraded"));
+}
+
+/// Probe every node with a real write, many times, while `during` runs: never two nodes
+/// acknowledge in one probe. Returns the number of probes.
+fn at_most_one_writable(cluster: &Cluster, during: impl FnOnce() + Send) -> usize {
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let prober = s.spawn(|| {
+            let mut probes = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let w = writable_by_write(cluster);
+                assert!(w.len() <= 1, "two nodes acknowledged writes in the same probe: {w:?}");
+                probes += 1;
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            probes
+        });
+        during();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        prober.join().expect("prober")
+    })
+}
+
+/// One-way partition: the master can send but receives nothing from the standbys. New
+/// connections fail both ways, the old streams stall: node2 is elected; never two writable.
+#[test]
+fn one_way_partition_never_two_writable() {
+    let cluster = keeper_cluster_netns("part-oneway", 2, None, &[KT, KC]);
+    let n2 = cluster.node("node2");
+    wait_title(n2, "standby (connected to node1)").unwrap();
+    let probes = at_most_one_writable(&cluster, || {
+        cluster.cut_oneway("node2", "node1").unwrap();
+        cluster.cut_oneway("node3", "node1").unwrap();
+        wait_until(PATIENCE, || n2.is_in_recovery().ok() == Some(false)).expect("node2 promoted");
+        std::thread::sleep(Duration::from_secs(3));
+    });
+    assert!(probes >= 10, "{probes} probes");
+    assert_eq!(writable_by_write(&cluster), vec!["node2".to_string()]);
+}
+
+/// A flapping link: the master loses and regains the network every second or two. Whatever
+/// happens (failovers or not), never two writable nodes; once stable, exactly one.
+#[test]
+fn flapping_master_link_never_two_writable() {
+    let cluster = keeper_cluster_netns("part-flap", 2, None, &[KT, "pg_keeper.keepalive_count = 2"]);
+    wait_title(cluster.node("node2"), "standby (connected to node1)").unwrap();
+    let probes = at_most_one_writable(&cluster, || {
+        for i in 0..8u64 {
+            let master = cluster.current_primary().map(|n| n.name().to_string()).unwrap_or("node1".into());
+            cluster.isolate(&master).unwrap();
+            std::thread::sleep(Duration::from_millis(1200 + 300 * (i % 4)));
+            cluster.heal_all().unwrap();
+            std::thread::sleep(Duration::from_millis(1500));
+        }
+    });
+    assert!(probes >= 20, "{probes} probes");
+    wait_until(PATIENCE, || writable_by_write(&cluster).len() == 1).expect("exactly one writable node in the end");
 }

@@ -98,22 +98,31 @@ fn add_node(node_name: Option<&str>, conninfo: Option<&str>, is_witness: default
     }
     let cfg = probe::config(conninfo, Some(&gucs::database()))
         .unwrap_or_else(|e| fail(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, e, None));
-    match probe::runtime().block_on(probe::state(cfg, ADD_NODE_DEADLINE, None)) {
-        Err(e) => fail(
+    let rt = probe::runtime();
+    if let Err(e) = rt.block_on(probe::poll(cfg.clone(), ADD_NODE_DEADLINE)) {
+        fail(
             PgSqlErrorCode::ERRCODE_CONNECTION_FAILURE,
             format!("node \"{name}\" does not answer on the given conninfo: {e}"),
-            Some("Check that the server runs, has CREATE EXTENSION pg_keeper in pg_keeper.database, and that this server can connect to it with that conninfo."),
-        ),
-        Ok(s) if s.answer.witness != witness => fail(
+            Some("Check that the server runs and that this server can connect to it with that conninfo."),
+        );
+    }
+    // A standby may not have replayed CREATE EXTENSION yet: only a witness must answer
+    // pgkeeper._poll now (it has its own, unreplicated, extension).
+    let said_witness = rt.block_on(probe::state(cfg, ADD_NODE_DEADLINE, None)).map(|s| s.answer.witness);
+    match (witness, said_witness) {
+        (true, Ok(true)) | (false, Ok(false)) | (false, Err(_)) => {}
+        (true, Ok(false)) | (true, Err(_)) => fail(
             PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-            if witness {
-                format!("node \"{name}\" is not a witness (set pg_keeper.witness = on there)")
-            } else {
-                format!("node \"{name}\" is a witness: register it with is_witness => true")
-            },
+            format!(
+                "node \"{name}\" is not a witness: set pg_keeper.witness = on there and run CREATE EXTENSION pg_keeper in pg_keeper.database"
+            ),
             None,
         ),
-        Ok(_) => {}
+        (false, Ok(true)) => fail(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            format!("node \"{name}\" is a witness: register it with is_witness => true"),
+            None,
+        ),
     }
     change_registry(|nodes, sync| registry::add(nodes, name, conninfo, witness, sync));
     true

@@ -169,6 +169,71 @@ fn stand_for_election() -> bool {
     shared::notify_worker(false, false)
 }
 
+/// Planned switchover, on the master: close the commit gate until the next restart (commits
+/// fail from now on), let the worker finish its round without sending heartbeats, then
+/// release every node's vote hold, so that the target can be elected at once. Safe because
+/// the lease those holds protect no longer matters: this node takes no write anyway.
+/// Returns how many other nodes released their hold.
+#[pg_extern(volatile, parallel_unsafe)]
+fn step_down() -> i32 {
+    if in_recovery() || gucs::WITNESS.get() {
+        fail(PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE, "step_down runs on the master", None);
+    }
+    let me = node_name_or_fail();
+    if !shared::available() {
+        fail(PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE, "pg_keeper is not in shared_preload_libraries", None);
+    }
+    let (r0, term) = {
+        let mut st = shared::STATE.exclusive();
+        st.fence = 3;
+        (st.rounds, st.term)
+    };
+    log!("pg_keeper: stepping down for a planned switchover: commits are refused from now on");
+    // A round started after the flag sends no heartbeat; wait until one has ended.
+    shared::notify_worker(true, false);
+    let t = std::time::Instant::now();
+    loop {
+        let st = *shared::STATE.share();
+        if st.rounds >= r0 + 2 || st.worker_pid == 0 || t.elapsed() > Duration::from_secs(10) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+        pg_sys::check_for_interrupts!();
+    }
+    let nodes = Spi::connect(registry_sql::read_nodes)
+        .unwrap_or_else(|e| fail(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, e.to_string(), None))
+        .unwrap_or_default();
+    let db = gucs::database();
+    let deadline = Duration::from_secs(2);
+    let futs = nodes.iter().filter(|n| n.name != me).map(|n| {
+        let cfg = crate::probe::config(&n.conninfo, Some(&db));
+        let me = me.clone();
+        async move { crate::probe::release(cfg?, deadline, &me, term).await }
+    });
+    let results = crate::probe::runtime().block_on(futures_util::future::join_all(futs));
+    results.iter().filter(|r| r.is_ok()).count() as i32
+}
+
+/// The other side of step_down: the master `from_node` of `term` takes no more writes, so
+/// the hold its heartbeats put on this node's vote ends now.
+#[pg_extern(volatile, parallel_unsafe)]
+fn _release(from_node: Option<&str>, term: Option<i64>) -> bool {
+    let from = required(from_node, "from_node");
+    let Some(term) = term else { fail(PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED, "term must not be NULL", None) };
+    let Some(me) = gucs::node_name() else { return false };
+    if !shared::available() {
+        return false;
+    }
+    let my_term = votes::current(&me).map(|r| r.term).unwrap_or(u64::MAX);
+    if term < 0 || (term as u64) < my_term {
+        return false;
+    }
+    let now = shared::mono_ms();
+    shared::STATE.exclusive().hold_until = now;
+    log!("pg_keeper: {from} stepped down (term {term}): vote hold released");
+    true
+}
+
 /// On a witness: replace the local copy of node_info with the master's rows. Returns the
 /// number of rows changed.
 #[allow(clippy::too_many_arguments)]

@@ -3,7 +3,9 @@
 //! A transaction callback, registered in every backend through `_PG_init`, runs just before a
 //! client's commit (and PREPARE TRANSACTION) writes its commit record. When the transaction
 //! wrote something and the gate is not open, the commit waits (fenced: the lease may come
-//! back, and then it proceeds) or fails (deposed: another node was elected in a newer term).
+//! back, and then it proceeds; it gives up with an ERROR after about
+//! `(keepalive_count + 2) × keepalive_time`) or fails at once (deposed: another node was
+//! elected in a newer term; or stepped down for a switchover).
 //! Nothing is written before the gate, so a commit that never passes it is simply rolled
 //! back: other sessions never see it, and no client is told it succeeded.
 //!
@@ -46,7 +48,19 @@ unsafe extern "C-unwind" fn on_xact(event: pg_sys::XactEvent::Type, _arg: *mut c
     wait_at_gate();
 }
 
+/// How long a commit waits at a shut gate before it gives up: past the time in which either
+/// a majority answers again or the standbys elect another master (keepalive_count rounds and
+/// the lease). `statement_timeout` does not apply at commit (PostgreSQL disarms it before
+/// committing), so without this bound a client of an isolated master would wait forever.
+fn max_wait() -> std::time::Duration {
+    let k = gucs::KEEPALIVE_TIME.get().max(gucs::MIN_KEEPALIVE_TIME);
+    let rounds = gucs::KEEPALIVE_COUNT.get().max(1) as f64 + 2.0;
+    std::time::Duration::from_secs_f64((k * rounds).max(2.0))
+}
+
 fn wait_at_gate() {
+    let started = std::time::Instant::now();
+    let limit = max_wait();
     loop {
         match shared::gate() {
             shared::Gate::Open => return,
@@ -58,6 +72,25 @@ fn wait_at_gate() {
                         "pg_keeper: this node is no longer the master: {by} was elected in term {term}; the transaction is rolled back"
                     ),
                     "Connect to the new master. Turn this node into its standby with pgkeeper rejoin."
+                );
+            }
+            shared::Gate::SteppedDown => {
+                ereport!(
+                    ERROR,
+                    PgSqlErrorCode::ERRCODE_READ_ONLY_SQL_TRANSACTION,
+                    "pg_keeper: this node is stepping down for a planned switchover; the transaction is rolled back",
+                    "Connect to the new master once the switchover is done."
+                );
+            }
+            shared::Gate::Fenced if started.elapsed() >= limit => {
+                ereport!(
+                    ERROR,
+                    PgSqlErrorCode::ERRCODE_READ_ONLY_SQL_TRANSACTION,
+                    format!(
+                        "pg_keeper: this master is fenced (it has not heard from a majority of the cluster); the transaction is rolled back after waiting {:.1} s",
+                        limit.as_secs_f64()
+                    ),
+                    "Another node may have been elected master: reconnect (a multi-host connection string with target_session_attrs=read-write finds it)."
                 );
             }
             shared::Gate::Fenced => unsafe {

@@ -23,13 +23,16 @@ impl Worker {
         let started = shared::mono_ms();
         let full = self.master_rounds % 2 == 0;
         self.master_rounds += 1;
-        let (term, deposed) = {
+        let (term, fence) = {
             let st = shared::STATE.share();
-            (st.term, (st.fence == 2).then(|| (shared::get_str(&st.deposed_by), st.deposed_term)))
+            (st.term, st.fence)
         };
-        if let Some((by, t)) = deposed {
+        if fence >= 2 {
             // No heartbeats: they would keep the voters from electing anyone else.
-            let state = format!("deposed by {by} (term {t}): needs rejoin");
+            let state = match shared::gate() {
+                shared::Gate::Deposed { by, term } => format!("deposed by {by} (term {term}): needs rejoin"),
+                g => shared::gate_name(&g),
+            };
             self.publish(Mode::Master, &state, &[]);
             return;
         }

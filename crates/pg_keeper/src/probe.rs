@@ -137,6 +137,15 @@ pub async fn request_vote(
     .await
 }
 
+/// Tell a node that this master (stepping down) takes no more writes (`pgkeeper._release`).
+pub async fn release(cfg: Config, deadline: Duration, me: &str, term: u64) -> Result<bool, String> {
+    let me = me.to_string();
+    with_client(cfg, deadline, |c| async move {
+        c.query_one("SELECT pgkeeper._release($1::text, $2::bigint)", &[&me, &(term as i64)]).await.map(|r| r.get(0))
+    })
+    .await
+}
+
 /// Hand node_info to a witness (`pgkeeper._witness_sync`): it has no replica of the table.
 pub async fn push_registry(cfg: Config, deadline: Duration, nodes: &[keeper_core::Node]) -> Result<i32, String> {
     let seqnos: Vec<i32> = nodes.iter().map(|n| n.seqno).collect();

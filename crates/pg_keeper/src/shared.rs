@@ -47,7 +47,8 @@ pub struct KeeperState {
     pub term: u64,
     pub voted_for: [u8; NAME_LEN],
     /// Commit gate (`fence.rs`): 0 = open (not in a cluster that can fail over without this
-    /// node), 1 = lease (commits pass while `lease_until` is ahead), 2 = deposed for good.
+    /// node), 1 = lease (commits pass while `lease_until` is ahead), 2 = deposed for good,
+    /// 3 = stepped down for a planned switchover (until restarted).
     pub fence: u8,
     /// Monotonic ms ([`mono_ms`]): end of the master's lease.
     pub lease_until: i64,
@@ -196,6 +197,8 @@ pub enum Gate {
         by: String,
         term: u64,
     },
+    /// Stepped down for a planned switchover: commits fail until restarted.
+    SteppedDown,
 }
 
 pub fn gate() -> Gate {
@@ -206,6 +209,7 @@ pub fn gate() -> Gate {
     match st.fence {
         0 => Gate::Open,
         2 => Gate::Deposed { by: get_str(&st.deposed_by), term: st.deposed_term },
+        3 => Gate::SteppedDown,
         _ if mono_ms() < st.lease_until => Gate::Open,
         _ => Gate::Fenced,
     }
@@ -216,5 +220,6 @@ pub fn gate_name(g: &Gate) -> String {
         Gate::Open => "open".into(),
         Gate::Fenced => "fenced".into(),
         Gate::Deposed { by, term } => format!("deposed by {by} (term {term})"),
+        Gate::SteppedDown => "stepped down (switchover)".into(),
     }
 }
