@@ -125,11 +125,13 @@ fn failover(cluster: &Cluster) -> Result<()> {
     step("what the workers logged");
     for n in &cluster.nodes()[1..] {
         for line in n.log_contents().lines().filter(|l| {
-            l.contains("pg_keeper: promoting")
+            l.contains("stands for election")
+                || l.contains("pg_keeper: promoting")
                 || l.contains("promoted;")
                 || l.contains("following new master")
                 || l.contains("node_info updated")
                 || l.contains("not promoting")
+                || l.contains("lost:")
         }) {
             println!("{:<6} {}", n.name(), line.split("LOG:").last().unwrap_or(line).trim());
         }

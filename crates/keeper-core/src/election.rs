@@ -7,7 +7,9 @@
 //!   not registered, is a witness, or is behind the voter in received WAL; never while the
 //!   voter still honours a master's lease ([`voter_hold`]).
 //! - [`tally`]: a candidate's count. It promotes only with a strict majority of the
-//!   registered nodes, and yields when any node that answered holds more WAL.
+//!   registered nodes, and yields when any node that answered holds more WAL. It may count
+//!   before every reply is in, once [`early_count_after`] has passed ([`may_promote`] then
+//!   says whether the winner may promote).
 //! - [`candidate_rank`]: who stands first when the master is gone: the next master, then the
 //!   synchronous standbys, then by seqno; each rank waits one more round.
 //! - [`master_verdict`]: master mode's reading of one heartbeat round: renew the lease (a
@@ -22,6 +24,16 @@
 //! came after `s + L`: the lease was over. If `x` voted first, it answered the heartbeat with
 //! the newer term, and the master does not count such answers. So at the promotion instant
 //! no lease of the old master is running, and its commits are refused from the lease's end.
+//!
+//! Two consequences the adapter must honour (both found by tests/simulation.rs, which breaks
+//! the safety of the cluster without them):
+//! - Every lease comes from a heartbeat round, including a new master's first one: a winner
+//!   promotes fenced and takes writes only once a round of its own renews. A vote takes no
+//!   hold, so a lease counted from the vote requests is covered by nothing: a second
+//!   candidate can win a newer term with the same voters while it runs.
+//! - The argument counts the master itself in its majority, so the master must not have
+//!   voted in a newer term: a candidate that granted (or adopted) a newer term while it
+//!   waited for its replies does not promote ([`may_promote`]).
 
 use crate::failover::is_majority;
 use crate::Node;
@@ -219,6 +231,29 @@ pub fn tally(me: &str, nodes: &[Node], my_lsn: u64, replies: &[(String, VoteRepl
     Tally::Lost { votes, needed: nodes.len() / 2 + 1, newest_term }
 }
 
+/// When a candidate may count the replies it has without waiting for the others: once this
+/// long after its requests went out, it counts as soon as [`tally`] over the replies so far
+/// says `Won` (else it waits for every reply or the deadline, as before). Without it, an
+/// unreachable node makes every election last the whole deadline, and candidates of several
+/// ranks then stand during each other's elections round after round: each new term voids the
+/// election running (see [`may_promote`]) and nobody ever promotes. Healthy nodes answer well
+/// within this time, so a node with more WAL still makes the candidate yield.
+pub fn early_count_after(keepalive_time: Duration) -> Duration {
+    keepalive_time / 4
+}
+
+/// Whether a candidate that [`tally`] declared the winner of `term` may promote, given its
+/// own vote record as it is now. A candidate keeps answering vote requests while it waits for
+/// its replies: if meanwhile it granted a vote in a newer term (or adopted one), a candidate
+/// of that term may win with its vote while this one, promoted, counts itself towards its own
+/// lease, two majorities that meet only in this node; and master mode would heartbeat with
+/// the record's term, one it did not win. So promote only while the record still says "this
+/// term, voted for me": read it under the lock that serialises votes, and refuse every vote
+/// request from that check until the promotion is done (as a master does).
+pub fn may_promote(me: &str, term: Term, rec: &VoteRecord) -> bool {
+    rec.term == term && rec.voted_for.as_deref() == Some(me)
+}
+
 /// Term for a new election: past every term this node has seen.
 pub fn next_term(rec: &VoteRecord, seen: Term) -> Term {
     rec.term.max(seen) + 1
@@ -413,6 +448,17 @@ mod tests {
     }
 
     #[test]
+    fn promote_only_with_own_vote_in_that_term() {
+        let mine = VoteRecord { term: 3, voted_for: Some("b".into()) };
+        assert!(may_promote("b", 3, &mine));
+        // Voted for another candidate in a newer term while waiting for the replies.
+        assert!(!may_promote("b", 3, &VoteRecord { term: 4, voted_for: Some("c".into()) }));
+        // Adopted a newer term without voting.
+        assert!(!may_promote("b", 3, &VoteRecord { term: 4, voted_for: None }));
+        assert!(!may_promote("c", 3, &mine));
+    }
+
+    #[test]
     fn rank_order() {
         let mut nodes = cluster();
         nodes.push(node(5, "d", false, false, true, false));
@@ -462,6 +508,16 @@ mod tests {
             master_verdict(3, &nodes, &a(vec![("b", ans(false, true, 2)), ("c", ans(true, false, 3))])),
             MasterVerdict::Renew { .. }
         ));
+    }
+
+    #[test]
+    fn early_count_leaves_time_for_every_answer() {
+        for ms in [100u64, 1000, 5000] {
+            let k = Duration::from_millis(ms);
+            // Well inside the probe deadline (0.8 × keepalive_time), well above a round trip.
+            assert!(early_count_after(k) * 2 < k * 4 / 5);
+            assert!(early_count_after(k) >= k / 5);
+        }
     }
 
     #[test]

@@ -7,7 +7,7 @@ use crate::election_api::{answer_vote, received_lsn};
 use crate::worker::{shutdown_requested, Worker};
 use crate::{gucs, probe, shared};
 use futures_util::future::join_all;
-use keeper_core::election::{master_lease, next_term, tally, Refusal, Tally, VoteReply, VoteRequest};
+use keeper_core::election::{master_lease, may_promote, next_term, tally, Refusal, Tally, VoteReply, VoteRequest};
 use keeper_core::{lsn, Node};
 use pgrx::bgworkers::BackgroundWorker;
 use pgrx::prelude::*;
@@ -32,8 +32,9 @@ impl Worker {
             Ok(rec) => next_term(&rec, self.seen_term),
             Err(e) => return format!("not standing: {e}"),
         };
+        let lease = master_lease(self.settings.keepalive_time);
         let req = VoteRequest { term, candidate: me.to_string(), candidate_lsn: my_lsn };
-        match BackgroundWorker::transaction(|| answer_vote(me, &req)) {
+        match BackgroundWorker::transaction(|| answer_vote(me, &req, lease)) {
             Ok((Ok(()), _, _)) => {}
             Ok((Err(r), t, _)) => {
                 self.seen_term = self.seen_term.max(t);
@@ -51,7 +52,7 @@ impl Worker {
         let voters: Vec<&Node> = nodes.iter().filter(|n| n.name != me && n.name != old_master).collect();
         let futs = voters.iter().map(|n| {
             let cfg = probe::config(&n.conninfo, Some(&db));
-            async move { probe::request_vote(cfg?, deadline, me, term, my_lsn).await }
+            async move { probe::request_vote(cfg?, deadline, me, term, my_lsn, lease).await }
         });
         let Some(results) = probe::block_on_cancellable(&self.rt, join_all(futs), shutdown_requested) else {
             return "stopping".into();
@@ -73,12 +74,25 @@ impl Worker {
         let two_node = gucs::TWO_NODE_FAILOVER.get();
         match tally(me, nodes, my_lsn, &replies, two_node) {
             Tally::Won { votes } => {
-                {
-                    let mut st = shared::STATE.exclusive();
-                    st.fence = 1;
-                    st.lease_until = started + master_lease(self.settings.keepalive_time).as_millis() as i64;
+                // Still "this term, voted for me"? (We kept answering requests while waiting.)
+                // From this check to the end of the promotion, vote like a master.
+                let won = crate::votes::with_record(me, |rec, st| {
+                    let ok = may_promote(me, term, rec);
+                    if ok {
+                        st.promoting = true;
+                        st.fence = 1;
+                        st.lease_until = started + lease.as_millis() as i64;
+                    }
+                    (ok, rec.clone())
+                });
+                match won {
+                    Ok(true) => {}
+                    Ok(false) => return format!("election term {term}: a newer term started meanwhile"),
+                    Err(e) => return format!("election term {term}: {e}"),
                 }
-                self.promote(me, old_master, term, &votes, nodes.len())
+                let state = self.promote(me, old_master, term, &votes, nodes.len());
+                shared::STATE.exclusive().promoting = false;
+                state
             }
             Tally::Yield { to, lsn: theirs } => {
                 self.notice_once(format!(

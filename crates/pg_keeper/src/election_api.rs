@@ -5,7 +5,7 @@
 
 use crate::api::{fail, required};
 use crate::{gucs, registry_sql, shared, votes};
-use keeper_core::election::{decide_vote, voter_hold, Refusal, VoteRecord, VoteRequest, VoterView};
+use keeper_core::election::{decide_vote, master_lease, voter_hold, Refusal, VoteRecord, VoteRequest, VoterView};
 use keeper_core::registry::diff;
 use keeper_core::{lsn, Node};
 use pgrx::prelude::*;
@@ -43,31 +43,37 @@ pub fn received_lsn() -> Result<Option<u64>, pgrx::spi::Error> {
 
 /// This node's answer to a vote request, the record persisted before it. Needs a
 /// transaction (SPI reads node_info and the WAL position). Used for the candidate's own vote
-/// too, so that it obeys the same rules.
-pub fn answer_vote(me: &str, req: &VoteRequest) -> Result<(Result<(), Refusal>, Term, Option<u64>), String> {
+/// too, so that it obeys the same rules. A granted vote also sets the vote hold, as a
+/// heartbeat would: the candidate takes its lease (`lease`) from the moment it asked.
+pub fn answer_vote(
+    me: &str,
+    req: &VoteRequest,
+    lease: Duration,
+) -> Result<(Result<(), Refusal>, Term, Option<u64>), String> {
     let witness = gucs::WITNESS.get();
     let nodes = Spi::connect(registry_sql::read_nodes).map_err(|e| e.to_string())?.unwrap_or_default();
     let my_lsn = if witness { None } else { received_lsn().map_err(|e| e.to_string())? };
-    let (hold_ready, hold_until) = {
-        let st = shared::STATE.share();
-        (st.hold_ready, st.hold_until)
-    };
-    if !hold_ready {
-        // Right after a start the worker has not yet set the hold that covers a lease this
-        // server may have acknowledged before it stopped.
-        return Ok((Err(Refusal::LeaseHeld { left_ms: 0 }), votes::current(me)?.term, my_lsn));
-    }
-    let view = VoterView {
-        me,
-        nodes: &nodes,
-        is_master: !in_recovery() && !witness,
-        my_lsn: my_lsn.unwrap_or(0),
-        hold_left: Duration::from_millis((hold_until - shared::mono_ms()).max(0) as u64),
-    };
-    let (answer, term) = votes::with_record(me, |rec| {
+    let is_master = !in_recovery() && !witness;
+    let (answer, term) = votes::with_record(me, |rec, st| {
+        let now = shared::mono_ms();
+        if !st.hold_ready {
+            // Right after a start the worker has not yet set the hold that covers a lease
+            // this server may have acknowledged before it stopped.
+            return ((Err(Refusal::LeaseHeld { left_ms: 0 }), rec.term), rec.clone());
+        }
+        let view = VoterView {
+            me,
+            nodes: &nodes,
+            // Between winning and the end of its promotion a candidate votes like a master.
+            is_master: is_master || st.promoting,
+            my_lsn: my_lsn.unwrap_or(0),
+            hold_left: Duration::from_millis((st.hold_until - now).max(0) as u64),
+        };
         let (answer, new) = decide_vote(rec, req, &view);
-        let term = new.term;
-        ((answer, term), new)
+        if answer.is_ok() {
+            st.hold_until = st.hold_until.max(now + voter_hold(lease).as_millis() as i64);
+        }
+        ((answer, new.term), new)
     })?;
     Ok((answer, term, my_lsn))
 }
@@ -119,6 +125,7 @@ fn request_vote(
     candidate: Option<&str>,
     term: Option<i64>,
     candidate_lsn: Option<&str>,
+    lease_ms: default!(Option<i64>, "NULL"),
 ) -> TableIterator<'static, (name!(granted, bool), name!(term, i64), name!(lsn, Option<String>), name!(reason, String))>
 {
     let candidate = required(candidate, "candidate");
@@ -141,8 +148,18 @@ fn request_vote(
             None,
         );
     }
+    // The candidate's lease; by default the one this node's own setting gives.
+    let lease = match lease_ms {
+        None => master_lease(Duration::from_secs_f64(gucs::KEEPALIVE_TIME.get())),
+        Some(ms) if (1..=3_600_000).contains(&ms) => Duration::from_millis(ms as u64),
+        Some(ms) => fail(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            format!("lease_ms must be between 1 and 3600000, not {ms}"),
+            None,
+        ),
+    };
     let req = VoteRequest { term: term as u64, candidate: candidate.to_string(), candidate_lsn };
-    let (answer, now_term, my_lsn) = answer_vote(&me, &req)
+    let (answer, now_term, my_lsn) = answer_vote(&me, &req, lease)
         .unwrap_or_else(|e| fail(PgSqlErrorCode::ERRCODE_IO_ERROR, format!("pg_keeper: cannot vote: {e}"), None));
     let reason = match &answer {
         Ok(()) => {
@@ -181,7 +198,11 @@ fn step_down() -> i32 {
     }
     let me = node_name_or_fail();
     if !shared::available() {
-        fail(PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE, "pg_keeper is not in shared_preload_libraries", None);
+        fail(
+            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            "pg_keeper is not in shared_preload_libraries",
+            None,
+        );
     }
     let (r0, term) = {
         let mut st = shared::STATE.exclusive();

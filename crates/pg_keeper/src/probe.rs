@@ -117,14 +117,16 @@ pub async fn request_vote(
     candidate: &str,
     term: u64,
     lsn: u64,
+    lease: Duration,
 ) -> Result<keeper_core::election::VoteReply, String> {
     let candidate = candidate.to_string();
     let lsn = keeper_core::lsn::format(lsn);
+    let lease_ms = lease.as_millis() as i64;
     with_client(cfg, deadline, |c| async move {
         let row = c
             .query_one(
-                "SELECT granted, term, lsn, reason FROM pgkeeper.request_vote($1::text, $2::bigint, $3::text)",
-                &[&candidate, &(term as i64), &lsn],
+                "SELECT granted, term, lsn, reason FROM pgkeeper.request_vote($1::text, $2::bigint, $3::text, $4::bigint)",
+                &[&candidate, &(term as i64), &lsn, &lease_ms],
             )
             .await?;
         Ok(keeper_core::election::VoteReply {
@@ -171,8 +173,8 @@ pub async fn push_registry(cfg: Config, deadline: Duration, nodes: &[keeper_core
 pub struct ViaAnswer {
     /// It reached the master.
     pub reached: bool,
-    /// It accepts writes itself (promoted, holding a lease; not a witness).
-    pub writable: bool,
+    /// What it says of itself (role, gate, term).
+    pub me: keeper_core::election::PeerAnswer,
 }
 
 /// Indirect poll: ask `via` to poll `target_conninfo` within `nested` (passed as parameters,
@@ -189,11 +191,19 @@ pub async fn poll_via(
         let row = c
             .query_one(
                 "SELECT pgkeeper.indirect_polling($1::text, $2::integer, true), \
-                 NOT p.in_recovery AND NOT p.fenced AND NOT p.witness FROM pgkeeper._poll() p",
+                 p.in_recovery, p.fenced, p.term, p.witness FROM pgkeeper._poll() p",
                 &[&target, &ms],
             )
             .await?;
-        Ok(ViaAnswer { reached: row.get(0), writable: row.get(1) })
+        Ok(ViaAnswer {
+            reached: row.get(0),
+            me: keeper_core::election::PeerAnswer {
+                in_recovery: row.get(1),
+                fenced: row.get(2),
+                term: row.get::<_, i64>(3).max(0) as u64,
+                witness: row.get(4),
+            },
+        })
     })
     .await
 }

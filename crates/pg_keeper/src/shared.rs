@@ -60,6 +60,8 @@ pub struct KeeperState {
     pub hold_ready: bool,
     /// Stand for election at the next round, whatever the master does (planned switchover).
     pub stand_now: bool,
+    /// Won an election, promotion under way: vote like a master (refuse).
+    pub promoting: bool,
 }
 
 impl Default for PeerState {
@@ -98,6 +100,7 @@ impl Default for KeeperState {
             hold_until: 0,
             hold_ready: false,
             stand_now: false,
+            promoting: false,
         }
     }
 }

@@ -65,9 +65,18 @@ impl Worker {
         let writable: Vec<String> = others
             .iter()
             .zip(&indirect)
-            .filter(|(_, r)| matches!(r, Ok(a) if a.writable))
+            .filter(|(_, r)| matches!(r, Ok(a) if a.me.writable()))
             .map(|(n, _)| n.name.clone())
             .collect();
+        // A standby just elected (not in recovery, not yet holding its lease) in our term or
+        // a newer one: wait for it rather than stand against it (that would only push terms
+        // up and keep it from counting our answer).
+        let my_term = shared::STATE.share().term;
+        let elected = others
+            .iter()
+            .zip(&indirect)
+            .find(|(_, r)| matches!(r, Ok(a) if !a.me.in_recovery && !a.me.witness && a.me.term >= my_term))
+            .map(|(n, r)| (n.name.clone(), r.as_ref().map(|a| a.me.term).unwrap_or(0)));
         let mut peers = vec![PeerResult {
             name: master.name.clone(),
             ok: direct.is_ok(),
@@ -85,7 +94,7 @@ impl Worker {
                 ok: r.is_ok(),
                 latency: Duration::ZERO,
                 error: match r {
-                    Ok(a) if a.writable => "writable: promoted".into(),
+                    Ok(a) if a.me.writable() => "writable: promoted".into(),
                     Ok(a) if a.reached => String::new(),
                     Ok(_) => format!("answered: cannot reach {}", master.name),
                     Err(e) => e,
@@ -162,6 +171,11 @@ impl Worker {
                     master.name
                 ));
                 format!("master unreachable, {failed_rounds} rounds; holding: {why}")
+            }
+            Decision::Stand { .. } if elected.is_some() => {
+                let (who, t) = elected.unwrap_or_default();
+                self.notice_once(format!("pg_keeper: {who} was elected in term {t}; waiting for it to take writes"));
+                format!("waiting for {who} (elected in term {t})")
             }
             Decision::Stand { old_master, failed_rounds } => self.stand(me, nodes, &old_master, failed_rounds),
         };

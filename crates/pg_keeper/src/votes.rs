@@ -41,20 +41,28 @@ fn store(node: &str, rec: &VoteRecord) -> Result<(), String> {
     Ok(())
 }
 
-/// Run `decide` on the current record; persist what it returns (when it differs) before
+/// Run `decide` on the current record (and the shared state, under the same lock: the vote
+/// hold is read and set there); persist the record it returns (when it differs) before
 /// returning its answer. Err when the record cannot be read or written: then nothing was
-/// granted.
-pub fn with_record<T>(node: &str, decide: impl FnOnce(&VoteRecord) -> (T, VoteRecord)) -> Result<T, String> {
+/// granted, and `decide`'s changes to the shared state are undone.
+pub fn with_record<T>(
+    node: &str,
+    decide: impl FnOnce(&VoteRecord, &mut shared::KeeperState) -> (T, VoteRecord),
+) -> Result<T, String> {
     let mut st = STATE.exclusive();
     let current = if st.vote_loaded {
         VoteRecord { term: st.term, voted_for: Some(shared::get_str(&st.voted_for)).filter(|s| !s.is_empty()) }
     } else {
         load(node)?
     };
-    let (answer, new) = decide(&current);
+    let before = *st;
+    let (answer, new) = decide(&current, &mut st);
     if new != current || !st.vote_loaded {
         if new != current {
-            store(node, &new)?;
+            if let Err(e) = store(node, &new) {
+                *st = before;
+                return Err(e);
+            }
         }
         st.term = new.term;
         shared::put_str(&mut st.voted_for, new.voted_for.as_deref().unwrap_or(""));
@@ -65,5 +73,5 @@ pub fn with_record<T>(node: &str, decide: impl FnOnce(&VoteRecord) -> (T, VoteRe
 
 /// The current record (loaded from disk the first time).
 pub fn current(node: &str) -> Result<VoteRecord, String> {
-    with_record(node, |r| (r.clone(), r.clone()))
+    with_record(node, |r, _| (r.clone(), r.clone()))
 }
