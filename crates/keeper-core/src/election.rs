@@ -25,12 +25,18 @@
 //! the newer term, and the master does not count such answers. So at the promotion instant
 //! no lease of the old master is running, and its commits are refused from the lease's end.
 //!
-//! Two consequences the adapter must honour (both found by tests/simulation.rs, which breaks
-//! the safety of the cluster without them):
-//! - Every lease comes from a heartbeat round, including a new master's first one: a winner
-//!   promotes fenced and takes writes only once a round of its own renews. A vote takes no
-//!   hold, so a lease counted from the vote requests is covered by nothing: a second
-//!   candidate can win a newer term with the same voters while it runs.
+//! Two consequences the adapter must honour (tests/simulation.rs finds two masters taking
+//! writes at once without either):
+//! - Every lease must be covered by holds. [`decide_vote`] takes no hold, so a lease counted
+//!   from a winner's vote requests is covered by nothing: a second candidate can win a newer
+//!   term with the same voters while it runs. Two safe ways: the winner promotes fenced and
+//!   takes writes only once a heartbeat round of its own renews (every lease then comes from
+//!   a heartbeat round); or every vote granted sets the voter's hold as a heartbeat does
+//!   (`voter_hold(lease)` from the grant) and the lease counts from the requests. Both are
+//!   safe in the simulation; the second costs liveness: a vote given to a candidate that
+//!   loses locks the voter for a whole hold, so split votes repeat and elections can fail
+//!   round after round (more so if the candidate's own vote holds it too: two candidates
+//!   then refuse each other each time they stand).
 //! - The argument counts the master itself in its majority, so the master must not have
 //!   voted in a newer term: a candidate that granted (or adopted) a newer term while it
 //!   waited for its replies does not promote ([`may_promote`]).
