@@ -10,8 +10,12 @@
 //!
 //! `pgkeeper bench sync` (module [`sync`]) measures the master's synchronous-replication guard;
 //! `pgkeeper bench switchover` (module [`switchover`]) the write unavailability of a planned
-//! `pgkeeper switchover`; `pgkeeper bench` without a kind runs all three.
+//! `pgkeeper switchover`; `pgkeeper bench partition` (module [`partition`], file
+//! `bench_partition.rs`) failover and fencing when the master is isolated by a network
+//! partition; `pgkeeper bench` without a kind runs all four.
 
+#[path = "bench_partition.rs"]
+mod partition;
 mod switchover;
 mod sync;
 
@@ -86,7 +90,7 @@ pub fn run(args: &[String]) -> Result<()> {
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
-            k @ ("failover" | "sync" | "switchover") => {
+            k @ ("failover" | "sync" | "switchover" | "partition") => {
                 if kind.is_some() {
                     bail!("bench: give one kind at most ({USAGE})");
                 }
@@ -105,8 +109,9 @@ pub fn run(args: &[String]) -> Result<()> {
         Some("failover") => failover(runs, &out),
         Some("sync") => sync::run(runs, &out),
         Some("switchover") => switchover::run(runs, &out),
+        Some("partition") => partition::run(runs, &out),
         _ => {
-            // All three; each runs even if an earlier one failed.
+            // All four; each runs even if an earlier one failed.
             let f = failover(runs, &out);
             if let Err(e) = &f {
                 eprintln!("bench failover: {e:#}");
@@ -116,14 +121,20 @@ pub fn run(args: &[String]) -> Result<()> {
                 eprintln!("bench sync: {e:#}");
             }
             let w = switchover::run(runs, &out);
+            if let Err(e) = &w {
+                eprintln!("bench switchover: {e:#}");
+            }
+            let p = partition::run(runs, &out);
             f.context("bench failover")?;
             s.context("bench sync")?;
-            w.context("bench switchover")
+            w.context("bench switchover")?;
+            p.context("bench partition")
         }
     }
 }
 
-const USAGE: &str = "usage: pgkeeper bench [failover|sync|switchover] [--runs N] [--out DIR]; no kind: all three";
+const USAGE: &str =
+    "usage: pgkeeper bench [failover|sync|switchover|partition] [--runs N] [--out DIR]; no kind: all four";
 
 fn failover(runs: usize, out: &Path) -> Result<()> {
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
