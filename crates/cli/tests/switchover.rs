@@ -69,7 +69,9 @@ fn switchover_there_and_back_with_a_writer() {
     switch(&cluster, "node1", "node2");
     assert!(!n2.is_in_recovery().unwrap());
     assert!(n1.is_in_recovery().unwrap());
-    wait_until(PATIENCE, || streams_from(n2, "node1") && streams_from(n2, "node3")).expect("everyone follows node2");
+    wait_until(PATIENCE, || streams_from(n2, "node1") && streams_from(n2, "node3")).unwrap_or_else(|e| {
+        panic!("everyone follows node2: {e}\n--- node2\n{}\n--- node3\n{}", n2.log_tail(40), n3.log_tail(40))
+    });
     wait_until(PATIENCE, || node_info(n2).iter().any(|r| r.1 == "node2" && r.2 == "t"))
         .expect("node_info: node2 master");
     std::thread::sleep(Duration::from_secs(2));

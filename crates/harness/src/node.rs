@@ -137,7 +137,7 @@ impl Node {
         S: AsRef<std::ffi::OsStr>,
     {
         let inner = run_as_pg(cmd, args);
-        match &self.ns {
+        let mut c = match &self.ns {
             None => inner,
             Some(ns) => {
                 let mut c = std::process::Command::new("ip");
@@ -146,7 +146,11 @@ impl Node {
                 c.current_dir("/");
                 c
             }
-        }
+        };
+        // A test run with RUST_BACKTRACE set would otherwise fill the servers' logs with a
+        // backtrace for every ERROR raised from Rust.
+        c.env_remove("RUST_BACKTRACE").env_remove("RUST_LIB_BACKTRACE");
+        c
     }
     /// Full contents of the server log (lossy UTF-8).
     pub fn log_contents(&self) -> String {

@@ -290,12 +290,22 @@ pub struct PeerAnswer {
     pub fenced: bool,
     pub term: Term,
     pub witness: bool,
+    /// A master that stood down for good (deposed by a newer term, or stepped down for a
+    /// switchover): fenced, and never coming back as it is.
+    pub deposed: bool,
 }
 
 impl PeerAnswer {
     /// Accepts writes now.
     pub fn writable(&self) -> bool {
         !self.in_recovery && !self.fenced && !self.witness
+    }
+
+    /// A node just elected (a master not yet holding its lease, or holding it) in `term` or a
+    /// newer one: a standby waits for it rather than stand against it, which would only push
+    /// terms up and keep the new master from counting that standby's answers.
+    pub fn just_elected(&self, term: Term) -> bool {
+        !self.in_recovery && !self.witness && !self.deposed && self.term >= term
     }
 }
 
@@ -481,7 +491,7 @@ mod tests {
     }
 
     fn ans(in_recovery: bool, fenced: bool, term: Term) -> Option<PeerAnswer> {
-        Some(PeerAnswer { in_recovery, fenced, term, witness: false })
+        Some(PeerAnswer { in_recovery, fenced, term, witness: false, deposed: false })
     }
 
     #[test]

@@ -217,6 +217,10 @@ const CORRECTED: Rules = Rules {
 /// master; see `STUCK_TERMS`).
 const WITH_PRE_VOTE: Rules = Rules { pre_vote: true, ..CORRECTED };
 
+/// What the adapter does now (crates/pg_keeper/src/candidate.rs and standby.rs): the corrected
+/// rules, the pre-vote, and standbys waiting for a node just elected.
+const AS_BUILT: Rules = Rules { wait_for_elected: true, ..WITH_PRE_VOTE };
+
 /// The adapter's first version: lease from the vote requests, no check of its own record,
 /// count after every reply or the deadline.
 const AS_FIRST_WRITTEN: Rules = Rules {
@@ -904,6 +908,7 @@ impl Sim {
             fenced: s.master && !self.unfenced(p),
             term: s.rec.term,
             witness: s.witness,
+            deposed: s.master && s.deposed,
         }
     }
 
@@ -1837,7 +1842,7 @@ impl Sim {
                 }
                 let my_term = self.nodes[to].rec.term;
                 if let Round::Poll { via, pending, elected, .. } = &mut self.nodes[to].round {
-                    if !me.in_recovery && !me.witness && me.term >= my_term {
+                    if me.just_elected(my_term) {
                         *elected = Some((from, me.term));
                     }
                     if let Some(e) = via.iter_mut().find(|e| e.0 == from && e.1 == Indirect::NoAnswer) {
@@ -2119,32 +2124,35 @@ fn run_many_with(test: &str, shape: Shape, base: u64, count: u64, rules: Rules, 
 
 #[test]
 fn three_nodes() {
-    run_many("three_nodes", Shape { data: 3, witnesses: 0 }, 0x3_0000, 2000, CORRECTED);
+    run_many("three_nodes", Shape { data: 3, witnesses: 0 }, 0x3_0000, 2000, AS_BUILT);
 }
 
 #[test]
 fn five_nodes() {
-    run_many("five_nodes", Shape { data: 5, witnesses: 0 }, 0x5_0000, 2000, CORRECTED);
+    run_many("five_nodes", Shape { data: 5, witnesses: 0 }, 0x5_0000, 2000, AS_BUILT);
 }
 
 #[test]
 fn two_data_nodes_and_a_witness() {
-    run_many("two_data_nodes_and_a_witness", Shape { data: 2, witnesses: 1 }, 0x21_0000, 300, CORRECTED);
+    run_many("two_data_nodes_and_a_witness", Shape { data: 2, witnesses: 1 }, 0x21_0000, 300, AS_BUILT);
 }
 
 #[test]
 fn four_data_nodes_and_a_witness() {
-    run_many("four_data_nodes_and_a_witness", Shape { data: 4, witnesses: 1 }, 0x41_0000, 300, CORRECTED);
+    run_many("four_data_nodes_and_a_witness", Shape { data: 4, witnesses: 1 }, 0x41_0000, 300, AS_BUILT);
+}
+
+/// The rules without the pre-vote and the wait for a node just elected are safe and live too
+/// (liveness as asserted here; more clusters are left without a master for good: see
+/// `STUCK_TERMS`).
+#[test]
+fn three_nodes_without_pre_vote() {
+    run_many("three_nodes_without_pre_vote", Shape { data: 3, witnesses: 0 }, 0x3_1000, 300, CORRECTED);
 }
 
 #[test]
-fn three_nodes_with_pre_vote() {
-    run_many("three_nodes_with_pre_vote", Shape { data: 3, witnesses: 0 }, 0x3_1000, 300, WITH_PRE_VOTE);
-}
-
-#[test]
-fn five_nodes_with_pre_vote() {
-    run_many("five_nodes_with_pre_vote", Shape { data: 5, witnesses: 0 }, 0x5_1000, 300, WITH_PRE_VOTE);
+fn five_nodes_without_pre_vote() {
+    run_many("five_nodes_without_pre_vote", Shape { data: 5, witnesses: 0 }, 0x5_1000, 300, CORRECTED);
 }
 
 /// The adapter as of commit 04c091e (a granted vote, its own included, holds the voter; the

@@ -1,17 +1,26 @@
-//! Standing for election: vote for ourselves (persisted, under the same rules as any
-//! voter), ask every other registered node at once, count (keeper-core's `tally`), and
-//! promote only with a majority. The lease taken on winning starts when the requests went
-//! out, which is no later than any vote was granted.
+//! Standing for election: a pre-vote (would a majority grant? nothing persisted, so a
+//! candidate that cannot win pushes no term up), then the vote itself: vote for ourselves
+//! (persisted, under the same rules as any voter), ask every other registered node at once,
+//! count (keeper-core's `tally`), and promote only with a majority. The new master takes no
+//! lease from the votes: it starts fenced, and its first heartbeat round that a majority
+//! answers opens its gate (every lease then comes from heartbeats, which set the voters'
+//! holds). The simulation in keeper-core checks these rules.
 
 use crate::election_api::{answer_vote, received_lsn};
 use crate::worker::{shutdown_requested, Worker};
 use crate::{gucs, probe, shared};
-use futures_util::future::join_all;
-use keeper_core::election::{master_lease, may_promote, next_term, tally, Refusal, Tally, VoteReply, VoteRequest};
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use keeper_core::election::{early_count_after, may_promote, next_term, tally, Refusal, Tally, VoteReply, VoteRequest};
 use keeper_core::{lsn, Node};
 use pgrx::bgworkers::BackgroundWorker;
 use pgrx::prelude::*;
 use std::time::{Duration, Instant};
+
+/// One round of requests: the replies (own vote included) and why others refused.
+struct Ballot {
+    tally: Tally,
+    refusals: Vec<String>,
+}
 
 impl Worker {
     pub(crate) fn stand(&mut self, me: &str, nodes: &[Node], old_master: &str, failed_rounds: u32) -> String {
@@ -22,7 +31,6 @@ impl Worker {
             self.retry_at = Some(Instant::now() + Duration::from_millis(hold_left as u64 + 50));
             return format!("master unreachable, {failed_rounds} rounds; waiting {hold_left} ms for its lease to end");
         }
-        let started = shared::mono_ms();
         let my_lsn = match BackgroundWorker::transaction(received_lsn) {
             Ok(Some(l)) => l,
             Ok(None) => return "not standing: not in recovery".into(),
@@ -32,86 +40,132 @@ impl Worker {
             Ok(rec) => next_term(&rec, self.seen_term),
             Err(e) => return format!("not standing: {e}"),
         };
-        let lease = master_lease(self.settings.keepalive_time);
-        let req = VoteRequest { term, candidate: me.to_string(), candidate_lsn: my_lsn };
-        match BackgroundWorker::transaction(|| answer_vote(me, &req, lease)) {
-            Ok((Ok(()), _, _)) => {}
-            Ok((Err(r), t, _)) => {
-                self.seen_term = self.seen_term.max(t);
-                if let Refusal::LeaseHeld { .. } = r {
-                    self.retry_at = Some(Instant::now() + Duration::from_millis(100));
+        // Pre-vote, then the vote.
+        for dry in [true, false] {
+            let req = VoteRequest { term, candidate: me.to_string(), candidate_lsn: my_lsn };
+            match BackgroundWorker::transaction(|| answer_vote(me, &req, dry)) {
+                Ok((Ok(()), _, _)) => {}
+                Ok((Err(r), t, _)) => {
+                    self.seen_term = self.seen_term.max(t);
+                    if let Refusal::LeaseHeld { .. } = r {
+                        self.retry_at = Some(Instant::now() + Duration::from_millis(100));
+                    }
+                    return format!("not standing: own vote refused: {r}");
                 }
-                return format!("not standing: own vote refused: {r}");
+                Err(e) => return format!("not standing: {e}"),
             }
-            Err(e) => return format!("not standing: {e}"),
+            if !dry {
+                log!("pg_keeper: {me} stands for election in term {term} (WAL received up to {})", lsn::format(my_lsn));
+            }
+            let Some(ballot) = self.ballot(me, nodes, old_master, term, my_lsn, dry) else {
+                return "stopping".into();
+            };
+            let what = if dry { "pre-vote" } else { "election" };
+            match ballot.tally {
+                Tally::Won { votes } if !dry => return self.won(me, nodes, old_master, term, &votes),
+                Tally::Won { .. } => {}
+                Tally::Yield { to, lsn: theirs } => {
+                    self.notice_once(format!(
+                        "pg_keeper: not promoting ({what}, term {term}): {to} has more WAL ({} > {}); it should stand",
+                        lsn::format(theirs),
+                        lsn::format(my_lsn)
+                    ));
+                    return format!("{what} term {term}: yielding to {to}");
+                }
+                Tally::Lost { votes, needed, newest_term } => {
+                    self.seen_term = self.seen_term.max(newest_term);
+                    self.notice_once(format!(
+                        "pg_keeper: {what} in term {term} lost: {} of {needed} votes needed ({}); refused: {}",
+                        votes.len(),
+                        votes.join(", "),
+                        ballot.refusals.join("; ")
+                    ));
+                    return format!("{what} term {term}: {} of {needed} votes", votes.len());
+                }
+            }
         }
-        log!("pg_keeper: {me} stands for election in term {term} (WAL received up to {})", lsn::format(my_lsn));
+        unreachable!("the real vote returns")
+    }
 
+    /// Ask every registered node but us and the old master, at once. Once
+    /// `early_count_after(keepalive_time)` has passed, stop as soon as the replies so far win:
+    /// a silent node must not hold every election for the whole deadline (candidates of other
+    /// ranks would stand meanwhile, and each newer term voids the one running).
+    fn ballot(&mut self, me: &str, nodes: &[Node], old_master: &str, term: u64, my_lsn: u64, dry: bool) -> Option<Ballot> {
         let deadline = self.probe_deadline();
+        let early = early_count_after(self.settings.keepalive_time);
         let db = gucs::database();
-        let voters: Vec<&Node> = nodes.iter().filter(|n| n.name != me && n.name != old_master).collect();
-        let futs = voters.iter().map(|n| {
-            let cfg = probe::config(&n.conninfo, Some(&db));
-            async move { probe::request_vote(cfg?, deadline, me, term, my_lsn, lease).await }
-        });
-        let Some(results) = probe::block_on_cancellable(&self.rt, join_all(futs), shutdown_requested) else {
-            return "stopping".into();
-        };
-        let mut replies =
-            vec![(me.to_string(), VoteReply { granted: true, term, lsn: Some(my_lsn), reason: String::new() })];
-        let mut refusals = Vec::new();
-        for (n, r) in voters.iter().zip(results) {
-            match r {
-                Ok(reply) => {
-                    if !reply.granted {
-                        refusals.push(format!("{}: {}", n.name, reply.reason));
-                    }
-                    replies.push((n.name.clone(), reply));
-                }
-                Err(e) => refusals.push(format!("{}: no answer ({e})", n.name)),
-            }
-        }
         let two_node = gucs::TWO_NODE_FAILOVER.get();
-        match tally(me, nodes, my_lsn, &replies, two_node) {
-            Tally::Won { votes } => {
-                // Still "this term, voted for me"? (We kept answering requests while waiting.)
-                // From this check to the end of the promotion, vote like a master.
-                let won = crate::votes::with_record(me, |rec, st| {
-                    let ok = may_promote(me, term, rec);
-                    if ok {
-                        st.promoting = true;
-                        st.fence = 1;
-                        st.lease_until = started + lease.as_millis() as i64;
-                    }
-                    (ok, rec.clone())
-                });
-                match won {
-                    Ok(true) => {}
-                    Ok(false) => return format!("election term {term}: a newer term started meanwhile"),
-                    Err(e) => return format!("election term {term}: {e}"),
+        let own = (me.to_string(), VoteReply { granted: true, term, lsn: Some(my_lsn), reason: String::new() });
+        let count = |got: &[(String, Result<VoteReply, String>)]| {
+            let mut replies = vec![own.clone()];
+            replies.extend(got.iter().filter_map(|(n, r)| r.as_ref().ok().map(|r| (n.clone(), r.clone()))));
+            tally(me, nodes, my_lsn, &replies, two_node)
+        };
+        let mut pending: FuturesUnordered<_> = nodes
+            .iter()
+            .filter(|n| n.name != me && n.name != old_master)
+            .map(|n| {
+                let cfg = probe::config(&n.conninfo, Some(&db));
+                let name = n.name.clone();
+                async move {
+                    let r = match cfg {
+                        Ok(cfg) => probe::request_vote(cfg, deadline, me, term, my_lsn, dry).await,
+                        Err(e) => Err(e),
+                    };
+                    (name, r)
                 }
-                let state = self.promote(me, old_master, term, &votes, nodes.len());
-                shared::STATE.exclusive().promoting = false;
-                state
+            })
+            .collect();
+        let collect = async {
+            let early_at = tokio::time::Instant::now() + early;
+            let mut got = Vec::new();
+            loop {
+                tokio::select! {
+                    r = pending.next() => match r {
+                        Some(x) => got.push(x),
+                        None => break,
+                    },
+                    _ = tokio::time::sleep_until(early_at), if tokio::time::Instant::now() < early_at => {}
+                }
+                if tokio::time::Instant::now() >= early_at && matches!(count(&got), Tally::Won { .. }) {
+                    break;
+                }
             }
-            Tally::Yield { to, lsn: theirs } => {
-                self.notice_once(format!(
-                    "pg_keeper: not promoting in term {term}: {to} has more WAL ({} > {}); it should stand",
-                    lsn::format(theirs),
-                    lsn::format(my_lsn)
-                ));
-                format!("election term {term}: yielding to {to}")
+            got
+        };
+        let got = probe::block_on_cancellable(&self.rt, collect, shutdown_requested)?;
+        let refusals = got
+            .iter()
+            .filter_map(|(n, r)| match r {
+                Ok(r) if !r.granted => Some(format!("{n}: {}", r.reason)),
+                Ok(_) => None,
+                Err(e) => Some(format!("{n}: no answer ({e})")),
+            })
+            .collect();
+        Some(Ballot { tally: count(&got), refusals })
+    }
+
+    fn won(&mut self, me: &str, nodes: &[Node], old_master: &str, term: u64, votes: &[String]) -> String {
+        // Still "this term, voted for me"? (We kept answering requests while waiting.) From
+        // this check to the end of the promotion, vote like a master. No lease yet: the first
+        // heartbeat round a majority answers opens the gate.
+        let won = crate::votes::with_record(me, |rec, st| {
+            let ok = may_promote(me, term, rec);
+            if ok {
+                st.promoting = true;
+                st.fence = 1;
+                st.lease_until = 0;
             }
-            Tally::Lost { votes, needed, newest_term } => {
-                self.seen_term = self.seen_term.max(newest_term);
-                self.notice_once(format!(
-                    "pg_keeper: election in term {term} lost: {} of {needed} votes needed ({}); refused: {}",
-                    votes.len(),
-                    votes.join(", "),
-                    refusals.join("; ")
-                ));
-                format!("election term {term}: {} of {needed} votes", votes.len())
-            }
+            (ok, rec.clone())
+        });
+        match won {
+            Ok(true) => {}
+            Ok(false) => return format!("election term {term}: a newer term started meanwhile"),
+            Err(e) => return format!("election term {term}: {e}"),
         }
+        let state = self.promote(me, old_master, term, votes, nodes.len());
+        shared::STATE.exclusive().promoting = false;
+        state
     }
 }

@@ -5,7 +5,7 @@
 
 use crate::api::{fail, required};
 use crate::{gucs, registry_sql, shared, votes};
-use keeper_core::election::{decide_vote, master_lease, voter_hold, Refusal, VoteRecord, VoteRequest, VoterView};
+use keeper_core::election::{decide_vote, voter_hold, Refusal, VoteRecord, VoteRequest, VoterView};
 use keeper_core::registry::diff;
 use keeper_core::{lsn, Node};
 use pgrx::prelude::*;
@@ -43,19 +43,14 @@ pub fn received_lsn() -> Result<Option<u64>, pgrx::spi::Error> {
 
 /// This node's answer to a vote request, the record persisted before it. Needs a
 /// transaction (SPI reads node_info and the WAL position). Used for the candidate's own vote
-/// too, so that it obeys the same rules. A granted vote also sets the vote hold, as a
-/// heartbeat would: the candidate takes its lease (`lease`) from the moment it asked.
-pub fn answer_vote(
-    me: &str,
-    req: &VoteRequest,
-    lease: Duration,
-) -> Result<(Result<(), Refusal>, Term, Option<u64>), String> {
+/// too, so that it obeys the same rules. `dry` (a pre-vote): the same rules, nothing persisted
+/// or adopted, so a candidate that cannot win pushes no term up.
+pub fn answer_vote(me: &str, req: &VoteRequest, dry: bool) -> Result<(Result<(), Refusal>, Term, Option<u64>), String> {
     let witness = gucs::WITNESS.get();
     let nodes = Spi::connect(registry_sql::read_nodes).map_err(|e| e.to_string())?.unwrap_or_default();
     let my_lsn = if witness { None } else { received_lsn().map_err(|e| e.to_string())? };
     let is_master = !in_recovery() && !witness;
     let (answer, term) = votes::with_record(me, |rec, st| {
-        let now = shared::mono_ms();
         if !st.hold_ready {
             // Right after a start the worker has not yet set the hold that covers a lease
             // this server may have acknowledged before it stopped.
@@ -67,11 +62,11 @@ pub fn answer_vote(
             // Between winning and the end of its promotion a candidate votes like a master.
             is_master: is_master || st.promoting,
             my_lsn: my_lsn.unwrap_or(0),
-            hold_left: Duration::from_millis((st.hold_until - now).max(0) as u64),
+            hold_left: Duration::from_millis((st.hold_until - shared::mono_ms()).max(0) as u64),
         };
         let (answer, new) = decide_vote(rec, req, &view);
-        if answer.is_ok() {
-            st.hold_until = st.hold_until.max(now + voter_hold(lease).as_millis() as i64);
+        if dry {
+            return ((answer, rec.term), rec.clone());
         }
         ((answer, new.term), new)
     })?;
@@ -88,7 +83,10 @@ fn _poll(
     from_node: default!(Option<&str>, "NULL"),
     term: default!(Option<i64>, "NULL"),
     lease_ms: default!(Option<i64>, "NULL"),
-) -> TableIterator<'static, (name!(in_recovery, bool), name!(fenced, bool), name!(term, i64), name!(witness, bool))> {
+) -> TableIterator<
+    'static,
+    (name!(in_recovery, bool), name!(fenced, bool), name!(term, i64), name!(witness, bool), name!(deposed, bool)),
+> {
     let recovery = in_recovery();
     let witness = gucs::WITNESS.get();
     let my_term = match gucs::node_name() {
@@ -113,19 +111,22 @@ fn _poll(
             st.hold_until = st.hold_until.max(until);
         }
     }
-    let fenced = !recovery && !witness && shared::gate() != shared::Gate::Open;
-    TableIterator::once((recovery, fenced, my_term as i64, witness))
+    let gate = shared::gate();
+    let fenced = !recovery && !witness && gate != shared::Gate::Open;
+    let deposed = !recovery && matches!(gate, shared::Gate::Deposed { .. } | shared::Gate::SteppedDown);
+    TableIterator::once((recovery, fenced, my_term as i64, witness, deposed))
 }
 
 /// Grant or refuse this node's vote to `candidate` for `term`. The answer is persisted
 /// (fsynced) before it is returned. See keeper_core::election::decide_vote for the rules.
+/// `dry_run`: a pre-vote, answered by the same rules and persisting nothing.
 #[allow(clippy::type_complexity)]
 #[pg_extern(volatile, parallel_unsafe)]
 fn request_vote(
     candidate: Option<&str>,
     term: Option<i64>,
     candidate_lsn: Option<&str>,
-    lease_ms: default!(Option<i64>, "NULL"),
+    dry_run: default!(Option<bool>, "false"),
 ) -> TableIterator<'static, (name!(granted, bool), name!(term, i64), name!(lsn, Option<String>), name!(reason, String))>
 {
     let candidate = required(candidate, "candidate");
@@ -148,22 +149,17 @@ fn request_vote(
             None,
         );
     }
-    // The candidate's lease; by default the one this node's own setting gives.
-    let lease = match lease_ms {
-        None => master_lease(Duration::from_secs_f64(gucs::KEEPALIVE_TIME.get())),
-        Some(ms) if (1..=3_600_000).contains(&ms) => Duration::from_millis(ms as u64),
-        Some(ms) => fail(
-            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-            format!("lease_ms must be between 1 and 3600000, not {ms}"),
-            None,
-        ),
+    let Some(dry) = dry_run else {
+        fail(PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED, "dry_run must not be NULL", None)
     };
     let req = VoteRequest { term: term as u64, candidate: candidate.to_string(), candidate_lsn };
-    let (answer, now_term, my_lsn) = answer_vote(&me, &req, lease)
+    let (answer, now_term, my_lsn) = answer_vote(&me, &req, dry)
         .unwrap_or_else(|e| fail(PgSqlErrorCode::ERRCODE_IO_ERROR, format!("pg_keeper: cannot vote: {e}"), None));
     let reason = match &answer {
         Ok(()) => {
-            log!("pg_keeper: voted for {candidate} in term {term}");
+            if !dry {
+                log!("pg_keeper: voted for {candidate} in term {term}");
+            }
             String::new()
         }
         Err(r) => r.to_string(),

@@ -9,6 +9,7 @@ use crate::worker::{shutdown_requested, Mode, PeerResult, Worker};
 use crate::{gucs, probe, shared};
 use futures_util::future::join_all;
 use keeper_core::election::{master_lease, master_verdict, MasterVerdict, PeerAnswer};
+use keeper_core::failover::is_majority;
 use keeper_core::registry::{diff, master_view};
 use keeper_core::{Node, SyncConfig};
 use pgrx::bgworkers::BackgroundWorker;
@@ -43,9 +44,33 @@ impl Worker {
         let deadline = self.probe_deadline();
         let db = gucs::database();
         let peers: Vec<&Node> = nodes.iter().filter(|n| n.name != me).collect();
+        let two_node = gucs::TWO_NODE_FAILOVER.get();
+        let can_fail_over = nodes.len() >= 3 || (nodes.len() == 2 && two_node);
+        // Renew the lease the moment a majority has answered, not when the slowest (perhaps
+        // black-holed) peer's deadline ends the round: the same rule as master_verdict's
+        // count, applied early. (master_verdict still decides at the end, e.g. to stand down.)
+        let answered = std::cell::Cell::new(1usize);
+        let renew = || {
+            answered.set(answered.get() + 1);
+            if can_fail_over && is_majority(answered.get(), nodes.len()) {
+                let mut st = shared::STATE.exclusive();
+                if st.fence == 1 {
+                    st.lease_until = st.lease_until.max(started + lease.as_millis() as i64);
+                }
+            }
+        };
         let futs = peers.iter().map(|n| {
             let cfg = probe::config(&n.conninfo, Some(&db));
-            async move { probe::state(cfg?, deadline, Some((me, term, lease.as_millis() as u64))).await }
+            let renew = &renew;
+            async move {
+                let r = probe::state(cfg?, deadline, Some((me, term, lease.as_millis() as u64))).await;
+                if let Ok(s) = &r {
+                    if s.answer.term <= term && !s.answer.writable() {
+                        renew();
+                    }
+                }
+                r
+            }
         });
         let Some(results) = probe::block_on_cancellable(&self.rt, join_all(futs), shutdown_requested) else {
             return;
@@ -67,9 +92,8 @@ impl Worker {
                 },
             })
             .collect();
-        // Without the lease a cluster of this size could elect nobody else: keep the gate open.
-        let two_node = gucs::TWO_NODE_FAILOVER.get();
-        let can_fail_over = nodes.len() >= 3 || (nodes.len() == 2 && two_node);
+        // (can_fail_over false: without the lease a cluster of this size could elect nobody
+        // else, so the gate stays open.)
         let verdict = master_verdict(term, nodes, &answers);
         let connected = peer_results.iter().filter(|p| p.ok).count();
         let state = match &verdict {
@@ -138,11 +162,15 @@ impl Worker {
                         self.push_to_witnesses(nodes, &answers);
                     }
                 }
-                let gate = shared::gate_name(&shared::gate());
+                // (the seed's title; the gate is named only when it is not open)
+                let gate = match shared::gate() {
+                    shared::Gate::Open => String::new(),
+                    g => format!("; commits {}", shared::gate_name(&g)),
+                };
                 if peers.is_empty() {
-                    "no standbys".to_string()
+                    format!("no standbys{gate}")
                 } else {
-                    format!("connected, {connected}; term {term}; commits {gate}")
+                    format!("connected, {connected}{gate}")
                 }
             }
         };

@@ -95,7 +95,7 @@ pub async fn state(cfg: Config, deadline: Duration, heartbeat: Option<(&str, u64
     let answer = with_client(cfg, deadline, |c| async move {
         let row = c
             .query_one(
-                "SELECT in_recovery, fenced, term, witness FROM pgkeeper._poll($1::text, $2::bigint, $3::bigint)",
+                "SELECT in_recovery, fenced, term, witness, deposed FROM pgkeeper._poll($1::text, $2::bigint, $3::bigint)",
                 &[&from, &term, &lease],
             )
             .await?;
@@ -104,29 +104,29 @@ pub async fn state(cfg: Config, deadline: Duration, heartbeat: Option<(&str, u64
             fenced: row.get(1),
             term: row.get::<_, i64>(2).max(0) as u64,
             witness: row.get(3),
+            deposed: row.get(4),
         })
     })
     .await?;
     Ok(State { latency: start.elapsed(), answer })
 }
 
-/// Ask `cfg`'s node for its vote (`pgkeeper.request_vote`, parameters only).
+/// Ask `cfg`'s node for its vote (`pgkeeper.request_vote`, parameters only); `dry`: a pre-vote.
 pub async fn request_vote(
     cfg: Config,
     deadline: Duration,
     candidate: &str,
     term: u64,
     lsn: u64,
-    lease: Duration,
+    dry: bool,
 ) -> Result<keeper_core::election::VoteReply, String> {
     let candidate = candidate.to_string();
     let lsn = keeper_core::lsn::format(lsn);
-    let lease_ms = lease.as_millis() as i64;
     with_client(cfg, deadline, |c| async move {
         let row = c
             .query_one(
-                "SELECT granted, term, lsn, reason FROM pgkeeper.request_vote($1::text, $2::bigint, $3::text, $4::bigint)",
-                &[&candidate, &(term as i64), &lsn, &lease_ms],
+                "SELECT granted, term, lsn, reason FROM pgkeeper.request_vote($1::text, $2::bigint, $3::text, $4::boolean)",
+                &[&candidate, &(term as i64), &lsn, &dry],
             )
             .await?;
         Ok(keeper_core::election::VoteReply {
@@ -191,7 +191,7 @@ pub async fn poll_via(
         let row = c
             .query_one(
                 "SELECT pgkeeper.indirect_polling($1::text, $2::integer, true), \
-                 p.in_recovery, p.fenced, p.term, p.witness FROM pgkeeper._poll() p",
+                 p.in_recovery, p.fenced, p.term, p.witness, p.deposed FROM pgkeeper._poll() p",
                 &[&target, &ms],
             )
             .await?;
@@ -202,6 +202,7 @@ pub async fn poll_via(
                 fenced: row.get(2),
                 term: row.get::<_, i64>(3).max(0) as u64,
                 witness: row.get(4),
+                deposed: row.get(5),
             },
         })
     })

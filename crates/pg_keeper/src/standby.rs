@@ -68,14 +68,12 @@ impl Worker {
             .filter(|(_, r)| matches!(r, Ok(a) if a.me.writable()))
             .map(|(n, _)| n.name.clone())
             .collect();
-        // A standby just elected (not in recovery, not yet holding its lease) in our term or
-        // a newer one: wait for it rather than stand against it (that would only push terms
-        // up and keep it from counting our answer).
+        // A node just elected: wait for it rather than stand against it (PeerAnswer::just_elected).
         let my_term = shared::STATE.share().term;
         let elected = others
             .iter()
             .zip(&indirect)
-            .find(|(_, r)| matches!(r, Ok(a) if !a.me.in_recovery && !a.me.witness && a.me.term >= my_term))
+            .find(|(_, r)| matches!(r, Ok(a) if a.me.just_elected(my_term)))
             .map(|(n, r)| (n.name.clone(), r.as_ref().map(|a| a.me.term).unwrap_or(0)));
         let mut peers = vec![PeerResult {
             name: master.name.clone(),
