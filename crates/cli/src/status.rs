@@ -273,6 +273,8 @@ impl Report {
                     Ok(l) => {
                         v["keeper_mode"] = json!(l.mode);
                         v["keeper_state"] = json!(l.state);
+                        v["term"] = json!(l.term);
+                        v["commits"] = json!(l.commits);
                         v["sync_state"] = json!(l.sync_state);
                         v["timeline"] = json!(l.timeline);
                         v["lsn"] = json!(l.lsn);

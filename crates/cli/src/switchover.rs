@@ -171,7 +171,12 @@ pub fn switchover(args: &[String]) -> Result<()> {
             );
             std::thread::sleep(Duration::from_millis(10));
         }
-        say(&format!("{} has all of {}'s WAL (up to {}); it stands for election", o.to, master.name, lsn::format(ckpt)));
+        say(&format!(
+            "{} has all of {}'s WAL (up to {}); it stands for election",
+            o.to,
+            master.name,
+            lsn::format(ckpt)
+        ));
         let mut t = status::connect(&target.conninfo)?;
         let ok: bool = t.query_one("SELECT pgkeeper.stand_for_election()", &[])?.get(0);
         anyhow::ensure!(ok, "no pg_keeper worker runs on {}", o.to);

@@ -79,6 +79,16 @@ fn rejoin_case(name: &str, extra: &[&str]) {
     assert!(row(&out, "node1").contains("unreachable"), "{out}");
     assert!(row(&out, "node2").contains("master"), "{out}");
     assert!(out.contains("WARNING: node1 does not answer"), "{out}");
+    // The old master comes back (restarted as it was): it starts fenced, sees node2's newer
+    // term and stays deposed; status shows it as an old master that needs a rejoin.
+    n1.start().unwrap();
+    wait_until(PATIENCE, || {
+        let (out, _) = text(&pgkeeper(&["status", &n2.conninfo()]));
+        row(&out, "node1").contains("old master") && out.contains("needs rejoin")
+    })
+    .unwrap_or_else(|_| panic!("{}", text(&pgkeeper(&["status", &n2.conninfo()])).0));
+    let err = format!("{:#}", n1.execute("CREATE TABLE on_the_old_master (i int)").unwrap_err());
+    assert!(err.contains("no longer the master"), "{err}");
 
     let mut args = vec!["rejoin", "--pgdata", n1.data_dir().to_str().unwrap(), "--name", "node1"];
     args.extend_from_slice(extra);

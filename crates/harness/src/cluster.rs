@@ -70,7 +70,15 @@ impl Default for ClusterBuilder {
 impl ClusterBuilder {
     /// `name` becomes part of the base dir name `pgk-<name>-<pid>-<counter>`.
     pub fn new(name: &str) -> Self {
-        ClusterBuilder { name: name.into(), standbys: 2, sync_names: None, keeper: false, conf: vec![], netns: false, witness: false }
+        ClusterBuilder {
+            name: name.into(),
+            standbys: 2,
+            sync_names: None,
+            keeper: false,
+            conf: vec![],
+            netns: false,
+            witness: false,
+        }
     }
     /// Base dir name prefix (same as the `new` argument).
     pub fn name(mut self, name: &str) -> Self {

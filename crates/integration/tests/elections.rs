@@ -91,8 +91,10 @@ fn witness_gives_two_data_nodes_a_safe_failover() {
     let (n1, n2, w) = (cluster.node("node1"), cluster.node("node2"), cluster.node("witness"));
     wait_title(n2, "standby (connected to node1)").unwrap();
     // The master hands node_info to the witness (it has no replica of it).
-    wait_until(PATIENCE, || w.query_one("SELECT count(*) FROM pgkeeper.node_info").ok().flatten().as_deref() == Some("3"))
-        .expect("the witness knows the cluster");
+    wait_until(PATIENCE, || {
+        w.query_one("SELECT count(*) FROM pgkeeper.node_info").ok().flatten().as_deref() == Some("3")
+    })
+    .expect("the witness knows the cluster");
     wait_title(w, "witness").unwrap();
     cluster.isolate("node1").unwrap();
     wait_until(PATIENCE, || n2.is_in_recovery().ok() == Some(false)).expect("node2 elected with the witness's vote");

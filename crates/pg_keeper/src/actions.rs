@@ -73,3 +73,15 @@ pub fn spawn_after_command(cmd: &str, old_master: &str, new_master: &str) -> std
         .stdin(std::process::Stdio::null())
         .spawn()
 }
+
+/// A setting's current value in this process ('' when unset).
+pub fn config_option(name: &std::ffi::CStr) -> String {
+    unsafe {
+        let v = pg_sys::GetConfigOption(name.as_ptr(), false, false);
+        if v.is_null() {
+            String::new()
+        } else {
+            std::ffi::CStr::from_ptr(v).to_string_lossy().into_owned()
+        }
+    }
+}

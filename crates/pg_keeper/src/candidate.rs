@@ -36,8 +36,9 @@ impl Worker {
             Ok(None) => return "not standing: not in recovery".into(),
             Err(e) => return format!("not standing: cannot read the WAL position: {e}"),
         };
+        let seen = self.seen_term.max(shared::STATE.share().seen_term);
         let term = match crate::votes::current(me) {
-            Ok(rec) => next_term(&rec, self.seen_term),
+            Ok(rec) => next_term(&rec, seen),
             Err(e) => return format!("not standing: {e}"),
         };
         // Pre-vote, then the vote.
@@ -91,7 +92,15 @@ impl Worker {
     /// `early_count_after(keepalive_time)` has passed, stop as soon as the replies so far win:
     /// a silent node must not hold every election for the whole deadline (candidates of other
     /// ranks would stand meanwhile, and each newer term voids the one running).
-    fn ballot(&mut self, me: &str, nodes: &[Node], old_master: &str, term: u64, my_lsn: u64, dry: bool) -> Option<Ballot> {
+    fn ballot(
+        &mut self,
+        me: &str,
+        nodes: &[Node],
+        old_master: &str,
+        term: u64,
+        my_lsn: u64,
+        dry: bool,
+    ) -> Option<Ballot> {
         let deadline = self.probe_deadline();
         let early = early_count_after(self.settings.keepalive_time);
         let db = gucs::database();
@@ -165,7 +174,10 @@ impl Worker {
             Err(e) => return format!("election term {term}: {e}"),
         }
         let state = self.promote(me, old_master, term, votes, nodes.len());
-        shared::STATE.exclusive().promoting = false;
+        let mut st = shared::STATE.exclusive();
+        st.promoting = false;
+        st.stand_until = 0;
+        drop(st);
         state
     }
 }

@@ -64,6 +64,7 @@ pub fn answer_vote(me: &str, req: &VoteRequest, dry: bool) -> Result<(Result<(),
             my_lsn: my_lsn.unwrap_or(0),
             hold_left: Duration::from_millis((st.hold_until - shared::mono_ms()).max(0) as u64),
         };
+        st.seen_term = st.seen_term.max(req.term);
         let (answer, new) = decide_vote(rec, req, &view);
         if dry {
             return ((answer, rec.term), rec.clone());
@@ -105,10 +106,13 @@ fn _poll(
             );
         }
         // A heartbeat from an older term is from a master this node may have voted against.
-        if t as u64 >= my_term && shared::available() {
-            let until = shared::mono_ms() + voter_hold(Duration::from_millis(ms as u64)).as_millis() as i64;
+        if shared::available() {
             let mut st = shared::STATE.exclusive();
-            st.hold_until = st.hold_until.max(until);
+            st.seen_term = st.seen_term.max(t as u64);
+            if t as u64 >= my_term {
+                let until = shared::mono_ms() + voter_hold(Duration::from_millis(ms as u64)).as_millis() as i64;
+                st.hold_until = st.hold_until.max(until);
+            }
         }
     }
     let gate = shared::gate();
@@ -167,8 +171,8 @@ fn request_vote(
     TableIterator::once((answer.is_ok(), now_term as i64, my_lsn.map(lsn::format), reason))
 }
 
-/// Planned switchover: make this standby stand for election at its worker's next round,
-/// whether or not the master answers. It still needs a majority of votes, which nodes grant
+/// Planned switchover: make this standby stand for election at its worker's next rounds (for
+/// 30 s, or until it is elected), whether or not the master answers. It still needs a majority of votes, which nodes grant
 /// only once the old master's lease has surely ended. Returns false when no worker runs.
 #[pg_extern(volatile, parallel_unsafe)]
 fn stand_for_election() -> bool {
@@ -178,7 +182,7 @@ fn stand_for_election() -> bool {
     if !shared::available() {
         return false;
     }
-    shared::STATE.exclusive().stand_now = true;
+    shared::STATE.exclusive().stand_until = shared::mono_ms() + 30_000;
     shared::notify_worker(false, false)
 }
 

@@ -209,17 +209,18 @@ pub async fn poll_via(
     .await
 }
 
-/// The switch point of a promoted node's newest timeline, read from its history file
-/// (needs superuser or pg_read_server_files on that node). None when it has no history.
-pub async fn fork_point(cfg: Config, deadline: Duration) -> Result<Option<String>, String> {
+/// A promoted node's timeline and its newest timeline history file (needs superuser or
+/// pg_read_server_files on that node): (timeline, history; None when it has none).
+pub async fn fork_point(cfg: Config, deadline: Duration) -> Result<(u32, Option<String>), String> {
     with_client(cfg, deadline, |c| async move {
         let row = c
             .query_one(
-                "SELECT pg_catalog.pg_read_file('pg_wal/' || substr(pg_catalog.pg_walfile_name(pg_catalog.pg_current_wal_lsn()), 1, 8) || '.history', 0, 1048576, true)",
+                "SELECT ('x' || t)::bit(32)::bigint, pg_catalog.pg_read_file('pg_wal/' || t || '.history', 0, 1048576, true) \
+                 FROM (SELECT substr(pg_catalog.pg_walfile_name(pg_catalog.pg_current_wal_lsn()), 1, 8) AS t) s",
                 &[],
             )
             .await?;
-        Ok(row.get::<_, Option<String>>(0))
+        Ok((row.get::<_, i64>(0) as u32, row.get::<_, Option<String>>(1)))
     })
     .await
 }

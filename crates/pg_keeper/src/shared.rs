@@ -58,8 +58,11 @@ pub struct KeeperState {
     pub hold_until: i64,
     /// The worker set `hold_until` after this server's start; no vote before that.
     pub hold_ready: bool,
-    /// Stand for election at the next round, whatever the master does (planned switchover).
-    pub stand_now: bool,
+    /// Stand for election every round until then (monotonic ms), whatever the master does
+    /// (planned switchover).
+    pub stand_until: i64,
+    /// Newest term seen in heartbeats and vote requests (not adopted: a candidate goes past it).
+    pub seen_term: u64,
     /// Won an election, promotion under way: vote like a master (refuse).
     pub promoting: bool,
 }
@@ -99,7 +102,8 @@ impl Default for KeeperState {
             deposed_term: 0,
             hold_until: 0,
             hold_ready: false,
-            stand_now: false,
+            stand_until: 0,
+            seen_term: 0,
             promoting: false,
         }
     }

@@ -107,7 +107,7 @@ impl Worker {
         };
         let mut decision = self.standby.on_round(me, nodes, &obs, cfg);
         let master_alive = decision == Decision::MasterAlive;
-        if std::mem::take(&mut shared::STATE.exclusive().stand_now) && writable.is_empty() {
+        if shared::STATE.share().stand_until > shared::mono_ms() && writable.is_empty() {
             // A planned switchover asked this node to stand now.
             log!("pg_keeper: standing for election on request (planned switchover)");
             decision = Decision::Stand { old_master: master.name.clone(), failed_rounds: self.standby.failed_rounds };
@@ -132,6 +132,23 @@ impl Worker {
                 }
             }
             Follow::Stay => {}
+        }
+        // The master answers, but this standby streams from elsewhere (another standby that
+        // became the new master's standby after a switchover, or an old master): stream from
+        // the master itself, as every pg_keeper standby does.
+        if obs.direct_ok && self.following.as_deref() != Some(master.name.as_str()) {
+            let target = |ci: &str| ConnInfo::parse(ci).ok().map(|c| c.target());
+            let upstream = target(&actions::config_option(c"primary_conninfo"));
+            if upstream.is_some() && upstream != target(&master.conninfo) {
+                log!(
+                    "pg_keeper: this standby streams from {} but the master is \"{}\"",
+                    upstream.unwrap_or_default(),
+                    master.name
+                );
+                let state = self.follow_new_master(me, nodes, &master.name);
+                self.publish(Mode::Standby, &state, &peers);
+                return;
+            }
         }
 
         let state = match decision {
@@ -257,23 +274,36 @@ impl Worker {
         };
         let deadline = self.probe_deadline();
         let fork = probe::config(&node.conninfo, None).map(|cfg| self.rt.block_on(probe::fork_point(cfg, deadline)));
+        // This standby's WAL position and timeline (the one it receives, else its checkpoint's).
         let mine = BackgroundWorker::transaction(|| {
             Spi::connect(|c| {
-                c.select("SELECT greatest(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn())::text", None, &[])?
-                    .first()
-                    .get_one::<String>()
+                let row = c
+                    .select(
+                        "SELECT greatest(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn())::text, \
+                         coalesce((SELECT received_tli FROM pg_stat_wal_receiver WHERE received_tli > 0), \
+                                  (SELECT timeline_id FROM pg_control_checkpoint()))::bigint",
+                        None,
+                        &[],
+                    )?
+                    .first();
+                Ok::<_, pgrx::spi::Error>((row.get::<String>(1)?, row.get::<i64>(2)?))
             })
         });
-        let fork = match fork {
-            Ok(Ok(Some(h))) => lsn::fork_point(&h),
-            Ok(Ok(None)) => None,
+        let (fork, their_tli) = match fork {
+            Ok(Ok((tli, Some(h)))) => (lsn::fork_point(&h), tli),
+            Ok(Ok((tli, None))) => (None, tli),
             Ok(Err(e)) | Err(e) => {
                 self.notice_once(format!("pg_keeper: cannot read {new}'s timeline history ({e}); retrying"));
                 return format!("new master {new}: checking timeline");
             }
         };
-        let mine = mine.ok().flatten().and_then(|s| lsn::parse(&s));
-        if let (Some(fork), Some(mine)) = (fork, mine) {
+        let (mine, my_tli) = match mine {
+            Ok((l, t)) => (l.and_then(|s| lsn::parse(&s)), t.unwrap_or(0) as u32),
+            Err(_) => (None, 0),
+        };
+        // Already on its timeline (a standby cascading from one of its standbys): nothing to
+        // check. On an older one: only WAL up to the fork point can be followed.
+        if let (Some(fork), Some(mine), true) = (fork, mine, my_tli < their_tli) {
             if !lsn::can_follow(mine, fork) {
                 let msg = format!(
                     "pg_keeper: cannot follow new master \"{new}\": this standby has WAL up to {} but {new}'s timeline forked at {}; it needs pg_rewind or a new base backup (pgkeeper rejoin)",

@@ -75,14 +75,7 @@ fn remove(me: &str) {
 
 /// `synchronous_standby_names` as this process sees it now (its GUC value: no query).
 pub(crate) fn sync_names_now() -> String {
-    unsafe {
-        let v = pg_sys::GetConfigOption(c"synchronous_standby_names".as_ptr(), false, false);
-        if v.is_null() {
-            String::new()
-        } else {
-            std::ffi::CStr::from_ptr(v).to_string_lossy().into_owned()
-        }
-    }
+    crate::actions::config_option(c"synchronous_standby_names")
 }
 
 /// What master mode reads once per round for the guard and for node_info.

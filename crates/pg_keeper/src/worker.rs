@@ -129,7 +129,8 @@ impl Worker {
             if let Some(at) = self.retry_at.take() {
                 next_round = next_round.min(at);
             }
-            let wait = next_round.saturating_duration_since(Instant::now());
+            // After a promotion or a re-pointing (`hurry`), the next round runs at once.
+            let wait = if self.hurry { Duration::ZERO } else { next_round.saturating_duration_since(Instant::now()) };
             if !BackgroundWorker::wait_latch(Some(wait)) {
                 break;
             }
