@@ -11,14 +11,19 @@ use keeper_core::{lsn, Node};
 use pgrx::prelude::*;
 use std::time::Duration;
 
-fn node_name_or_fail() -> String {
-    gucs::node_name().unwrap_or_else(|| {
+/// This server's node name, for functions that need it and the shared state.
+fn cluster_node_or_fail() -> String {
+    let me = gucs::node_name().unwrap_or_else(|| {
+        fail(PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE, "pg_keeper.node_name is not set on this server", None)
+    });
+    if !shared::available() {
         fail(
             PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
-            "pg_keeper.node_name is not set on this server",
+            "pg_keeper is not in shared_preload_libraries",
             None,
-        )
-    })
+        );
+    }
+    me
 }
 
 fn in_recovery() -> bool {
@@ -145,14 +150,7 @@ fn request_vote(
     if let Err(e) = keeper_core::registry::check_name(candidate) {
         fail(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, e.to_string(), None);
     }
-    let me = node_name_or_fail();
-    if !shared::available() {
-        fail(
-            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
-            "pg_keeper is not in shared_preload_libraries",
-            None,
-        );
-    }
+    let me = cluster_node_or_fail();
     let Some(dry) = dry_run else {
         fail(PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED, "dry_run must not be NULL", None)
     };
@@ -183,7 +181,8 @@ fn stand_for_election() -> bool {
         return false;
     }
     shared::STATE.exclusive().stand_until = shared::mono_ms() + 30_000;
-    shared::notify_worker(false, false)
+    // (the registry flag makes the worker run a round at once)
+    shared::notify_worker(true, false)
 }
 
 /// Planned switchover, on the master: close the commit gate until the next restart (commits
@@ -196,29 +195,24 @@ fn step_down() -> i32 {
     if in_recovery() || gucs::WITNESS.get() {
         fail(PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE, "step_down runs on the master", None);
     }
-    let me = node_name_or_fail();
-    if !shared::available() {
-        fail(
-            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
-            "pg_keeper is not in shared_preload_libraries",
-            None,
-        );
-    }
-    let (r0, term) = {
+    let me = cluster_node_or_fail();
+    let term = {
         let mut st = shared::STATE.exclusive();
         st.fence = 3;
-        (st.rounds, st.term)
+        st.heartbeats_stopped = false;
+        st.term
     };
     log!("pg_keeper: stepping down for a planned switchover: commits are refused from now on");
-    // A round started after the flag sends no heartbeat; wait until one has ended.
+    // Wake the worker and wait for a round that saw the flag (it sends no heartbeat); a
+    // round in progress ends within its probe deadline.
     shared::notify_worker(true, false);
     let t = std::time::Instant::now();
     loop {
         let st = *shared::STATE.share();
-        if st.rounds >= r0 + 2 || st.worker_pid == 0 || t.elapsed() > Duration::from_secs(10) {
+        if st.heartbeats_stopped || st.worker_pid == 0 || t.elapsed() > Duration::from_secs(10) {
             break;
         }
-        std::thread::sleep(Duration::from_millis(10));
+        std::thread::sleep(Duration::from_millis(5));
         pg_sys::check_for_interrupts!();
     }
     let nodes = Spi::connect(registry_sql::read_nodes)

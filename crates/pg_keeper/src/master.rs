@@ -30,6 +30,7 @@ impl Worker {
         };
         if fence >= 2 {
             // No heartbeats: they would keep the voters from electing anyone else.
+            shared::STATE.exclusive().heartbeats_stopped = true;
             let state = match shared::gate() {
                 shared::Gate::Deposed { by, term } => format!("deposed by {by} (term {term}): needs rejoin"),
                 g => shared::gate_name(&g),

@@ -65,6 +65,9 @@ pub struct KeeperState {
     pub seen_term: u64,
     /// Won an election, promotion under way: vote like a master (refuse).
     pub promoting: bool,
+    /// Master mode ran a round with the gate closed for good (deposed or stepped down): it
+    /// sends no more heartbeats (what step_down waits for).
+    pub heartbeats_stopped: bool,
 }
 
 impl Default for PeerState {
@@ -105,6 +108,7 @@ impl Default for KeeperState {
             stand_until: 0,
             seen_term: 0,
             promoting: false,
+            heartbeats_stopped: false,
         }
     }
 }
