@@ -14,7 +14,11 @@ use std::time::Duration;
 /// This server's node name, for functions that need it and the shared state.
 fn cluster_node_or_fail() -> String {
     let me = gucs::node_name().unwrap_or_else(|| {
-        fail(PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE, "pg_keeper.node_name is not set on this server", None)
+        fail(
+            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            "pg_keeper.node_name is not set on this server",
+            None,
+        )
     });
     if !shared::available() {
         fail(

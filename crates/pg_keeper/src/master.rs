@@ -38,9 +38,7 @@ impl Worker {
             self.publish(Mode::Master, &state, &[]);
             return;
         }
-        if full {
-            self.drop_self_from_sync_names(me);
-        }
+        let sync_names_changed = full && self.drop_self_from_sync_names(me);
         let lease = master_lease(self.settings.keepalive_time);
         let deadline = self.probe_deadline();
         let db = gucs::database();
@@ -152,7 +150,11 @@ impl Worker {
                         peer_results.iter().filter(|p| !p.ok).map(|p| p.name.clone()).collect();
                     match observe() {
                         Ok(obs) => {
-                            self.guard_sync(me, &obs, &unanswered, renew);
+                            // (not on the value just replaced: it would look like the only
+                            // synchronous standby, this node, stopped streaming)
+                            if !sync_names_changed {
+                                self.guard_sync(me, &obs, &unanswered, renew);
+                            }
                             if renew || !can_fail_over {
                                 self.keep_node_info(me, nodes, &obs.streaming);
                             }

@@ -240,13 +240,15 @@ impl Worker {
     /// same file on every node) names this node, every commit here would wait forever. Remove
     /// it from the list (ALTER SYSTEM), keeping the other names. Checked every master round:
     /// a node may have been promoted by pg_keeper, by a switchover or by hand.
-    pub(crate) fn drop_self_from_sync_names(&mut self, me: &str) {
+    /// True when it changed the setting (this process sees the new value only after its next
+    /// SIGHUP: the caller must not judge synchronous replication on the old one meanwhile).
+    pub(crate) fn drop_self_from_sync_names(&mut self, me: &str) -> bool {
         let current = crate::sync_state::sync_names_now();
         let Ok(Some(cfg)) = SyncConfig::parse(&current) else {
-            return;
+            return false;
         };
         if !cfg.lists(me) {
-            return;
+            return false;
         }
         let new = cfg.without(me).map(|c| c.to_string()).unwrap_or_default();
         match actions::alter_system("synchronous_standby_names", Some(&new)) {
@@ -259,8 +261,12 @@ impl Worker {
                 } else {
                     log!("pg_keeper: synchronous_standby_names changed from {current:?} to {new:?} (this node is the master now)");
                 }
+                true
             }
-            Err(e) => warning!("pg_keeper: cannot fix synchronous_standby_names: {e}"),
+            Err(e) => {
+                warning!("pg_keeper: cannot fix synchronous_standby_names: {e}");
+                false
+            }
         }
     }
 
