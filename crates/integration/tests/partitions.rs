@@ -49,7 +49,11 @@ fn isolated_next_master_never_promotes_another_does() {
     cluster.isolate("node2").unwrap();
     n1.kill9();
     let elected = || writable_by_write(&cluster).into_iter().find(|n| n != "node1");
-    wait_until(PATIENCE, || elected().is_some()).expect("a new master is elected");
+    wait_until(PATIENCE, || elected().is_some()).unwrap_or_else(|e| {
+        let tails: Vec<String> =
+            ["node3", "node4", "node5"].iter().map(|n| format!("--- {n}\n{}", cluster.node(n).log_tail(25))).collect();
+        panic!("a new master is elected: {e}\n{}", tails.join("\n"))
+    });
     let new = elected().unwrap();
     assert_ne!(new, "node2");
     let m = cluster.node(&new);

@@ -24,6 +24,17 @@ struct Ballot {
 
 impl Worker {
     pub(crate) fn stand(&mut self, me: &str, nodes: &[Node], old_master: &str, failed_rounds: u32) -> String {
+        // After a lost ballot, wait a random part of a round before standing again: two
+        // candidates whose rounds happen to line up would otherwise split the votes round
+        // after round (Raft's randomized election timeout).
+        if let Some(t) = self.stand_not_before {
+            if Instant::now() < t {
+                self.retry_at = Some(t);
+                return format!(
+                    "master unreachable, {failed_rounds} rounds; standing again shortly (lost the last ballot)"
+                );
+            }
+        }
         // The old master's lease, as acknowledged here, must be over first: then wait for it
         // rather than for a whole round (plus a little, as the others acknowledged it later).
         let hold_left = shared::STATE.share().hold_until - shared::mono_ms();
@@ -75,6 +86,8 @@ impl Worker {
                 }
                 Tally::Lost { votes, needed, newest_term } => {
                     self.seen_term = self.seen_term.max(newest_term);
+                    let k = self.settings.keepalive_time;
+                    self.stand_not_before = Some(Instant::now() + k.mul_f64(random_unit()));
                     self.notice_once(format!(
                         "pg_keeper: {what} in term {term} lost: {} of {needed} votes needed ({}); refused: {}",
                         votes.len(),
@@ -180,4 +193,18 @@ impl Worker {
         drop(st);
         state
     }
+}
+
+/// A number in [0, 1) that differs between processes and calls (no cryptographic use).
+fn random_unit() -> f64 {
+    let mut x = (shared::mono_ms() as u64) ^ ((unsafe { pg_sys::MyProcPid } as u64) << 32) ^ 0x9E37_79B9_7F4A_7C15;
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    x ^= u64::from(nanos).rotate_left(17);
+    // splitmix64
+    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^= x >> 31;
+    (x >> 11) as f64 / (1u64 << 53) as f64
 }

@@ -85,6 +85,8 @@ pub(crate) struct Worker {
     pub(crate) seen_term: u64,
     /// Run the next round no later than this (an election waiting for a lease to end).
     pub(crate) retry_at: Option<Instant>,
+    /// Do not stand for election before this (random backoff after a lost ballot).
+    pub(crate) stand_not_before: Option<Instant>,
 }
 
 /// Result of one peer's probe in a round, for shared memory.
@@ -113,6 +115,7 @@ impl Worker {
             master_rounds: 0,
             seen_term: 0,
             retry_at: None,
+            stand_not_before: None,
         }
     }
 
