@@ -47,7 +47,7 @@ impl Worker {
             Ok(None) => return "not standing: not in recovery".into(),
             Err(e) => return format!("not standing: cannot read the WAL position: {e}"),
         };
-        let seen = self.seen_term.max(shared::STATE.share().seen_term);
+        let seen = shared::STATE.share().seen_term;
         let term = match crate::votes::current(me) {
             Ok(rec) => next_term(&rec, seen),
             Err(e) => return format!("not standing: {e}"),
@@ -58,7 +58,7 @@ impl Worker {
             match BackgroundWorker::transaction(|| answer_vote(me, &req, dry)) {
                 Ok((Ok(()), _, _)) => {}
                 Ok((Err(r), t, _)) => {
-                    self.seen_term = self.seen_term.max(t);
+                    shared::note_term(t);
                     if let Refusal::LeaseHeld { .. } = r {
                         self.retry_at = Some(Instant::now() + Duration::from_millis(100));
                     }
@@ -85,7 +85,7 @@ impl Worker {
                     return format!("{what} term {term}: yielding to {to}");
                 }
                 Tally::Lost { votes, needed, newest_term } => {
-                    self.seen_term = self.seen_term.max(newest_term);
+                    shared::note_term(newest_term);
                     let k = self.settings.keepalive_time;
                     self.stand_not_before = Some(Instant::now() + k.mul_f64(random_unit()));
                     self.notice_once(format!(

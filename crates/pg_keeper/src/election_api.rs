@@ -5,7 +5,7 @@
 
 use crate::api::{fail, required};
 use crate::{gucs, registry_sql, shared, votes};
-use keeper_core::election::{decide_vote, voter_hold, Refusal, VoteRecord, VoteRequest, VoterView};
+use keeper_core::election::{decide_vote, voter_hold, Refusal, Term, VoteRecord, VoteRequest, VoterView};
 use keeper_core::registry::diff;
 use keeper_core::{lsn, Node};
 use pgrx::prelude::*;
@@ -82,8 +82,6 @@ pub fn answer_vote(me: &str, req: &VoteRequest, dry: bool) -> Result<(Result<(),
     })?;
     Ok((answer, term, my_lsn))
 }
-
-type Term = u64;
 
 /// A node's state for pollers; with `from_node`, `term` and `lease_ms` it is master mode's
 /// heartbeat, and this node refuses to vote until the lease (plus a margin) has surely ended.

@@ -61,7 +61,8 @@ pub struct KeeperState {
     /// Stand for election every round until then (monotonic ms), whatever the master does
     /// (planned switchover).
     pub stand_until: i64,
-    /// Newest term seen in heartbeats and vote requests (not adopted: a candidate goes past it).
+    /// Newest term seen in heartbeats, vote requests and vote replies (not adopted: a
+    /// candidate goes past it).
     pub seen_term: u64,
     /// Won an election, promotion under way: vote like a master (refuse).
     pub promoting: bool,
@@ -195,6 +196,13 @@ pub fn mono_ms() -> i64 {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec * 1000 + ts.tv_nsec / 1_000_000
+}
+
+/// Remember a term seen in a heartbeat, a vote request or a vote reply: the next election
+/// goes past it.
+pub fn note_term(term: u64) {
+    let mut st = STATE.exclusive();
+    st.seen_term = st.seen_term.max(term);
 }
 
 /// What the commit gate says right now.

@@ -81,8 +81,6 @@ pub(crate) struct Worker {
     pub(crate) degraded: Option<crate::sync_state::Degraded>,
     /// Master mode rounds (heartbeats) since entering master mode.
     pub(crate) master_rounds: u64,
-    /// Newest term seen in vote replies: the next election goes past it.
-    pub(crate) seen_term: u64,
     /// Run the next round no later than this (an election waiting for a lease to end).
     pub(crate) retry_at: Option<Instant>,
     /// Do not stand for election before this (random backoff after a lost ballot).
@@ -113,7 +111,6 @@ impl Worker {
             sync_guard: None,
             degraded: None,
             master_rounds: 0,
-            seen_term: 0,
             retry_at: None,
             stand_not_before: None,
         }
