@@ -37,7 +37,7 @@ unit:
 # The whole suite: unit tests, then real clusters (initdb, pg_basebackup, pg_ctl, faults).
 test: install
 	cargo test -p keeper-core
-	cargo test --workspace --exclude pg_keeper --exclude keeper-core -- --test-threads=$(TEST_THREADS)
+	cargo test --no-fail-fast --workspace --exclude pg_keeper --exclude keeper-core -- --test-threads=$(TEST_THREADS)
 
 demo: install
 	pgkeeper demo $(DEMO_ARGS)
