@@ -349,9 +349,14 @@ fn start_with_port_retry(n: &Node) -> Result<()> {
     }
 }
 
+/// A file in a base dir that was left on purpose (`keep_running`, `PGK_KEEP=1`): the sweep
+/// below leaves such a dir alone.
+const KEPT_MARKER: &str = "KEPT";
+
 fn make_base_dir(name: &str) -> Result<PathBuf> {
     let parent = std::env::var("PGK_TMPDIR").ok().filter(|s| !s.is_empty()).unwrap_or("/tmp".into());
     std::fs::create_dir_all(&parent)?;
+    sweep_abandoned(Path::new(&parent));
     loop {
         let n = DIR_COUNTER.fetch_add(1, Ordering::SeqCst);
         let dir = Path::new(&parent).join(format!("pgk-{name}-{}-{n}", std::process::id()));
@@ -365,6 +370,37 @@ fn make_base_dir(name: &str) -> Result<PathBuf> {
             Err(e) => return Err(anyhow!("mkdir {}: {e}", dir.display())),
         }
     }
+}
+
+/// Stop the servers of, and remove, base dirs `pgk-<name>-<pid>-<n>` whose building process
+/// is gone without tearing them down (a test run killed midway), unless kept on purpose.
+fn sweep_abandoned(parent: &Path) {
+    let Ok(rd) = std::fs::read_dir(parent) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = owner_pid(&name) else {
+            continue;
+        };
+        let dir = e.path();
+        if proc::alive(pid) || dir.join(KEPT_MARKER).exists() || !dir.is_dir() {
+            continue;
+        }
+        hlog!("removing {} (left by process {pid}, which is gone)", dir.display());
+        let postmasters = proc::pids_with_cmdline_containing(&dir.display().to_string());
+        postmasters.iter().for_each(|&p| proc::signal(p, libc::SIGKILL));
+        proc::wait_gone(&postmasters, std::time::Duration::from_secs(5));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+/// The building process of base dir `pgk-<name>-<pid>-<n>` (`name` may contain dashes).
+fn owner_pid(dir_name: &str) -> Option<i32> {
+    let rest = dir_name.strip_prefix("pgk-")?;
+    let mut parts = rest.rsplitn(3, '-');
+    let (_n, pid, _name) = (parts.next()?.parse::<u32>().ok()?, parts.next()?, parts.next()?);
+    pid.parse().ok()
 }
 
 /// A running cluster. Dropping it kills every process and deletes the base dir
@@ -449,6 +485,7 @@ impl Cluster {
     /// runs after this process has exited).
     pub fn keep_running(mut self) -> PathBuf {
         self.torn_down = true;
+        let _ = std::fs::write(self.base.join(KEPT_MARKER), "kept running (pgkeeper demo --keep)\n");
         if let Some(n) = self.net.as_mut() {
             n.leak();
         }
@@ -474,6 +511,7 @@ impl Cluster {
         }
         if std::env::var("PGK_KEEP").as_deref() == Ok("1") {
             hlog!("PGK_KEEP=1: keeping {}", self.base.display());
+            let _ = std::fs::write(self.base.join(KEPT_MARKER), "kept (PGK_KEEP=1)\n");
             return;
         }
         // make sure nothing still writes into the dir before removing it

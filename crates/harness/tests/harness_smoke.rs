@@ -124,3 +124,36 @@ fn synchronous_standby() {
     cluster.wait_streaming(Duration::from_secs(60)).unwrap();
     assert!(cluster.node("node3").is_in_recovery().unwrap());
 }
+
+/// A base dir left by a process that died without tearing down (a killed test run) has its
+/// servers killed and is removed by the next build; one kept on purpose (KEPT) stays.
+#[test]
+fn abandoned_base_dirs_are_swept() {
+    let dead = std::process::Command::new("true").spawn().unwrap();
+    let dead_pid = dead.id();
+    let mut dead = dead;
+    dead.wait().unwrap();
+    let abandoned = std::path::PathBuf::from(format!("/tmp/pgk-sweep-test-{dead_pid}-0"));
+    let kept = std::path::PathBuf::from(format!("/tmp/pgk-sweep-kept-{dead_pid}-0"));
+    for d in [&abandoned, &kept] {
+        std::fs::create_dir_all(d.join("node1/data")).unwrap();
+    }
+    std::fs::write(kept.join("KEPT"), "kept\n").unwrap();
+    // Stands in for a postmaster: a process whose command line names the data directory.
+    let data = abandoned.join("node1/data").display().to_string();
+    let mut server =
+        std::process::Command::new("bash").args(["-c", "while :; do sleep 1; done", &data]).spawn().unwrap();
+    let server_pid = server.id() as i32;
+
+    let cluster = ClusterBuilder::new("sweeper").standbys(0).keeper(false).build().expect("build");
+    let killed = proc::gone(server_pid);
+    if !killed {
+        let _ = server.kill();
+    }
+    let _ = server.wait();
+    assert!(killed, "its server still runs");
+    assert!(!abandoned.exists(), "the abandoned dir is still there");
+    assert!(kept.join("node1/data").exists(), "a kept dir was removed");
+    drop(cluster);
+    std::fs::remove_dir_all(&kept).unwrap();
+}
