@@ -311,11 +311,14 @@ impl Node {
     pub fn sigstop(&self) {
         if let Some(pm) = self.postmaster_pid() {
             hlog!("{}: SIGSTOP postmaster {pm} and children", self.name);
-            proc::signal(pm, libc::SIGSTOP); // first, so it cannot fork new children
-                                             // twice: catch children forked just before the postmaster stopped
-            for _ in 0..2 {
-                proc::descendants(pm).iter().for_each(|&p| proc::signal(p, libc::SIGSTOP));
-            }
+            // First, so it cannot fork new children. The signal is delivered asynchronously:
+            // wait until it is stopped before listing its children, and until they are too, so
+            // the caller sees a hung node when this returns.
+            proc::signal(pm, libc::SIGSTOP);
+            wait_stopped(pm);
+            let children = proc::descendants(pm);
+            children.iter().for_each(|&p| proc::signal(p, libc::SIGSTOP));
+            children.iter().for_each(|&p| wait_stopped(p));
         }
     }
 
@@ -456,5 +459,16 @@ fn with_deadline<T: Send + 'static>(timeout: Duration, f: impl FnOnce() -> Resul
     match rx.recv_timeout(timeout) {
         Ok(r) => r,
         Err(_) => bail!("timed out after {timeout:?} (server hung or stopped?)"),
+    }
+}
+
+/// Wait (at most 2 s) until `pid` is stopped by a signal, or gone.
+fn wait_stopped(pid: i32) {
+    let until = std::time::Instant::now() + Duration::from_secs(2);
+    while std::time::Instant::now() < until {
+        match proc::stat(pid) {
+            Some(('T', _)) | None => return,
+            _ => std::thread::sleep(Duration::from_millis(2)),
+        }
     }
 }
