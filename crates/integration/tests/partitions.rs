@@ -103,6 +103,36 @@ fn isolated_master_fences_before_the_promotion_and_stays_fenced() {
     assert_eq!(writable_by_write(&cluster), vec!["node2".to_string()]);
 }
 
+/// A transaction prepared on the master (two-phase commit) while it held its lease, then the
+/// master isolated: once it is fenced it neither commits nor rolls back the prepared
+/// transaction (the new master has it too and decides its fate); deposed, it refuses at once.
+/// The transaction stays prepared on the old master and is committed on the new one.
+#[test]
+fn fenced_master_does_not_decide_prepared_transactions() {
+    let cluster = keeper_cluster_netns("part-2pc", 2, None, &[KT, KC, "max_prepared_transactions = 5"]);
+    let (n1, n2) = (cluster.node("node1"), cluster.node("node2"));
+    n1.execute(WRITES_TABLE).unwrap();
+    wait_title(n2, "standby (connected to node1)").unwrap();
+    n1.execute("BEGIN; INSERT INTO pgk_writes (id) VALUES (1); PREPARE TRANSACTION 'pgk_2pc'").unwrap();
+    wait_replayed(n1, n2).unwrap();
+    cluster.isolate("node1").unwrap();
+    wait_until(PATIENCE, || n2.is_in_recovery().ok() == Some(false)).expect("node2 promoted");
+    // Fenced (or already deposed): refused, after waiting at most the gate's limit.
+    let err = format!("{:#}", n1.execute("COMMIT PREPARED 'pgk_2pc'").unwrap_err());
+    assert!(err.contains("fenced") || err.contains("no longer the master"), "{err}");
+    cluster.heal_all().unwrap();
+    wait_log(n1, "was elected master in term").unwrap();
+    let err = format!("{:#}", n1.execute("ROLLBACK PREPARED 'pgk_2pc'").unwrap_err());
+    assert!(err.contains("no longer the master"), "{err}");
+    let prepared = "SELECT count(*) FROM pg_prepared_xacts WHERE gid = 'pgk_2pc'";
+    assert_eq!(n1.query_one(prepared).unwrap().as_deref(), Some("1"), "the old master decided it");
+    assert_eq!(n1.query_one("SELECT count(*) FROM pgk_writes").unwrap().as_deref(), Some("0"));
+    // The new master decides: committed there, the row exists.
+    assert_eq!(n2.query_one(prepared).unwrap().as_deref(), Some("1"));
+    n2.execute("COMMIT PREPARED 'pgk_2pc'").unwrap();
+    assert_eq!(n2.query_one("SELECT count(*) FROM pgk_writes WHERE id = 1").unwrap().as_deref(), Some("1"));
+}
+
 /// The next master is behind another standby (asynchronous replication, node2 cut from the
 /// master while node3 keeps receiving); then the master dies. node3 refuses to vote for the
 /// behind node2, node2 yields to node3, and node3 is elected: nothing node3 had is lost, and

@@ -15,9 +15,13 @@
 //! cannot be undone when the partition heals a moment later. The gate costs one shared-memory
 //! read per writing commit.
 //!
+//! `COMMIT PREPARED` and `ROLLBACK PREPARED` pass the same gate, through a ProcessUtility
+//! hook, before they decide anything: the prepared transaction is on the standbys too, and
+//! the master elected there decides its fate; a fenced old master must not decide it
+//! differently and tell its client so.
+//!
 //! Not gated: background processes (autovacuum, the pg_keeper worker itself, logical
-//! replication apply workers) and `COMMIT PREPARED` of a transaction prepared before the fence
-//! (prepared while open, by definition).
+//! replication apply workers).
 
 use crate::{gucs, shared};
 use pgrx::pg_sys;
@@ -25,7 +29,58 @@ use pgrx::prelude::*;
 use std::ffi::c_void;
 
 pub fn register() {
-    unsafe { pg_sys::RegisterXactCallback(Some(on_xact), std::ptr::null_mut()) };
+    unsafe {
+        pg_sys::RegisterXactCallback(Some(on_xact), std::ptr::null_mut());
+        PREV_PROCESS_UTILITY = pg_sys::ProcessUtility_hook;
+        pg_sys::ProcessUtility_hook = Some(on_utility);
+    }
+}
+
+/// Whether this process is one whose commits the gate guards: a client backend of a server
+/// that is part of a cluster as a data node.
+fn guarded_process() -> bool {
+    // Not part of a cluster (no node name), or a witness: nothing to fence.
+    let backend = unsafe { pg_sys::MyBackendType == pg_sys::BackendType::B_BACKEND };
+    backend && gucs::node_name().is_some()
+        && !gucs::WITNESS.get()
+}
+
+static mut PREV_PROCESS_UTILITY: pg_sys::ProcessUtility_hook_type = None;
+
+#[pg_guard]
+#[allow(clippy::too_many_arguments)]
+unsafe extern "C-unwind" fn on_utility(
+    pstmt: *mut pg_sys::PlannedStmt,
+    query: *const std::ffi::c_char,
+    read_only_tree: bool,
+    context: pg_sys::ProcessUtilityContext::Type,
+    params: pg_sys::ParamListInfo,
+    query_env: *mut pg_sys::QueryEnvironment,
+    dest: *mut pg_sys::DestReceiver,
+    qc: *mut pg_sys::QueryCompletion,
+) {
+    unsafe {
+        // On a standby these statements fail anyway (read-only); only a master waits.
+        if decides_prepared((*pstmt).utilityStmt) && guarded_process() && !pg_sys::RecoveryInProgress() {
+            wait_at_gate();
+        }
+        match PREV_PROCESS_UTILITY {
+            Some(prev) => prev(pstmt, query, read_only_tree, context, params, query_env, dest, qc),
+            None => pg_sys::standard_ProcessUtility(pstmt, query, read_only_tree, context, params, query_env, dest, qc),
+        }
+    }
+}
+
+/// `COMMIT PREPARED` or `ROLLBACK PREPARED`.
+unsafe fn decides_prepared(stmt: *mut pg_sys::Node) -> bool {
+    use pg_sys::TransactionStmtKind::*;
+    unsafe {
+        if stmt.is_null() || (*stmt).type_ != pg_sys::NodeTag::T_TransactionStmt {
+            return false;
+        }
+        let kind = (*(stmt as *mut pg_sys::TransactionStmt)).kind;
+        kind == TRANS_STMT_COMMIT_PREPARED || kind == TRANS_STMT_ROLLBACK_PREPARED
+    }
 }
 
 #[pg_guard]
@@ -34,18 +89,10 @@ unsafe extern "C-unwind" fn on_xact(event: pg_sys::XactEvent::Type, _arg: *mut c
     if event != XACT_EVENT_PRE_COMMIT && event != XACT_EVENT_PRE_PREPARE {
         return;
     }
-    unsafe {
-        if pg_sys::MyBackendType != pg_sys::BackendType::B_BACKEND
-            || pg_sys::GetTopTransactionIdIfAny() == pg_sys::InvalidTransactionId
-        {
-            return;
-        }
+    let wrote = unsafe { pg_sys::GetTopTransactionIdIfAny() } != pg_sys::InvalidTransactionId;
+    if wrote && guarded_process() {
+        wait_at_gate();
     }
-    // Not part of a cluster (no node name), or a witness: nothing to fence.
-    if gucs::node_name().is_none() || gucs::WITNESS.get() {
-        return;
-    }
-    wait_at_gate();
 }
 
 /// How long a commit waits at a shut gate before it gives up: past the time in which either
