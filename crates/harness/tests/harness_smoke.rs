@@ -135,15 +135,18 @@ fn abandoned_base_dirs_are_swept() {
     dead.wait().unwrap();
     let abandoned = std::path::PathBuf::from(format!("/tmp/pgk-sweep-test-{dead_pid}-0"));
     let kept = std::path::PathBuf::from(format!("/tmp/pgk-sweep-kept-{dead_pid}-0"));
-    for d in [&abandoned, &kept] {
-        std::fs::create_dir_all(d.join("node1/data")).unwrap();
-    }
-    std::fs::write(kept.join("KEPT"), "kept\n").unwrap();
+    // Other tests of this binary build clusters (and sweep) concurrently: the server runs
+    // before its dir exists, and the kept dir gets its marker before it gets its name.
     // Stands in for a postmaster: a process whose command line names the data directory.
     let data = abandoned.join("node1/data").display().to_string();
     let mut server =
         std::process::Command::new("bash").args(["-c", "while :; do sleep 1; done", &data]).spawn().unwrap();
     let server_pid = server.id() as i32;
+    std::fs::create_dir_all(abandoned.join("node1/data")).unwrap();
+    let unnamed = std::path::PathBuf::from(format!("/tmp/pgk-sweep-kept-{dead_pid}-unnamed"));
+    std::fs::create_dir_all(unnamed.join("node1/data")).unwrap();
+    std::fs::write(unnamed.join("KEPT"), "kept\n").unwrap();
+    std::fs::rename(&unnamed, &kept).unwrap();
 
     let cluster = ClusterBuilder::new("sweeper").standbys(0).keeper(false).build().expect("build");
     let killed = proc::gone(server_pid);
