@@ -103,6 +103,41 @@ fn isolated_master_fences_before_the_promotion_and_stays_fenced() {
     assert_eq!(writable_by_write(&cluster), vec!["node2".to_string()]);
 }
 
+/// The master isolated for a moment, shorter than a failover takes: it fences (a commit
+/// started meanwhile waits at the gate), and when the partition heals before anyone was
+/// elected it unfences on its own: the waiting commit completes, new writes go through, no
+/// election took place, and node1 is still the only writable node.
+#[test]
+fn briefly_isolated_master_unfences_and_the_waiting_commit_completes() {
+    // keepalive_count = 5: the standbys need about 5 s before standing; the master fences
+    // about 1 s after the cut.
+    let cluster = keeper_cluster_netns("part-brief", 2, None, &[KT, "pg_keeper.keepalive_count = 5"]);
+    let (n1, n2) = (cluster.node("node1"), cluster.node("node2"));
+    n1.execute(WRITES_TABLE).unwrap();
+    wait_title(n2, "standby (connected to node1)").unwrap();
+    let gate = || n1.query_one("SELECT commits FROM pgkeeper.status()").ok().flatten().unwrap_or_default();
+    wait_until(PATIENCE, || gate() == "open").expect("node1 holds its lease");
+    let term_before = n2.query_one("SELECT term FROM pgkeeper.status()").unwrap();
+    cluster.isolate("node1").unwrap();
+    wait_until(Duration::from_secs(4), || gate() == "fenced").expect("node1 fenced within its lease");
+    std::thread::scope(|s| {
+        let waiting = s.spawn(|| n1.execute("INSERT INTO pgk_writes (id) VALUES (1)"));
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(!waiting.is_finished(), "a commit went through a fenced master: {:?}", waiting.join());
+        cluster.heal_all().unwrap();
+        waiting.join().unwrap().expect("the commit that waited at the gate completes after healing");
+    });
+    wait_until(PATIENCE, || gate() == "open").expect("node1 unfenced");
+    n1.execute("INSERT INTO pgk_writes (id) VALUES (2)").unwrap();
+    assert_eq!(n1.query_one("SELECT count(*) FROM pgk_writes").unwrap().as_deref(), Some("2"));
+    assert_eq!(writable_by_write(&cluster), vec!["node1".to_string()]);
+    for n in ["node2", "node3"] {
+        let log = cluster.node(n).log_contents();
+        assert!(!log.contains("stands for election"), "{n} stood for election:\n{}", cluster.node(n).log_tail(20));
+    }
+    assert_eq!(n2.query_one("SELECT term FROM pgkeeper.status()").unwrap(), term_before, "a new term began");
+}
+
 /// A transaction prepared on the master (two-phase commit) while it held its lease, then the
 /// master isolated: once it is fenced it neither commits nor rolls back the prepared
 /// transaction (the new master has it too and decides its fate); deposed, it refuses at once.
