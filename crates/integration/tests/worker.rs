@@ -143,3 +143,24 @@ fn missing_node_name_keeps_worker_idle() {
     s.reload().unwrap();
     wait_title(s, "standby (connected to node1)").unwrap();
 }
+
+/// pg_keeper hooks every utility statement (the commit gate for COMMIT/ROLLBACK PREPARED):
+/// errors of other statements must reach the client exactly as PostgreSQL raised them, with
+/// their cursor position, CONTEXT and constraint name.
+#[test]
+fn utility_errors_keep_position_context_and_fields() {
+    let cluster = keeper_cluster("utility-errors", 1, None, &["pg_keeper.keepalive_time = 1"]);
+    let mut c = cluster.master().try_connect().unwrap();
+    let e = c.batch_execute("CREATE TABLE t (a nosuchtype)").unwrap_err();
+    let db = e.as_db_error().expect("a server error");
+    assert!(db.message().contains("nosuchtype"), "{}", db.message());
+    assert!(db.position().is_some(), "the error lost its cursor position: {db:?}");
+    let e = c.batch_execute("DO $$ BEGIN PERFORM 1 / 0; END $$").unwrap_err();
+    let db = e.as_db_error().expect("a server error");
+    assert!(db.where_().is_some_and(|w| w.contains("PL/pgSQL")), "the error lost its CONTEXT: {db:?}");
+    c.batch_execute("CREATE TABLE u (a int); INSERT INTO u VALUES (-1)").unwrap();
+    let e = c.batch_execute("ALTER TABLE u ADD CONSTRAINT positive CHECK (a > 0)").unwrap_err();
+    let db = e.as_db_error().expect("a server error");
+    assert_eq!(db.constraint(), Some("positive"), "the error lost its constraint name: {db:?}");
+    assert_eq!(db.table(), Some("u"), "{db:?}");
+}

@@ -41,13 +41,30 @@ pub fn register() {
 fn guarded_process() -> bool {
     // Not part of a cluster (no node name), or a witness: nothing to fence.
     let backend = unsafe { pg_sys::MyBackendType == pg_sys::BackendType::B_BACKEND };
-    backend && gucs::node_name().is_some()
-        && !gucs::WITNESS.get()
+    backend && gucs::node_name().is_some() && !gucs::WITNESS.get()
 }
 
 static mut PREV_PROCESS_UTILITY: pg_sys::ProcessUtility_hook_type = None;
 
-#[pg_guard]
+// PostgreSQL's own function, declared here unwrapped: pgrx's binding would catch every error
+// of every utility statement and re-raise it as a copy without its CONTEXT, cursor position
+// and table/column/constraint fields.
+unsafe extern "C-unwind" {
+    #[link_name = "standard_ProcessUtility"]
+    fn pg_standard_process_utility(
+        pstmt: *mut pg_sys::PlannedStmt,
+        query: *const std::ffi::c_char,
+        read_only_tree: bool,
+        context: pg_sys::ProcessUtilityContext::Type,
+        params: pg_sys::ParamListInfo,
+        query_env: *mut pg_sys::QueryEnvironment,
+        dest: *mut pg_sys::DestReceiver,
+        qc: *mut pg_sys::QueryCompletion,
+    );
+}
+
+/// Deliberately not `#[pg_guard]` and holding nothing to drop: errors raised by the statement
+/// itself pass through this frame untouched. The gate has its own guarded function.
 #[allow(clippy::too_many_arguments)]
 unsafe extern "C-unwind" fn on_utility(
     pstmt: *mut pg_sys::PlannedStmt,
@@ -60,13 +77,20 @@ unsafe extern "C-unwind" fn on_utility(
     qc: *mut pg_sys::QueryCompletion,
 ) {
     unsafe {
+        gate_before_utility(pstmt);
+        match PREV_PROCESS_UTILITY {
+            Some(prev) => prev(pstmt, query, read_only_tree, context, params, query_env, dest, qc),
+            None => pg_standard_process_utility(pstmt, query, read_only_tree, context, params, query_env, dest, qc),
+        }
+    }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn gate_before_utility(pstmt: *mut pg_sys::PlannedStmt) {
+    unsafe {
         // On a standby these statements fail anyway (read-only); only a master waits.
         if decides_prepared((*pstmt).utilityStmt) && guarded_process() && !pg_sys::RecoveryInProgress() {
             wait_at_gate();
-        }
-        match PREV_PROCESS_UTILITY {
-            Some(prev) => prev(pstmt, query, read_only_tree, context, params, query_env, dest, qc),
-            None => pg_sys::standard_ProcessUtility(pstmt, query, read_only_tree, context, params, query_env, dest, qc),
         }
     }
 }
