@@ -388,7 +388,19 @@ fn sweep_abandoned(parent: &Path) {
             continue;
         }
         hlog!("removing {} (left by process {pid}, which is gone)", dir.display());
-        let postmasters = proc::pids_with_cmdline_containing(&dir.display().to_string());
+        // Only the postmasters of its data dirs (their children exit with them), never any
+        // other process that merely mentions the dir (a `tail -f` on a log).
+        let postmasters: Vec<i32> = std::fs::read_dir(&dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|node| node.path().join("data"))
+            .filter_map(|data| {
+                let pm = proc::pidfile_pid(&data)?;
+                let cmd = proc::cmdline(pm)?;
+                cmd.contains(&data.display().to_string()).then_some(pm)
+            })
+            .collect();
         postmasters.iter().for_each(|&p| proc::signal(p, libc::SIGKILL));
         proc::wait_gone(&postmasters, std::time::Duration::from_secs(5));
         let _ = std::fs::remove_dir_all(&dir);
@@ -485,7 +497,9 @@ impl Cluster {
     /// runs after this process has exited).
     pub fn keep_running(mut self) -> PathBuf {
         self.torn_down = true;
-        let _ = std::fs::write(self.base.join(KEPT_MARKER), "kept running (pgkeeper demo --keep)\n");
+        if let Err(e) = std::fs::write(self.base.join(KEPT_MARKER), "kept running (pgkeeper demo --keep)\n") {
+            hlog!("could not mark {} as kept ({e}): a later build may remove it", self.base.display());
+        }
         if let Some(n) = self.net.as_mut() {
             n.leak();
         }
@@ -511,7 +525,9 @@ impl Cluster {
         }
         if std::env::var("PGK_KEEP").as_deref() == Ok("1") {
             hlog!("PGK_KEEP=1: keeping {}", self.base.display());
-            let _ = std::fs::write(self.base.join(KEPT_MARKER), "kept (PGK_KEEP=1)\n");
+            if let Err(e) = std::fs::write(self.base.join(KEPT_MARKER), "kept (PGK_KEEP=1)\n") {
+                hlog!("could not mark {} as kept ({e}): a later build may remove it", self.base.display());
+            }
             return;
         }
         // make sure nothing still writes into the dir before removing it

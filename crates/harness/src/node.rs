@@ -316,9 +316,17 @@ impl Node {
             // the caller sees a hung node when this returns.
             proc::signal(pm, libc::SIGSTOP);
             wait_stopped(pm);
-            let children = proc::descendants(pm);
-            children.iter().for_each(|&p| proc::signal(p, libc::SIGSTOP));
-            children.iter().for_each(|&p| wait_stopped(p));
+            // Until no new descendant shows up (a child may fork before it stops).
+            let mut stopped: Vec<i32> = Vec::new();
+            for _ in 0..5 {
+                let new: Vec<i32> = proc::descendants(pm).into_iter().filter(|p| !stopped.contains(p)).collect();
+                if new.is_empty() {
+                    break;
+                }
+                new.iter().for_each(|&p| proc::signal(p, libc::SIGSTOP));
+                new.iter().for_each(|&p| wait_stopped(p));
+                stopped.extend(new);
+            }
         }
     }
 
@@ -462,12 +470,12 @@ fn with_deadline<T: Send + 'static>(timeout: Duration, f: impl FnOnce() -> Resul
     }
 }
 
-/// Wait (at most 2 s) until `pid` is stopped by a signal, or gone.
+/// Wait (at most 2 s) until `pid` is stopped by a signal, or exiting, or gone.
 fn wait_stopped(pid: i32) {
     let until = std::time::Instant::now() + Duration::from_secs(2);
     while std::time::Instant::now() < until {
         match proc::stat(pid) {
-            Some(('T', _)) | None => return,
+            Some(('T' | 't' | 'Z' | 'X', _)) | None => return,
             _ => std::thread::sleep(Duration::from_millis(2)),
         }
     }

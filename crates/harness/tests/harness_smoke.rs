@@ -129,34 +129,56 @@ fn synchronous_standby() {
 /// servers killed and is removed by the next build; one kept on purpose (KEPT) stays.
 #[test]
 fn abandoned_base_dirs_are_swept() {
-    let dead = std::process::Command::new("true").spawn().unwrap();
+    let mut dead = std::process::Command::new("true").spawn().unwrap();
     let dead_pid = dead.id();
-    let mut dead = dead;
     dead.wait().unwrap();
-    let abandoned = std::path::PathBuf::from(format!("/tmp/pgk-sweep-test-{dead_pid}-0"));
-    let kept = std::path::PathBuf::from(format!("/tmp/pgk-sweep-kept-{dead_pid}-0"));
-    // Other tests of this binary build clusters (and sweep) concurrently: the server runs
-    // before its dir exists, and the kept dir gets its marker before it gets its name.
-    // Stands in for a postmaster: a process whose command line names the data directory.
-    let data = abandoned.join("node1/data").display().to_string();
-    let mut server =
-        std::process::Command::new("bash").args(["-c", "while :; do sleep 1; done", &data]).spawn().unwrap();
+    // Where the harness makes (and sweeps) base dirs.
+    let parent = std::env::var("PGK_TMPDIR").ok().filter(|s| !s.is_empty()).unwrap_or("/tmp".into());
+    let parent = std::path::Path::new(&parent);
+    let abandoned = parent.join(format!("pgk-sweep-test-{dead_pid}-0"));
+    let kept = parent.join(format!("pgk-sweep-kept-{dead_pid}-0"));
+    struct RemoveOnDrop(Vec<std::path::PathBuf>);
+    impl Drop for RemoveOnDrop {
+        fn drop(&mut self) {
+            self.0.iter().for_each(|d| drop(std::fs::remove_dir_all(d)));
+        }
+    }
+    let _cleanup = RemoveOnDrop(vec![abandoned.clone(), kept.clone()]);
+    // Other tests of this binary build clusters (and sweep) concurrently: each dir is filled
+    // under a name the sweep ignores, then renamed.
+    // Stands in for a postmaster: a process whose command line names the data directory,
+    // and whose pid is in its postmaster.pid.
+    let data = abandoned.join("node1/data");
+    let mut server = std::process::Command::new("bash")
+        .args(["-c", "while :; do sleep 1; done", &data.display().to_string()])
+        .spawn()
+        .unwrap();
     let server_pid = server.id() as i32;
-    std::fs::create_dir_all(abandoned.join("node1/data")).unwrap();
-    let unnamed = std::path::PathBuf::from(format!("/tmp/pgk-sweep-kept-{dead_pid}-unnamed"));
+    let staged = parent.join(format!("pgk-sweep-test-{dead_pid}-unnamed"));
+    std::fs::create_dir_all(staged.join("node1/data")).unwrap();
+    std::fs::write(staged.join("node1/data/postmaster.pid"), format!("{server_pid}\n")).unwrap();
+    std::fs::rename(&staged, &abandoned).unwrap();
+    let unnamed = parent.join(format!("pgk-sweep-kept-{dead_pid}-unnamed"));
     std::fs::create_dir_all(unnamed.join("node1/data")).unwrap();
     std::fs::write(unnamed.join("KEPT"), "kept\n").unwrap();
     std::fs::rename(&unnamed, &kept).unwrap();
+    // A bystander that only mentions the dir (a `tail -f` on a log) is left alone.
+    let mut bystander = std::process::Command::new("bash")
+        .args(["-c", "while :; do sleep 1; done", &abandoned.join("node1/server.log").display().to_string()])
+        .spawn()
+        .unwrap();
+    let bystander_pid = bystander.id() as i32;
 
     let cluster = ClusterBuilder::new("sweeper").standbys(0).keeper(false).build().expect("build");
     let killed = proc::gone(server_pid);
-    if !killed {
-        let _ = server.kill();
+    let spared = proc::alive(bystander_pid);
+    for p in [&mut server, &mut bystander] {
+        let _ = p.kill();
+        let _ = p.wait();
     }
-    let _ = server.wait();
     assert!(killed, "its server still runs");
+    assert!(spared, "a process that only mentions the dir was killed");
     assert!(!abandoned.exists(), "the abandoned dir is still there");
     assert!(kept.join("node1/data").exists(), "a kept dir was removed");
     drop(cluster);
-    std::fs::remove_dir_all(&kept).unwrap();
 }

@@ -109,9 +109,9 @@ fn isolated_master_fences_before_the_promotion_and_stays_fenced() {
 /// election took place, and node1 is still the only writable node.
 #[test]
 fn briefly_isolated_master_unfences_and_the_waiting_commit_completes() {
-    // keepalive_count = 5: the standbys need about 5 s before standing; the master fences
-    // about 1 s after the cut.
-    let cluster = keeper_cluster_netns("part-brief", 2, None, &[KT, "pg_keeper.keepalive_count = 5"]);
+    // keepalive_count = 10: the standbys need about 10 s before standing; the master fences
+    // about 1 s after the cut, and the heal comes right after.
+    let cluster = keeper_cluster_netns("part-brief", 2, None, &[KT, "pg_keeper.keepalive_count = 10"]);
     let (n1, n2) = (cluster.node("node1"), cluster.node("node2"));
     n1.execute(WRITES_TABLE).unwrap();
     wait_title(n2, "standby (connected to node1)").unwrap();
@@ -122,8 +122,11 @@ fn briefly_isolated_master_unfences_and_the_waiting_commit_completes() {
     wait_until(Duration::from_secs(4), || gate() == "fenced").expect("node1 fenced within its lease");
     std::thread::scope(|s| {
         let waiting = s.spawn(|| n1.execute("INSERT INTO pgk_writes (id) VALUES (1)"));
-        std::thread::sleep(Duration::from_millis(300));
-        assert!(!waiting.is_finished(), "a commit went through a fenced master: {:?}", waiting.join());
+        // The commit is waiting at the gate (WaitLatch with PG_WAIT_EXTENSION), not merely
+        // slow to arrive.
+        let at_gate = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Extension' AND query LIKE 'INSERT INTO pgk_writes%'";
+        let seen = wait_until(Duration::from_secs(5), || n1.query_one(at_gate).ok().flatten().as_deref() == Some("1"));
+        assert!(seen.is_ok() && !waiting.is_finished(), "no commit waiting at the gate of a fenced master");
         cluster.heal_all().unwrap();
         waiting.join().unwrap().expect("the commit that waited at the gate completes after healing");
     });
