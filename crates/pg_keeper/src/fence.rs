@@ -20,13 +20,17 @@
 //! the master elected there decides its fate; a fenced old master must not decide it
 //! differently and tell its client so.
 //!
-//! Not gated: background processes (autovacuum, the pg_keeper worker itself, logical
-//! replication apply workers).
+//! Gated processes: client backends and background workers (logical replication apply
+//! workers, pg_cron jobs, ...: a fenced subscriber stops applying, and the publisher's
+//! changes go to the master that holds the lease). Not gated: the pg_keeper worker itself
+//! (it records the cluster's changes while fenced), autovacuum, parallel workers (their
+//! leader commits).
 
 use crate::{gucs, shared};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 use std::ffi::c_void;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 pub fn register() {
     unsafe {
@@ -39,10 +43,15 @@ pub fn register() {
 /// Whether this process is one whose commits the gate guards: a client backend of a server
 /// that is part of a cluster as a data node.
 fn guarded_process() -> bool {
+    use pg_sys::BackendType::*;
+    let kind = unsafe { pg_sys::MyBackendType };
+    let gated = kind == B_BACKEND || (kind == B_BG_WORKER && !IN_KEEPER_WORKER.load(Ordering::Relaxed));
     // Not part of a cluster (no node name), or a witness: nothing to fence.
-    let backend = unsafe { pg_sys::MyBackendType == pg_sys::BackendType::B_BACKEND };
-    backend && gucs::node_name().is_some() && !gucs::WITNESS.get()
+    gated && gucs::node_name().is_some() && !gucs::WITNESS.get()
 }
+
+/// Set in the pg_keeper worker's process: its own writes (node_info) are not gated.
+pub static IN_KEEPER_WORKER: AtomicBool = AtomicBool::new(false);
 
 static mut PREV_PROCESS_UTILITY: pg_sys::ProcessUtility_hook_type = None;
 

@@ -38,6 +38,7 @@ impl Mode {
 #[pg_guard]
 #[unsafe(no_mangle)]
 pub extern "C-unwind" fn pg_keeper_worker_main(_arg: pg_sys::Datum) {
+    crate::fence::IN_KEEPER_WORKER.store(true, std::sync::atomic::Ordering::Relaxed);
     BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
     BackgroundWorker::connect_worker_to_spi(Some(&gucs::database()), None);
     Worker::new().run();
