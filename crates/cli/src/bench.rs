@@ -12,8 +12,10 @@
 //! `pgkeeper bench switchover` (module [`switchover`]) the write unavailability of a planned
 //! `pgkeeper switchover`; `pgkeeper bench partition` (module [`partition`], file
 //! `bench_partition.rs`) failover and fencing when the master is isolated by a network
-//! partition; `pgkeeper bench` without a kind runs all four.
+//! partition; `pgkeeper bench overhead` (module [`overhead`]) what pg_keeper costs a busy
+//! master in throughput and CPU; `pgkeeper bench` without a kind runs all five.
 
+mod overhead;
 #[path = "bench_partition.rs"]
 mod partition;
 mod switchover;
@@ -90,7 +92,7 @@ pub fn run(args: &[String]) -> Result<()> {
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
-            k @ ("failover" | "sync" | "switchover" | "partition") => {
+            k @ ("failover" | "sync" | "switchover" | "partition" | "overhead") => {
                 if kind.is_some() {
                     bail!("bench: give one kind at most ({USAGE})");
                 }
@@ -110,6 +112,7 @@ pub fn run(args: &[String]) -> Result<()> {
         Some("sync") => sync::run(runs, &out),
         Some("switchover") => switchover::run(runs, &out),
         Some("partition") => partition::run(runs, &out),
+        Some("overhead") => overhead::run(runs, &out),
         _ => {
             // All four; each runs even if an earlier one failed.
             let f = failover(runs, &out);
@@ -125,16 +128,21 @@ pub fn run(args: &[String]) -> Result<()> {
                 eprintln!("bench switchover: {e:#}");
             }
             let p = partition::run(runs, &out);
+            if let Err(e) = &p {
+                eprintln!("bench partition: {e:#}");
+            }
+            let o = overhead::run(runs, &out);
             f.context("bench failover")?;
             s.context("bench sync")?;
             w.context("bench switchover")?;
-            p.context("bench partition")
+            p.context("bench partition")?;
+            o.context("bench overhead")
         }
     }
 }
 
 const USAGE: &str =
-    "usage: pgkeeper bench [failover|sync|switchover|partition] [--runs N] [--out DIR]; no kind: all four";
+    "usage: pgkeeper bench [failover|sync|switchover|partition|overhead] [--runs N] [--out DIR]; no kind: all five";
 
 fn failover(runs: usize, out: &Path) -> Result<()> {
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;

@@ -31,8 +31,8 @@ commands:
   demo [--keep]          build a local 3-node cluster with pg_keeper and show it
                          (--keep leaves it running and prints how to connect and stop it)
   demo --stop DIR        stop and remove a cluster left by demo --keep
-  bench [failover|sync|switchover|partition] [--runs N] [--out DIR]
-                         benchmarks on local clusters (no kind: all four; 10 runs per
+  bench [failover|sync|switchover|partition|overhead] [--runs N] [--out DIR]
+                         benchmarks on local clusters (no kind: all five; 10 runs per
                          configuration, env BENCH_RUNS; results in bench/results)
   help                   this text
 ";
