@@ -10,7 +10,7 @@
 //! (min / median / max) and the difference of the medians; the CPU time the three pg_keeper
 //! workers used per second of wall time. Results: `overhead.md`, `overhead.json`.
 
-use super::{machine, median_of, now_utc, prepare, write_json};
+use super::{machine, now_utc, prepare, quantiles, write_json};
 use anyhow::{anyhow, Context, Result};
 use keeper_harness::{Cluster, Node};
 use serde_json::json;
@@ -111,11 +111,7 @@ fn worker_cpu_seconds(c: &Cluster) -> Result<f64> {
 fn write(out: &Path, runs: usize, plain: &[f64], keeper: &[f64], cpu: f64, took_s: f64) -> Result<()> {
     std::fs::create_dir_all(out)?;
     let (date, machine) = (now_utc(), machine());
-    let stat = |v: &[f64]| {
-        let min = v.iter().cloned().fold(f64::INFINITY, f64::min);
-        let max = v.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-        (min, median_of(v.to_vec()).unwrap_or(0.0), max)
-    };
+    let stat = |v: &[f64]| quantiles(v.to_vec()).map(|q| (q.min, q.median, q.max)).unwrap_or_default();
     let (p, k) = (stat(plain), stat(keeper));
     let diff = (k.1 - p.1) / p.1 * 100.0;
     // Each run measured both masters back to back: the paired differences cancel the drift
