@@ -114,7 +114,7 @@ pub fn run(args: &[String]) -> Result<()> {
         Some("partition") => partition::run(runs, &out),
         Some("overhead") => overhead::run(runs, &out),
         _ => {
-            // All four; each runs even if an earlier one failed.
+            // All five; each runs even if an earlier one failed.
             let f = failover(runs, &out);
             if let Err(e) = &f {
                 eprintln!("bench failover: {e:#}");

@@ -353,13 +353,18 @@ fn start_with_port_retry(n: &Node) -> Result<()> {
 /// below leaves such a dir alone.
 const KEPT_MARKER: &str = "KEPT";
 
+/// Where base dirs are made (and swept): env `PGK_TMPDIR`, else `/tmp`.
+pub fn base_parent() -> PathBuf {
+    std::env::var("PGK_TMPDIR").ok().filter(|s| !s.is_empty()).unwrap_or("/tmp".into()).into()
+}
+
 fn make_base_dir(name: &str) -> Result<PathBuf> {
-    let parent = std::env::var("PGK_TMPDIR").ok().filter(|s| !s.is_empty()).unwrap_or("/tmp".into());
+    let parent = base_parent();
     std::fs::create_dir_all(&parent)?;
-    sweep_abandoned(Path::new(&parent));
+    sweep_abandoned(&parent);
     loop {
         let n = DIR_COUNTER.fetch_add(1, Ordering::SeqCst);
-        let dir = Path::new(&parent).join(format!("pgk-{name}-{}-{n}", std::process::id()));
+        let dir = parent.join(format!("pgk-{name}-{}-{n}", std::process::id()));
         match std::fs::create_dir(&dir) {
             Ok(()) => {
                 std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))?;
@@ -497,13 +502,18 @@ impl Cluster {
     /// runs after this process has exited).
     pub fn keep_running(mut self) -> PathBuf {
         self.torn_down = true;
-        if let Err(e) = std::fs::write(self.base.join(KEPT_MARKER), "kept running (pgkeeper demo --keep)\n") {
-            hlog!("could not mark {} as kept ({e}): a later build may remove it", self.base.display());
-        }
+        self.mark_kept("kept running (pgkeeper demo --keep)");
         if let Some(n) = self.net.as_mut() {
             n.leak();
         }
         self.base.clone()
+    }
+
+    /// Leave the KEPT marker (with `why`) so that later builds do not sweep the base dir.
+    fn mark_kept(&self, why: &str) {
+        if let Err(e) = std::fs::write(self.base.join(KEPT_MARKER), format!("{why}\n")) {
+            hlog!("could not mark {} as kept ({e}): a later build may remove it", self.base.display());
+        }
     }
 
     /// Stop all nodes (immediate, then SIGKILL leftovers) and remove the base
@@ -525,9 +535,7 @@ impl Cluster {
         }
         if std::env::var("PGK_KEEP").as_deref() == Ok("1") {
             hlog!("PGK_KEEP=1: keeping {}", self.base.display());
-            if let Err(e) = std::fs::write(self.base.join(KEPT_MARKER), "kept (PGK_KEEP=1)\n") {
-                hlog!("could not mark {} as kept ({e}): a later build may remove it", self.base.display());
-            }
+            self.mark_kept("kept (PGK_KEEP=1)");
             return;
         }
         // make sure nothing still writes into the dir before removing it

@@ -38,7 +38,7 @@ mod netns;
 mod node;
 pub mod proc;
 
-pub use cluster::{Cluster, ClusterBuilder};
+pub use cluster::{base_parent, Cluster, ClusterBuilder};
 pub use netns::cleanup_stale_netns;
 pub use node::Node;
 

@@ -132,9 +132,7 @@ fn abandoned_base_dirs_are_swept() {
     let mut dead = std::process::Command::new("true").spawn().unwrap();
     let dead_pid = dead.id();
     dead.wait().unwrap();
-    // Where the harness makes (and sweeps) base dirs.
-    let parent = std::env::var("PGK_TMPDIR").ok().filter(|s| !s.is_empty()).unwrap_or("/tmp".into());
-    let parent = std::path::Path::new(&parent);
+    let parent = &keeper_harness::base_parent();
     let abandoned = parent.join(format!("pgk-sweep-test-{dead_pid}-0"));
     let kept = parent.join(format!("pgk-sweep-kept-{dead_pid}-0"));
     struct RemoveOnDrop(Vec<std::path::PathBuf>);

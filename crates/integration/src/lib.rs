@@ -112,6 +112,12 @@ pub fn wait_title(node: &Node, needle: &str) -> Result<String> {
     Ok(last)
 }
 
+/// The commit gate as `pgkeeper.status()` reports it (`open`, `fenced`, `deposed by ...`);
+/// empty when the node does not answer.
+pub fn commit_gate(node: &Node) -> String {
+    node.query_one("SELECT commits FROM pgkeeper.status()").ok().flatten().unwrap_or_default()
+}
+
 /// Wait until the node's log contains `needle`.
 pub fn wait_log(node: &Node, needle: &str) -> Result<()> {
     wait_until(PATIENCE, || node.log_contents().contains(needle))

@@ -22,7 +22,7 @@ fn fenced_master_applies_no_logical_replication() {
     p.execute("CREATE TABLE feed (id int PRIMARY KEY); CREATE PUBLICATION feed_pub FOR TABLE feed").unwrap();
     let cluster = keeper_cluster("gate-sub", 2, None, &[KT, KC]);
     let m = cluster.node("node1");
-    let gate = || m.query_one("SELECT commits FROM pgkeeper.status()").ok().flatten().unwrap_or_default();
+    let gate = || commit_gate(m);
     wait_until(PATIENCE, || gate() == "open").expect("node1 holds its lease");
     m.execute("CREATE TABLE feed (id int PRIMARY KEY)").unwrap();
     let conninfo = p.conninfo().replace('\'', "''");

@@ -115,7 +115,7 @@ fn briefly_isolated_master_unfences_and_the_waiting_commit_completes() {
     let (n1, n2) = (cluster.node("node1"), cluster.node("node2"));
     n1.execute(WRITES_TABLE).unwrap();
     wait_title(n2, "standby (connected to node1)").unwrap();
-    let gate = || n1.query_one("SELECT commits FROM pgkeeper.status()").ok().flatten().unwrap_or_default();
+    let gate = || commit_gate(n1);
     wait_until(PATIENCE, || gate() == "open").expect("node1 holds its lease");
     let term_before = n2.query_one("SELECT term FROM pgkeeper.status()").unwrap();
     cluster.isolate("node1").unwrap();

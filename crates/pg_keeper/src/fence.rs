@@ -40,8 +40,9 @@ pub fn register() {
     }
 }
 
-/// Whether this process is one whose commits the gate guards: a client backend of a server
-/// that is part of a cluster as a data node.
+/// Whether this process is one whose commits the gate guards: a client backend or a
+/// background worker (but pg_keeper's own) of a server that is part of a cluster as a data
+/// node.
 fn guarded_process() -> bool {
     use pg_sys::BackendType::*;
     let kind = unsafe { pg_sys::MyBackendType };
