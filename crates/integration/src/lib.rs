@@ -240,43 +240,120 @@ pub fn streams_from(primary: &Node, standby: &str) -> bool {
 /// 400 ms): the names of the nodes that acknowledged it. A fenced master makes the commit
 /// wait (then it is cancelled), a deposed one refuses it, a standby is read-only.
 pub fn writable_by_write(cluster: &Cluster) -> Vec<String> {
-    let handles: Vec<_> = cluster
-        .nodes()
-        .iter()
-        .filter(|n| n.name() != "witness")
-        .map(|n| {
-            let (name, ci) = (n.name().to_string(), n.admin_conninfo());
-            std::thread::spawn(move || {
-                let ok = (|| -> Result<()> {
-                    let mut cfg: postgres::Config = ci.parse()?;
-                    cfg.connect_timeout(Duration::from_secs(1));
-                    let mut c = cfg.connect(postgres::NoTls)?;
-                    // statement_timeout does not cover a commit: cancel from outside.
-                    let token = c.cancel_token();
-                    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-                    let d = done.clone();
-                    let canceller = std::thread::spawn(move || {
-                        let t = std::time::Instant::now();
-                        while t.elapsed() < Duration::from_millis(400) {
-                            if d.load(std::sync::atomic::Ordering::Relaxed) {
-                                return;
-                            }
-                            std::thread::sleep(Duration::from_millis(5));
-                        }
-                        let _ = token.cancel_query(postgres::NoTls);
-                    });
-                    let r = c
-                        .batch_execute("CREATE TABLE IF NOT EXISTS pgk_probe (at timestamptz)")
-                        .and_then(|_| c.batch_execute("INSERT INTO pgk_probe VALUES (now())"));
-                    done.store(true, std::sync::atomic::Ordering::Relaxed);
-                    let _ = canceller.join();
-                    r?;
-                    Ok(())
-                })()
-                .is_ok();
-                (name, ok)
-            })
-        })
-        .collect();
-    handles.into_iter().filter_map(|h| h.join().ok()).filter(|(_, ok)| *ok).map(|(n, _)| n).collect()
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = cluster
+            .nodes()
+            .iter()
+            .filter(|n| n.name() != "witness")
+            .map(|n| scope.spawn(move || (n.name().to_string(), write_once(n, Duration::from_millis(400)).is_ok())))
+            .collect();
+        handles.into_iter().filter_map(|h| h.join().ok()).filter(|(_, ok)| *ok).map(|(n, _)| n).collect()
+    })
+}
+
+/// One write attempt on one node, like a single node of [`writable_by_write`]: a fresh
+/// connection through the local socket (1 s connect timeout), then an INSERT into
+/// `pgk_probe`, cancelled from outside after `cancel_after` (a fenced master makes a commit
+/// wait at the gate). Ok when the INSERT was acknowledged; Err carries what the client saw.
+pub fn write_once(node: &Node, cancel_after: Duration) -> std::result::Result<(), String> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let ci = node.admin_conninfo();
+    // On a thread of its own: a hung server must not hang the caller (the thread is left to
+    // finish by itself).
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let r = (|| -> std::result::Result<(), String> {
+            let mut cfg: postgres::Config = ci.parse().map_err(|e: postgres::Error| e.to_string())?;
+            cfg.connect_timeout(Duration::from_secs(1));
+            let mut c = cfg.connect(postgres::NoTls).map_err(|e| db_message(&e))?;
+            let token = c.cancel_token();
+            let done = std::sync::Arc::new(AtomicBool::new(false));
+            let d = done.clone();
+            let canceller = std::thread::spawn(move || {
+                let t = std::time::Instant::now();
+                while t.elapsed() < cancel_after {
+                    if d.load(Ordering::Relaxed) {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                let _ = token.cancel_query(postgres::NoTls);
+            });
+            let r = c
+                .batch_execute("CREATE TABLE IF NOT EXISTS pgk_probe (at timestamptz)")
+                .and_then(|_| c.batch_execute("INSERT INTO pgk_probe VALUES (now())"));
+            done.store(true, Ordering::Relaxed);
+            let _ = canceller.join();
+            r.map_err(|e| db_message(&e))
+        })();
+        let _ = tx.send(r);
+    });
+    match rx.recv_timeout(cancel_after + Duration::from_secs(3)) {
+        Ok(r) => r,
+        Err(_) => Err("no answer (server hung?)".into()),
+    }
+}
+
+/// One round of [`writable_by_write`]: when it started and which nodes acknowledged.
+#[derive(Debug, Clone)]
+pub struct WriteProbe {
+    pub at: std::time::Instant,
+    pub acked: Vec<String>,
+}
+
+/// Probe every node with [`writable_by_write`] about every `every` for `total` (a probe
+/// whose nodes hang lasts longer); every probe is returned, the caller judges them.
+pub fn probe_writes_for(cluster: &Cluster, total: Duration, every: Duration) -> Vec<WriteProbe> {
+    let start = std::time::Instant::now();
+    let mut probes = Vec::new();
+    while start.elapsed() < total {
+        let at = std::time::Instant::now();
+        probes.push(WriteProbe { at, acked: writable_by_write(cluster) });
+        std::thread::sleep(every.saturating_sub(at.elapsed()));
+    }
+    probes
+}
+
+/// The moments the set of acknowledging nodes changed, as `+1.2s [node1]` lines (times
+/// from `since`), for the test's output.
+pub fn writable_timeline(probes: &[WriteProbe], since: std::time::Instant) -> String {
+    let mut out = Vec::new();
+    let mut last: Option<&Vec<String>> = None;
+    for p in probes {
+        if last != Some(&p.acked) {
+            let t = p.at.saturating_duration_since(since).as_secs_f64();
+            out.push(format!("  +{t:.1}s {:?}", p.acked));
+            last = Some(&p.acked);
+        }
+    }
+    out.join("\n")
+}
+
+/// Lines of the node's server log that contain `needle`.
+pub fn log_lines(node: &Node, needle: &str) -> Vec<String> {
+    node.log_contents().lines().filter(|l| l.contains(needle)).map(str::to_string).collect()
+}
+
+/// The wall-clock instant a server log line was written: its `%m` prefix (the harness's
+/// `log_line_prefix = '%m [%p] %b '`, e.g. `2026-12-01 10:11:12.345 UTC`, milliseconds
+/// truncated), read by the server `on` (which knows the time zone abbreviations).
+pub fn log_line_time(on: &Node, line: &str) -> Result<std::time::SystemTime> {
+    let ts: Vec<&str> = line.split_whitespace().take(3).collect();
+    let ok = ts.len() == 3 && ts.iter().all(|t| t.chars().all(|c| c.is_ascii_alphanumeric() || "-:.+".contains(c)));
+    if !ok {
+        return Err(anyhow!("no %m timestamp at the start of log line {line:?}"));
+    }
+    let secs: f64 = on
+        .try_connect()?
+        .query_one("SELECT extract(epoch FROM $1::text::timestamptz)::float8", &[&ts.join(" ")])?
+        .get(0);
+    Ok(std::time::UNIX_EPOCH + Duration::from_secs_f64(secs))
+}
+
+/// Signed seconds from `b` to `a` (positive when `a` is later).
+pub fn secs_after(a: std::time::SystemTime, b: std::time::SystemTime) -> f64 {
+    match a.duration_since(b) {
+        Ok(d) => d.as_secs_f64(),
+        Err(e) => -e.duration().as_secs_f64(),
+    }
 }
