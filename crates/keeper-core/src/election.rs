@@ -49,26 +49,45 @@ use std::time::Duration;
 pub type Term = u64;
 
 /// What every node persists in `$PGDATA/pg_keeper.<node>.vote`, fsynced before it answers:
-/// the newest term it took part in, and whom it voted for in that term.
+/// the newest term it took part in, whom it voted for in that term, and whether it won that
+/// term (persisted before it promotes: only an elected master may hold a lease,
+/// [`may_hold_lease`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct VoteRecord {
     pub term: Term,
     pub voted_for: Option<String>,
+    /// This node won `term` (set by [`VoteRecord::elected_in`]; cleared by a newer term, and
+    /// by the adapter when the node runs as a standby again).
+    pub elected: bool,
 }
 
 impl VoteRecord {
-    /// File form: `term 3\nvoted_for node2\n` (the second line absent when nobody).
+    /// File form: `term 3\nvoted_for node2\nelected\n` (the second line absent when nobody,
+    /// the third unless this node won the term).
     pub fn to_file(&self) -> String {
-        match &self.voted_for {
-            Some(c) => format!("term {}\nvoted_for {c}\n", self.term),
-            None => format!("term {}\n", self.term),
+        let mut s = format!("term {}\n", self.term);
+        if let Some(c) = &self.voted_for {
+            s.push_str(&format!("voted_for {c}\n"));
         }
+        if self.elected {
+            s.push_str("elected\n");
+        }
+        s
+    }
+
+    /// The record of a node that won `term` with the votes it asked for.
+    pub fn elected_in(me: &str, term: Term) -> VoteRecord {
+        VoteRecord { term, voted_for: Some(me.to_string()), elected: true }
     }
 
     pub fn parse(s: &str) -> Result<VoteRecord, String> {
         let mut rec = VoteRecord::default();
         let mut seen_term = false;
         for line in s.lines().map(str::trim).filter(|l| !l.is_empty()) {
+            if line == "elected" {
+                rec.elected = true;
+                continue;
+            }
             match line.split_once(' ') {
                 Some(("term", t)) => {
                     rec.term = t.trim().parse().map_err(|_| format!("bad term {t:?}"))?;
@@ -104,6 +123,17 @@ pub fn voter_hold(lease: Duration) -> Duration {
     lease + lease / 4
 }
 
+/// Whether a node that accepts writes may hold the master's lease (and so send heartbeats,
+/// refuse votes as a master and open its commit gate): only as the master of a term it won,
+/// or as the master registered in node_info before any election (term 0, the cluster's first
+/// master). A standby promoted any other way (`pg_ctl promote`, `pg_promote()`, a trigger
+/// file, `recovery_target_action = promote`) never may: at an equal term it could otherwise
+/// gather a majority of answers beside the real master and both would take commits.
+/// `registered_master`: node_info names this node as the master.
+pub fn may_hold_lease(rec: &VoteRecord, registered_master: bool) -> bool {
+    rec.elected || (rec.term == 0 && registered_master)
+}
+
 /// A vote request, as passed (as parameters) to `pgkeeper.request_vote`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VoteRequest {
@@ -111,6 +141,8 @@ pub struct VoteRequest {
     pub candidate: String,
     /// WAL the candidate has received.
     pub candidate_lsn: u64,
+    /// The membership version of the node_info the candidate counts over (`membership`).
+    pub candidate_membership: crate::membership::Version,
 }
 
 /// What the voter knows about itself when a request arrives.
@@ -124,6 +156,8 @@ pub struct VoterView<'a> {
     pub my_lsn: u64,
     /// Time left of the last master lease this node acknowledged ([`voter_hold`]).
     pub hold_left: Duration,
+    /// The membership version of this node's node_info.
+    pub membership: crate::membership::Version,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -140,6 +174,8 @@ pub enum Refusal {
     NotEligible,
     /// The candidate has received less WAL than the voter.
     Behind { voter_lsn: u64, candidate_lsn: u64 },
+    /// The candidate counts over an older membership than the voter's (`membership`).
+    OlderMembership { voter: crate::membership::Version, candidate: crate::membership::Version },
 }
 
 impl fmt::Display for Refusal {
@@ -150,6 +186,9 @@ impl fmt::Display for Refusal {
             Refusal::StaleTerm { current } => write!(f, "term is older than this node's term {current}"),
             Refusal::AlreadyVoted { term, candidate } => write!(f, "already voted for {candidate} in term {term}"),
             Refusal::NotEligible => write!(f, "the candidate is not a registered data node here"),
+            Refusal::OlderMembership { voter, candidate } => {
+                write!(f, "the candidate has an older node_info (membership version {candidate}, this node {voter})")
+            }
             Refusal::Behind { voter_lsn, candidate_lsn } => write!(
                 f,
                 "the candidate is behind (it has {}, this node {})",
@@ -176,7 +215,7 @@ pub fn decide_vote(rec: &VoteRecord, req: &VoteRequest, v: &VoterView<'_>) -> (R
     }
     let mut new = rec.clone();
     if req.term > rec.term {
-        new = VoteRecord { term: req.term, voted_for: None };
+        new = VoteRecord { term: req.term, voted_for: None, elected: false };
     }
     if !v.nodes.iter().any(|n| n.name == req.candidate && !n.is_master && !n.is_witness) {
         return (Err(Refusal::NotEligible), new);
@@ -185,6 +224,9 @@ pub fn decide_vote(rec: &VoteRecord, req: &VoteRequest, v: &VoterView<'_>) -> (R
         if *c != req.candidate {
             return (Err(Refusal::AlreadyVoted { term: new.term, candidate: c.clone() }), new);
         }
+    }
+    if req.candidate_membership < v.membership {
+        return (Err(Refusal::OlderMembership { voter: v.membership, candidate: req.candidate_membership }), new);
     }
     if req.candidate_lsn < v.my_lsn {
         return (Err(Refusal::Behind { voter_lsn: v.my_lsn, candidate_lsn: req.candidate_lsn }), new);
@@ -293,6 +335,11 @@ pub struct PeerAnswer {
     /// A master that stood down for good (deposed by a newer term, or stepped down for a
     /// switchover): fenced, and never coming back as it is.
     pub deposed: bool,
+    /// A master that may hold the lease ([`may_hold_lease`]): elected, or the cluster's first
+    /// master. A node promoted outside an election is not, and nobody waits for it.
+    pub elected: bool,
+    /// The membership version of its node_info (`membership`).
+    pub membership: crate::membership::Version,
 }
 
 impl PeerAnswer {
@@ -305,7 +352,7 @@ impl PeerAnswer {
     /// newer one: a standby waits for it rather than stand against it, which would only push
     /// terms up and keep the new master from counting that standby's answers.
     pub fn just_elected(&self, term: Term) -> bool {
-        !self.in_recovery && !self.witness && !self.deposed && self.term >= term
+        !self.in_recovery && !self.witness && !self.deposed && self.elected && self.term >= term
     }
 }
 
@@ -322,6 +369,27 @@ pub enum MasterVerdict {
 
 /// Master mode's reading of one heartbeat round. `answers`: each other registered node and
 /// what it said (None: no answer within the deadline).
+/// What one heartbeat answer does to the master's lease, the moment it arrives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaseEffect {
+    /// Counts toward the majority that renews the lease.
+    Counts,
+    /// A newer term: that node may have voted against us already; not counted.
+    Ignored,
+    /// Another node accepts writes: the lease ends at once, and nothing renews it this round.
+    EndsLease,
+}
+
+pub fn lease_effect(my_term: Term, a: &PeerAnswer) -> LeaseEffect {
+    if a.writable() {
+        LeaseEffect::EndsLease
+    } else if a.term <= my_term {
+        LeaseEffect::Counts
+    } else {
+        LeaseEffect::Ignored
+    }
+}
+
 pub fn master_verdict(my_term: Term, nodes: &[Node], answers: &[(String, Option<PeerAnswer>)]) -> MasterVerdict {
     let registered = |name: &str| nodes.iter().any(|n| n.name == name);
     if let Some((name, a)) = answers
@@ -333,7 +401,10 @@ pub fn master_verdict(my_term: Term, nodes: &[Node], answers: &[(String, Option<
         return MasterVerdict::OtherMaster { name: name.clone(), term: a.term, newer: a.term > my_term };
     }
     // Answers from a newer term do not count: that node may have voted against us already.
-    let reached = 1 + answers.iter().filter(|(n, a)| registered(n) && a.is_some_and(|a| a.term <= my_term)).count();
+    let reached = 1 + answers
+        .iter()
+        .filter(|(n, a)| registered(n) && a.is_some_and(|a| lease_effect(my_term, &a) == LeaseEffect::Counts))
+        .count();
     if is_majority(reached, nodes.len()) {
         MasterVerdict::Renew { reached }
     } else {
@@ -367,30 +438,67 @@ mod tests {
     }
 
     fn view<'a>(me: &'a str, nodes: &'a [Node], lsn: u64) -> VoterView<'a> {
-        VoterView { me, nodes, is_master: false, my_lsn: lsn, hold_left: Duration::ZERO }
+        VoterView { me, nodes, is_master: false, my_lsn: lsn, hold_left: Duration::ZERO, membership: 0 }
     }
 
     fn req(term: Term, c: &str, lsn: u64) -> VoteRequest {
-        VoteRequest { term, candidate: c.into(), candidate_lsn: lsn }
+        VoteRequest { term, candidate: c.into(), candidate_lsn: lsn, candidate_membership: 0 }
     }
 
     #[test]
     fn record_round_trips() {
-        for r in [VoteRecord::default(), VoteRecord { term: 7, voted_for: Some("node2".into()) }] {
+        for r in [VoteRecord::default(), VoteRecord { term: 7, voted_for: Some("node2".into()), elected: false }] {
             assert_eq!(VoteRecord::parse(&r.to_file()).unwrap(), r);
         }
+        let won = VoteRecord::elected_in("node2", 4);
+        assert_eq!(won.to_file(), "term 4\nvoted_for node2\nelected\n");
+        assert_eq!(VoteRecord::parse(&won.to_file()).unwrap(), won);
         assert!(VoteRecord::parse("").is_err());
         assert!(VoteRecord::parse("term x\n").is_err());
         assert!(VoteRecord::parse("term 1\nbogus\n").is_err());
     }
 
     #[test]
+    fn only_an_elected_or_first_registered_master_holds_a_lease() {
+        let nodes = cluster();
+        // The cluster's first master, before any election.
+        assert!(may_hold_lease(&VoteRecord::default(), true));
+        // A standby promoted by hand: not elected, not the registered master.
+        assert!(!may_hold_lease(&VoteRecord::default(), false));
+        let voted = VoteRecord { term: 3, voted_for: Some("b".into()), elected: false };
+        assert!(!may_hold_lease(&voted, false), "standing is not winning");
+        assert!(may_hold_lease(&VoteRecord::elected_in("b", 3), false));
+        // The registered master after elections happened: only by winning.
+        assert!(!may_hold_lease(&VoteRecord { term: 2, voted_for: None, elected: false }, true));
+        // A newer term adopted by a vote clears the win.
+        let (_, adopted) = decide_vote(&VoteRecord::elected_in("b", 3), &req(4, "c", 10), &view("b", &nodes, 5));
+        assert!(!adopted.elected && adopted.term == 4);
+    }
+
+    #[test]
+    fn a_candidate_with_an_older_membership_is_refused() {
+        let nodes = cluster();
+        let mut v = view("c", &nodes, 5);
+        v.membership = 7;
+        let mut r = req(2, "b", 10);
+        r.candidate_membership = 6;
+        let (answer, rec) = decide_vote(&VoteRecord::default(), &r, &v);
+        assert_eq!(answer, Err(Refusal::OlderMembership { voter: 7, candidate: 6 }));
+        // The term is adopted all the same (two candidates never both win it).
+        assert_eq!(rec.term, 2);
+        r.candidate_membership = 7;
+        assert_eq!(decide_vote(&VoteRecord::default(), &r, &v).0, Ok(()));
+        r.candidate_membership = 8;
+        assert_eq!(decide_vote(&VoteRecord::default(), &r, &v).0, Ok(()));
+    }
+
+    #[test]
     fn one_vote_per_term() {
         let nodes = cluster();
-        let rec = VoteRecord { term: 1, voted_for: None };
+        let rec = VoteRecord { term: 1, voted_for: None, elected: false };
         let (r, rec) = decide_vote(&rec, &req(2, "b", 10), &view("c", &nodes, 5));
         assert_eq!(r, Ok(()));
-        assert_eq!(rec, VoteRecord { term: 2, voted_for: Some("b".into()) });
+        assert_eq!(rec, VoteRecord { term: 2, voted_for: Some("b".into()), elected: false });
         // Same candidate again (a retry): granted, nothing changes.
         assert_eq!(decide_vote(&rec, &req(2, "b", 10), &view("c", &nodes, 5)), (Ok(()), rec.clone()));
         // Another candidate in the same term: refused.
@@ -408,7 +516,7 @@ mod tests {
         let mut v = view("c", &nodes, 50);
         assert!(matches!(decide_vote(&rec, &req(1, "b", 10), &v).0, Err(Refusal::Behind { .. })));
         // The newer term is adopted even though the vote is refused.
-        assert_eq!(decide_vote(&rec, &req(1, "b", 10), &v).1, VoteRecord { term: 1, voted_for: None });
+        assert_eq!(decide_vote(&rec, &req(1, "b", 10), &v).1, VoteRecord { term: 1, voted_for: None, elected: false });
         assert_eq!(decide_vote(&rec, &req(1, "w", 90), &v).0, Err(Refusal::NotEligible));
         assert_eq!(decide_vote(&rec, &req(1, "a", 90), &v).0, Err(Refusal::NotEligible));
         assert_eq!(decide_vote(&rec, &req(1, "zz", 90), &v).0, Err(Refusal::NotEligible));
@@ -465,12 +573,12 @@ mod tests {
 
     #[test]
     fn promote_only_with_own_vote_in_that_term() {
-        let mine = VoteRecord { term: 3, voted_for: Some("b".into()) };
+        let mine = VoteRecord { term: 3, voted_for: Some("b".into()), elected: false };
         assert!(may_promote("b", 3, &mine));
         // Voted for another candidate in a newer term while waiting for the replies.
-        assert!(!may_promote("b", 3, &VoteRecord { term: 4, voted_for: Some("c".into()) }));
+        assert!(!may_promote("b", 3, &VoteRecord { term: 4, voted_for: Some("c".into()), elected: false }));
         // Adopted a newer term without voting.
-        assert!(!may_promote("b", 3, &VoteRecord { term: 4, voted_for: None }));
+        assert!(!may_promote("b", 3, &VoteRecord { term: 4, voted_for: None, elected: false }));
         assert!(!may_promote("c", 3, &mine));
     }
 
@@ -491,7 +599,15 @@ mod tests {
     }
 
     fn ans(in_recovery: bool, fenced: bool, term: Term) -> Option<PeerAnswer> {
-        Some(PeerAnswer { in_recovery, fenced, term, witness: false, deposed: false })
+        Some(PeerAnswer {
+            in_recovery,
+            fenced,
+            term,
+            witness: false,
+            deposed: false,
+            elected: !in_recovery,
+            membership: 0,
+        })
     }
 
     #[test]

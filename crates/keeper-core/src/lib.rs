@@ -9,6 +9,7 @@ pub mod conninfo;
 pub mod election;
 pub mod failover;
 pub mod lsn;
+pub mod membership;
 pub mod polling;
 pub mod registry;
 pub mod settings;

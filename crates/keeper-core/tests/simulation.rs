@@ -909,6 +909,9 @@ impl Sim {
             term: s.rec.term,
             witness: s.witness,
             deposed: s.master && s.deposed,
+            // Every master of the model was elected (or is the first one).
+            elected: s.master,
+            membership: 0,
         }
     }
 
@@ -1510,9 +1513,20 @@ impl Sim {
     /// The request this node would send if it stood now, and what its own vote would say.
     fn own_request(&self, i: usize) -> (VoteRequest, Result<(), keeper_core::election::Refusal>, VoteRecord) {
         let s = &self.nodes[i];
-        let req = VoteRequest { term: next_term(&s.rec, s.seen), candidate: s.name.clone(), candidate_lsn: s.lsn };
-        let view =
-            VoterView { me: &s.name, nodes: &s.view, is_master: false, my_lsn: s.lsn, hold_left: self.hold_left(i) };
+        let req = VoteRequest {
+            term: next_term(&s.rec, s.seen),
+            candidate: s.name.clone(),
+            candidate_lsn: s.lsn,
+            candidate_membership: 0,
+        };
+        let view = VoterView {
+            me: &s.name,
+            nodes: &s.view,
+            is_master: false,
+            my_lsn: s.lsn,
+            hold_left: self.hold_left(i),
+            membership: 0,
+        };
         let (res, new) = decide_vote(&s.rec, &req, &view);
         (req, res, new)
     }
@@ -1553,10 +1567,11 @@ impl Sim {
     fn stand(&mut self, i: usize, start_l: u64) {
         let term = next_term(&self.nodes[i].rec, self.nodes[i].seen);
         let lsn = self.nodes[i].lsn;
-        let req = VoteRequest { term, candidate: self.nodes[i].name.clone(), candidate_lsn: lsn };
+        let req =
+            VoteRequest { term, candidate: self.nodes[i].name.clone(), candidate_lsn: lsn, candidate_membership: 0 };
         let hold_left = self.hold_left(i);
         let s = &self.nodes[i];
-        let view = VoterView { me: &s.name, nodes: &s.view, is_master: false, my_lsn: lsn, hold_left };
+        let view = VoterView { me: &s.name, nodes: &s.view, is_master: false, my_lsn: lsn, hold_left, membership: 0 };
         let (res, new) = decide_vote(&s.rec, &req, &view);
         self.persist(i, new);
         if res.is_ok() && self.rules.hold_on_own_vote {
@@ -1884,11 +1899,17 @@ impl Sim {
             }
             Body::VoteReq { gen, rid, term, lsn } => {
                 let v = to;
-                let req = VoteRequest { term, candidate: self.nodes[from].name.clone(), candidate_lsn: lsn };
+                let req = VoteRequest {
+                    term,
+                    candidate: self.nodes[from].name.clone(),
+                    candidate_lsn: lsn,
+                    candidate_membership: 0,
+                };
                 let hold_left = self.hold_left(v);
                 let s = &self.nodes[v];
                 let my_lsn = if s.witness || s.master { 0 } else { s.lsn };
-                let view = VoterView { me: &s.name, nodes: &s.view, is_master: s.master, my_lsn, hold_left };
+                let view =
+                    VoterView { me: &s.name, nodes: &s.view, is_master: s.master, my_lsn, hold_left, membership: 0 };
                 let (res, new) = decide_vote(&s.rec, &req, &view);
                 if self.trace.is_some() {
                     let what = match &res {
@@ -1912,11 +1933,17 @@ impl Sim {
             Body::Refused { gen, rid, what } => self.refused(to, from, gen, rid, what),
             Body::PreVoteReq { gen, rid, term, lsn } => {
                 let v = to;
-                let req = VoteRequest { term, candidate: self.nodes[from].name.clone(), candidate_lsn: lsn };
+                let req = VoteRequest {
+                    term,
+                    candidate: self.nodes[from].name.clone(),
+                    candidate_lsn: lsn,
+                    candidate_membership: 0,
+                };
                 let hold_left = self.hold_left(v);
                 let s = &self.nodes[v];
                 let my_lsn = if s.witness || s.master { 0 } else { s.lsn };
-                let view = VoterView { me: &s.name, nodes: &s.view, is_master: s.master, my_lsn, hold_left };
+                let view =
+                    VoterView { me: &s.name, nodes: &s.view, is_master: s.master, my_lsn, hold_left, membership: 0 };
                 let (res, _) = decide_vote(&s.rec, &req, &view);
                 let body = Body::PreVoteAns { gen, rid, granted: res.is_ok(), term: s.rec.term };
                 self.send(v, from, body);

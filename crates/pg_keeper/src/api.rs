@@ -3,6 +3,7 @@
 //! changing anything, and builds no SQL from its arguments.
 
 use crate::{gucs, probe, registry_sql, shared};
+use keeper_core::membership;
 use keeper_core::registry::{self, diff, Selector};
 use keeper_core::{RegistryError, SyncConfig};
 use pgrx::pg_sys::panic::ErrorReport;
@@ -58,24 +59,91 @@ fn sync_config() -> Option<SyncConfig> {
 }
 
 /// Lock node_info against concurrent API calls (readers are not blocked), read it, let
-/// `plan` compute the new rows, write the difference, and tell the local worker.
+/// `plan` compute the new rows, write the difference, and tell the local worker. A change of
+/// membership (a node added or removed) bumps the membership version, and is made only once
+/// the previous one has reached a majority of the nodes (`keeper_core::membership`).
 fn change_registry(
-    plan: impl FnOnce(&[keeper_core::Node], Option<&SyncConfig>) -> Result<Vec<keeper_core::Node>, RegistryError>,
+    func: &str,
+    plan: impl Fn(&[keeper_core::Node], Option<&SyncConfig>) -> Result<Vec<keeper_core::Node>, RegistryError>,
 ) {
+    // Bad input is refused before anything waits (and checked again under the lock).
+    let current = Spi::connect(registry_sql::read_registry)
+        .unwrap_or_else(|e| fail(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, e.to_string(), None))
+        .unwrap_or_default();
+    let planned = plan(&current.nodes, sync_config().as_ref()).unwrap_or_else(|e| registry_error(e));
+    if membership::changes_membership(&current.nodes, &planned) {
+        wait_for_previous_change(func, &current);
+    }
     Spi::connect_mut(|client| {
         client
             .update("LOCK TABLE pgkeeper.node_info IN SHARE ROW EXCLUSIVE MODE", None, &[])
             .unwrap_or_else(|e| fail(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, e.to_string(), None));
-        let nodes = registry_sql::read_nodes(client)
+        let registry = registry_sql::read_registry(client)
             .unwrap_or_else(|e| fail(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, e.to_string(), None))
             .unwrap_or_default();
         let sync = sync_config();
-        let new = plan(&nodes, sync.as_ref()).unwrap_or_else(|e| registry_error(e));
+        let new = plan(&registry.nodes, sync.as_ref()).unwrap_or_else(|e| registry_error(e));
+        if membership::changes_membership(&registry.nodes, &new) {
+            if let Some(why) = previous_change_pending(&registry) {
+                fail(
+                    PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+                    format!("pgkeeper.{func}: {why}"),
+                    Some(PENDING_HINT),
+                );
+            }
+        }
         let _guard = registry_sql::WriteGuard::open();
-        registry_sql::apply(client, &diff(&nodes, &new))
+        registry_sql::apply(client, &diff(&registry.nodes, &new))
+            .and_then(|()| match membership::changes_membership(&registry.nodes, &new) {
+                true => registry_sql::bump_membership(client),
+                false => Ok(()),
+            })
             .unwrap_or_else(|e| fail(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, e.to_string(), None));
     });
     shared::notify_worker(true, false);
+}
+
+const PENDING_HINT: &str = "One membership change at a time: wait until a majority of the nodes in node_info has replayed the last one (is a standby's replay paused, or are nodes down?), then retry.";
+
+/// Why the previous membership change is not in effect yet (None: it is). Alone in node_info
+/// (or with nothing registered) the master is its own majority.
+fn previous_change_pending(registry: &registry_sql::Registry) -> Option<String> {
+    let me = gucs::node_name();
+    let alone = registry.nodes.iter().all(|n| Some(&n.name) == me.as_ref());
+    if alone || !shared::available() {
+        return None;
+    }
+    let acked = shared::STATE.share().membership_acked;
+    (acked < registry.membership).then(|| {
+        format!(
+            "the previous membership change (version {}) has not reached a majority of the {} nodes yet",
+            registry.membership,
+            registry.nodes.len()
+        )
+    })
+}
+
+/// Before taking the lock: give the worker a few heartbeat rounds to see the previous change
+/// reach a majority (right after a change it usually takes one round), waking it each time.
+fn wait_for_previous_change(func: &str, registry: &registry_sql::Registry) {
+    let limit = Duration::from_secs_f64(gucs::KEEPALIVE_TIME.get() * 3.0 + 2.0);
+    let started = std::time::Instant::now();
+    let mut woke = std::time::Instant::now() - Duration::from_secs(1);
+    while let Some(why) = previous_change_pending(registry) {
+        if started.elapsed() > limit {
+            fail(
+                PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+                format!("pgkeeper.{func}: {why} (waited {:.1} s)", limit.as_secs_f64()),
+                Some(PENDING_HINT),
+            );
+        }
+        if woke.elapsed() > Duration::from_millis(200) {
+            shared::notify_worker(true, false);
+            woke = std::time::Instant::now();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+        pg_sys::check_for_interrupts!();
+    }
 }
 
 /// Register a node. The first node registered is the master. A witness (`is_witness`) is a
@@ -124,7 +192,7 @@ fn add_node(node_name: Option<&str>, conninfo: Option<&str>, is_witness: default
             None,
         ),
     }
-    change_registry(|nodes, sync| registry::add(nodes, name, conninfo, witness, sync));
+    change_registry("add_node", |nodes, sync| registry::add(nodes, name, conninfo, witness, sync));
     true
 }
 
@@ -133,7 +201,7 @@ fn add_node(node_name: Option<&str>, conninfo: Option<&str>, is_witness: default
 fn del_node_by_name(node_name: Option<&str>) -> bool {
     let name = required(node_name, "node_name");
     refuse_on_standby("del_node");
-    change_registry(|nodes, sync| registry::delete(nodes, Selector::Name(name), sync));
+    change_registry("del_node", |nodes, sync| registry::delete(nodes, Selector::Name(name), sync));
     true
 }
 
@@ -144,7 +212,7 @@ fn del_node_by_seqno(seqno: Option<i32>) -> bool {
         fail(PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED, "seqno must not be NULL", None)
     };
     refuse_on_standby("del_node");
-    change_registry(|nodes, sync| registry::delete(nodes, Selector::Seqno(seqno), sync));
+    change_registry("del_node", |nodes, sync| registry::delete(nodes, Selector::Seqno(seqno), sync));
     true
 }
 

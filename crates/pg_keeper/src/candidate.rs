@@ -10,7 +10,9 @@ use crate::election_api::{answer_vote, received_lsn};
 use crate::worker::{shutdown_requested, Worker};
 use crate::{gucs, probe, shared};
 use futures_util::stream::{FuturesUnordered, StreamExt};
-use keeper_core::election::{early_count_after, may_promote, next_term, tally, Refusal, Tally, VoteReply, VoteRequest};
+use keeper_core::election::{
+    early_count_after, may_promote, next_term, tally, Refusal, Tally, VoteRecord, VoteReply, VoteRequest,
+};
 use keeper_core::{lsn, Node};
 use pgrx::bgworkers::BackgroundWorker;
 use pgrx::prelude::*;
@@ -37,7 +39,7 @@ impl Worker {
         }
         // The old master's lease, as acknowledged here, must be over first: then wait for it
         // rather than for a whole round (plus a little, as the others acknowledged it later).
-        let hold_left = shared::STATE.share().hold_until - shared::mono_ms();
+        let hold_left = shared::STATE.share().hold_until - shared::boot_ms();
         if hold_left > 0 {
             self.retry_at = Some(Instant::now() + Duration::from_millis(hold_left as u64 + 50));
             return format!("master unreachable, {failed_rounds} rounds; waiting {hold_left} ms for its lease to end");
@@ -54,7 +56,12 @@ impl Worker {
         };
         // Pre-vote, then the vote.
         for dry in [true, false] {
-            let req = VoteRequest { term, candidate: me.to_string(), candidate_lsn: my_lsn };
+            let req = VoteRequest {
+                term,
+                candidate: me.to_string(),
+                candidate_lsn: my_lsn,
+                candidate_membership: self.membership,
+            };
             match BackgroundWorker::transaction(|| answer_vote(me, &req, dry)) {
                 Ok((Ok(()), _, _)) => {}
                 Ok((Err(r), t, _)) => {
@@ -115,6 +122,7 @@ impl Worker {
         dry: bool,
     ) -> Option<Ballot> {
         let deadline = self.probe_deadline();
+        let membership = self.membership;
         let early = early_count_after(self.settings.keepalive_time);
         let db = gucs::database();
         let two_node = gucs::TWO_NODE_FAILOVER.get();
@@ -132,7 +140,7 @@ impl Worker {
                 let name = n.name.clone();
                 async move {
                     let r = match cfg {
-                        Ok(cfg) => probe::request_vote(cfg, deadline, me, term, my_lsn, dry).await,
+                        Ok(cfg) => probe::request_vote(cfg, deadline, me, term, my_lsn, membership, dry).await,
                         Err(e) => Err(e),
                     };
                     (name, r)
@@ -172,14 +180,16 @@ impl Worker {
         // Still "this term, voted for me"? (We kept answering requests while waiting.) From
         // this check to the end of the promotion, vote like a master. No lease yet: the first
         // heartbeat round a majority answers opens the gate.
+        // The win is persisted with the record before the promotion: only an elected master
+        // may hold a lease (`may_hold_lease`), after a restart too.
         let won = crate::votes::with_record(me, |rec, st| {
             let ok = may_promote(me, term, rec);
             if ok {
                 st.promoting = true;
-                st.fence = 1;
+                st.fence_for_lease("elected: its first heartbeat round with a majority opens the gate");
                 st.lease_until = 0;
             }
-            (ok, rec.clone())
+            (ok, if ok { VoteRecord::elected_in(me, term) } else { rec.clone() })
         });
         match won {
             Ok(true) => {}
@@ -197,7 +207,7 @@ impl Worker {
 
 /// A number in [0, 1) that differs between processes and calls (no cryptographic use).
 fn random_unit() -> f64 {
-    let mut x = (shared::mono_ms() as u64) ^ ((unsafe { pg_sys::MyProcPid } as u64) << 32) ^ 0x9E37_79B9_7F4A_7C15;
+    let mut x = (shared::boot_ms() as u64) ^ ((unsafe { pg_sys::MyProcPid } as u64) << 32) ^ 0x9E37_79B9_7F4A_7C15;
     let nanos =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
     x ^= u64::from(nanos).rotate_left(17);

@@ -5,7 +5,7 @@
 
 use crate::api::{fail, required};
 use crate::{gucs, registry_sql, shared, votes};
-use keeper_core::election::{decide_vote, voter_hold, Refusal, Term, VoteRecord, VoteRequest, VoterView};
+use keeper_core::election::{decide_vote, may_hold_lease, voter_hold, Refusal, Term, VoteRequest, VoterView};
 use keeper_core::registry::diff;
 use keeper_core::{lsn, Node};
 use pgrx::prelude::*;
@@ -56,9 +56,11 @@ pub fn received_lsn() -> Result<Option<u64>, pgrx::spi::Error> {
 /// or adopted, so a candidate that cannot win pushes no term up.
 pub fn answer_vote(me: &str, req: &VoteRequest, dry: bool) -> Result<(Result<(), Refusal>, Term, Option<u64>), String> {
     let witness = gucs::WITNESS.get();
-    let nodes = Spi::connect(registry_sql::read_nodes).map_err(|e| e.to_string())?.unwrap_or_default();
+    let registry = Spi::connect(registry_sql::read_registry).map_err(|e| e.to_string())?.unwrap_or_default();
+    let nodes = registry.nodes;
     let my_lsn = if witness { None } else { received_lsn().map_err(|e| e.to_string())? };
     let is_master = !in_recovery() && !witness;
+    let registered_master = nodes.iter().any(|n| n.name == me && n.is_master);
     let (answer, term) = votes::with_record(me, |rec, st| {
         if !st.hold_ready {
             // Right after a start the worker has not yet set the hold that covers a lease
@@ -68,10 +70,14 @@ pub fn answer_vote(me: &str, req: &VoteRequest, dry: bool) -> Result<(Result<(),
         let view = VoterView {
             me,
             nodes: &nodes,
-            // Between winning and the end of its promotion a candidate votes like a master.
-            is_master: is_master || st.promoting,
+            // A master votes only if it may never hold a lease (promoted outside an
+            // election): it has none to protect, and a cluster of three must still be able to
+            // replace the real master with the other standby. Between winning and the end of
+            // its promotion a candidate votes like a master.
+            is_master: (is_master && may_hold_lease(rec, registered_master)) || st.promoting,
             my_lsn: my_lsn.unwrap_or(0),
-            hold_left: Duration::from_millis((st.hold_until - shared::mono_ms()).max(0) as u64),
+            hold_left: Duration::from_millis((st.hold_until - shared::boot_ms()).max(0) as u64),
+            membership: registry.membership,
         };
         st.seen_term = st.seen_term.max(req.term);
         let (answer, new) = decide_vote(rec, req, &view);
@@ -85,6 +91,9 @@ pub fn answer_vote(me: &str, req: &VoteRequest, dry: bool) -> Result<(Result<(),
 
 /// A node's state for pollers; with `from_node`, `term` and `lease_ms` it is master mode's
 /// heartbeat, and this node refuses to vote until the lease (plus a margin) has surely ended.
+/// The term is read, the hold set and the answer built in one critical section (the one
+/// `request_vote` decides in): a vote granted in between would let the master count a node
+/// that already voted in a newer term.
 #[allow(clippy::type_complexity)]
 #[pg_extern(volatile, parallel_unsafe)]
 fn _poll(
@@ -93,39 +102,61 @@ fn _poll(
     lease_ms: default!(Option<i64>, "NULL"),
 ) -> TableIterator<
     'static,
-    (name!(in_recovery, bool), name!(fenced, bool), name!(term, i64), name!(witness, bool), name!(deposed, bool)),
+    (
+        name!(in_recovery, bool),
+        name!(fenced, bool),
+        name!(term, i64),
+        name!(witness, bool),
+        name!(deposed, bool),
+        name!(elected, bool),
+        name!(membership, i64),
+    ),
 > {
+    let heartbeat = match (from_node, term, lease_ms) {
+        (Some(_), Some(t), Some(ms)) => {
+            if !(1..=3_600_000).contains(&ms) || t < 0 {
+                fail(
+                    PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+                    "invalid heartbeat (term >= 0, 1 <= lease_ms <= 3600000)",
+                    None,
+                );
+            }
+            Some((t as u64, Duration::from_millis(ms as u64)))
+        }
+        _ => None,
+    };
     let recovery = in_recovery();
     let witness = gucs::WITNESS.get();
-    let my_term = match gucs::node_name() {
-        Some(me) if shared::available() => votes::current(&me).unwrap_or_else(|e| {
-            fail(PgSqlErrorCode::ERRCODE_DATA_CORRUPTED, format!("pg_keeper vote record: {e}"), None)
-        }),
-        _ => VoteRecord::default(),
-    }
-    .term;
-    if let (Some(_), Some(t), Some(ms)) = (from_node, term, lease_ms) {
-        if !(1..=3_600_000).contains(&ms) || t < 0 {
-            fail(
-                PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-                "invalid heartbeat (term >= 0, 1 <= lease_ms <= 3600000)",
-                None,
-            );
-        }
-        // A heartbeat from an older term is from a master this node may have voted against.
-        if shared::available() {
-            let mut st = shared::STATE.exclusive();
-            st.seen_term = st.seen_term.max(t as u64);
-            if t as u64 >= my_term {
-                let until = shared::mono_ms() + voter_hold(Duration::from_millis(ms as u64)).as_millis() as i64;
-                st.hold_until = st.hold_until.max(until);
+    let (my_term, gate, elected) = match gucs::node_name() {
+        Some(me) if shared::available() => votes::with_record(&me, |rec, st| {
+            if let Some((t, lease)) = heartbeat {
+                st.seen_term = st.seen_term.max(t);
+                // A heartbeat from an older term is from a master this node may have voted
+                // against.
+                if t >= rec.term {
+                    let until = shared::boot_ms() + voter_hold(lease).as_millis() as i64;
+                    st.hold_until = st.hold_until.max(until);
+                }
             }
-        }
-    }
-    let gate = shared::gate();
+            let answer = (rec.term, shared::gate_locked(st), may_hold_lease(rec, st.registered_master));
+            (answer, rec.clone())
+        })
+        .unwrap_or_else(|e| fail(PgSqlErrorCode::ERRCODE_DATA_CORRUPTED, format!("pg_keeper vote record: {e}"), None)),
+        _ => (0, shared::Gate::Open, false),
+    };
     let fenced = !recovery && !witness && gate != shared::Gate::Open;
     let deposed = !recovery && matches!(gate, shared::Gate::Deposed { .. } | shared::Gate::SteppedDown);
-    TableIterator::once((recovery, fenced, my_term as i64, witness, deposed))
+    // (0 without the extension's tables here: a standby that has not replayed them yet)
+    let membership = Spi::connect(registry_sql::read_registry).ok().flatten().map(|r| r.membership).unwrap_or(0);
+    TableIterator::once((
+        recovery,
+        fenced,
+        my_term as i64,
+        witness,
+        deposed,
+        !recovery && !witness && elected,
+        membership as i64,
+    ))
 }
 
 /// Grant or refuse this node's vote to `candidate` for `term`. The answer is persisted
@@ -138,6 +169,7 @@ fn request_vote(
     term: Option<i64>,
     candidate_lsn: Option<&str>,
     dry_run: default!(Option<bool>, "false"),
+    candidate_membership: default!(Option<i64>, "0"),
 ) -> TableIterator<'static, (name!(granted, bool), name!(term, i64), name!(lsn, Option<String>), name!(reason, String))>
 {
     let candidate = required(candidate, "candidate");
@@ -156,7 +188,21 @@ fn request_vote(
     let Some(dry) = dry_run else {
         fail(PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED, "dry_run must not be NULL", None)
     };
-    let req = VoteRequest { term: term as u64, candidate: candidate.to_string(), candidate_lsn };
+    let membership = match candidate_membership {
+        Some(m) if m >= 0 => m as u64,
+        Some(m) => fail(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            format!("candidate_membership must be at least 0, not {m}"),
+            None,
+        ),
+        None => fail(PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED, "candidate_membership must not be NULL", None),
+    };
+    let req = VoteRequest {
+        term: term as u64,
+        candidate: candidate.to_string(),
+        candidate_lsn,
+        candidate_membership: membership,
+    };
     let (answer, now_term, my_lsn) = answer_vote(&me, &req, dry)
         .unwrap_or_else(|e| fail(PgSqlErrorCode::ERRCODE_IO_ERROR, format!("pg_keeper: cannot vote: {e}"), None));
     let reason = match &answer {
@@ -182,7 +228,7 @@ fn stand_for_election() -> bool {
     if !shared::available() {
         return false;
     }
-    shared::STATE.exclusive().stand_until = shared::mono_ms() + 30_000;
+    shared::STATE.exclusive().stand_until = shared::boot_ms() + 30_000;
     // (the registry flag makes the worker run a round at once)
     shared::notify_worker(true, false)
 }
@@ -200,7 +246,7 @@ fn step_down() -> i32 {
     let me = cluster_node_or_fail();
     let term = {
         let mut st = shared::STATE.exclusive();
-        st.fence = 3;
+        st.set_fence(shared::FENCE_STEPPED_DOWN);
         st.heartbeats_stopped = false;
         st.term
     };
@@ -245,7 +291,7 @@ fn _release(from_node: Option<&str>, term: Option<i64>) -> bool {
     if term < 0 || (term as u64) < my_term {
         return false;
     }
-    let now = shared::mono_ms();
+    let now = shared::boot_ms();
     shared::STATE.exclusive().hold_until = now;
     log!("pg_keeper: {from} stepped down (term {term}): vote hold released");
     true
@@ -263,6 +309,7 @@ fn _witness_sync(
     nexts: Vec<bool>,
     syncs: Vec<bool>,
     witnesses: Vec<bool>,
+    membership: default!(Option<i64>, "NULL"),
 ) -> i32 {
     if !gucs::WITNESS.get() {
         fail(
@@ -293,6 +340,10 @@ fn _witness_sync(
         let changes = diff(&old, &new);
         let _guard = registry_sql::WriteGuard::open();
         registry_sql::apply(c, &changes)?;
+        // The master's membership version, never going back.
+        if let Some(v) = membership {
+            c.update("UPDATE pgkeeper.membership SET version = $1 WHERE version < $1", None, &[v.into()])?;
+        }
         Ok::<_, pgrx::spi::Error>(changes.len() as i32)
     })
     .unwrap_or_else(|e| fail(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, e.to_string(), None))

@@ -20,11 +20,24 @@
 //! the master elected there decides its fate; a fenced old master must not decide it
 //! differently and tell its client so.
 //!
-//! Gated processes: client backends and background workers (logical replication apply
-//! workers, pg_cron jobs, ...: a fenced subscriber stops applying, and the publisher's
-//! changes go to the master that holds the lease). Not gated: the pg_keeper worker itself
-//! (it records the cluster's changes while fenced), autovacuum, parallel workers (their
-//! leader commits).
+//! Gated processes: every process that can commit a transaction with an XID, but pg_keeper's
+//! own worker (it records the cluster's changes while fenced). In PostgreSQL 15 those are
+//! client backends; WAL senders of `replication=database` connections, which run SQL;
+//! background workers (logical replication apply workers, pg_cron jobs, ...: a fenced
+//! subscriber stops applying, and the publisher's changes go to the master that holds the
+//! lease); autovacuum workers (ANALYZE writes pg_statistic). Parallel workers never assign an
+//! XID (their leader commits), and the other auxiliary processes (startup, checkpointer,
+//! background writer, WAL writer and receiver, archiver, logger) run no transactions.
+//!
+//! After the commit: the commit record, its flush, the synchronous-replication wait and the
+//! reply to the client all come after PRE_COMMIT. A master frozen in between (SIGSTOP, a
+//! stalled disk, a descheduled VM) could tell its client "committed" after a standby was
+//! elected. So once the commit is durable (XACT_EVENT_COMMIT / PREPARE, before the reply is
+//! even written) the gate is read again, waiting for a lost lease to come back as at the
+//! gate; deposed, stepped down or still fenced after that wait, the client gets no reply at
+//! all: its connection is shut down and the session ends, so the outcome is unknown to it, as
+//! after a crash, never "committed". The same holds when the synchronous-replication wait was
+//! cancelled (PostgreSQL would otherwise answer COMMIT with a WARNING).
 
 use crate::{gucs, shared};
 use pgrx::pg_sys;
@@ -40,16 +53,16 @@ pub fn register() {
     }
 }
 
-/// Whether this process is one whose commits the gate guards: a client backend or a
-/// background worker (but pg_keeper's own) of a server that is part of a cluster as a data
-/// node.
+/// Whether this process is one whose commits the gate guards (see the module comment): any
+/// but pg_keeper's own worker, on a server that is part of a cluster as a data node.
 fn guarded_process() -> bool {
-    use pg_sys::BackendType::*;
-    let kind = unsafe { pg_sys::MyBackendType };
-    let gated = kind == B_BACKEND || (kind == B_BG_WORKER && !IN_KEEPER_WORKER.load(Ordering::Relaxed));
     // Not part of a cluster (no node name), or a witness: nothing to fence.
-    gated && gucs::node_name().is_some() && !gucs::WITNESS.get()
+    !IN_KEEPER_WORKER.load(Ordering::Relaxed) && gucs::node_name().is_some() && !gucs::WITNESS.get()
 }
+
+/// This transaction passed the gate before writing its commit (or COMMIT/ROLLBACK PREPARED):
+/// the gate is read again once the commit is durable.
+static PASSED_GATE: AtomicBool = AtomicBool::new(false);
 
 /// Set in the pg_keeper worker's process: its own writes (node_info) are not gated.
 pub static IN_KEEPER_WORKER: AtomicBool = AtomicBool::new(false);
@@ -101,6 +114,8 @@ unsafe extern "C-unwind" fn gate_before_utility(pstmt: *mut pg_sys::PlannedStmt)
         // On a standby these statements fail anyway (read-only); only a master waits.
         if decides_prepared((*pstmt).utilityStmt) && guarded_process() && !pg_sys::RecoveryInProgress() {
             wait_at_gate();
+            // Checked again when the statement's own transaction commits, before the reply.
+            PASSED_GATE.store(true, Ordering::Relaxed);
         }
     }
 }
@@ -120,13 +135,71 @@ unsafe fn decides_prepared(stmt: *mut pg_sys::Node) -> bool {
 #[pg_guard]
 unsafe extern "C-unwind" fn on_xact(event: pg_sys::XactEvent::Type, _arg: *mut c_void) {
     use pg_sys::XactEvent::*;
-    if event != XACT_EVENT_PRE_COMMIT && event != XACT_EVENT_PRE_PREPARE {
-        return;
+    match event {
+        XACT_EVENT_PRE_COMMIT | XACT_EVENT_PRE_PREPARE => {
+            let wrote = unsafe { pg_sys::GetTopTransactionIdIfAny() } != pg_sys::InvalidTransactionId;
+            if wrote && guarded_process() {
+                wait_at_gate();
+                PASSED_GATE.store(true, Ordering::Relaxed);
+            }
+        }
+        XACT_EVENT_COMMIT | XACT_EVENT_PREPARE => {
+            if PASSED_GATE.swap(false, Ordering::Relaxed) && !lease_after_commit() {
+                withhold_acknowledgement();
+            }
+        }
+        XACT_EVENT_ABORT | XACT_EVENT_PARALLEL_ABORT => PASSED_GATE.store(false, Ordering::Relaxed),
+        _ => {}
     }
-    let wrote = unsafe { pg_sys::GetTopTransactionIdIfAny() } != pg_sys::InvalidTransactionId;
-    if wrote && guarded_process() {
-        wait_at_gate();
+}
+
+/// Once the commit is durable: may its client be told? Yes while the lease runs. Fenced, wait
+/// for the lease to come back as a commit does at the gate (a synchronous standby that is back
+/// may acknowledge before the next heartbeat round renews the lease): a lease renewed after
+/// the commit was durable is as good, since no voter of a newer term counts toward it. No
+/// when deposed or stepped down, after the gate's longest wait, or when the backend is being
+/// terminated (interrupts are held here, so the wait checks for that itself).
+fn lease_after_commit() -> bool {
+    let started = std::time::Instant::now();
+    let limit = max_wait();
+    loop {
+        match shared::gate() {
+            shared::Gate::Open => return true,
+            shared::Gate::Fenced { .. } if started.elapsed() < limit => {
+                if unsafe { (&raw const pg_sys::ProcDiePending).read_volatile() } != 0 {
+                    return false;
+                }
+                nap();
+            }
+            _ => return false,
+        }
     }
+}
+
+/// The commit is durable but the lease ended since it passed the gate: this node may no
+/// longer be the master, so nobody may be told "committed". The reply is not written yet (the
+/// commit callbacks run before it): shut the client's socket down, so that nothing more
+/// reaches it, and end the session at its next interrupt check (after the commit is done:
+/// an ERROR here would be a PANIC). A background worker (no client) is ended the same way,
+/// before it can report its progress anywhere.
+fn withhold_acknowledgement() {
+    unsafe {
+        let port = pg_sys::MyProcPort;
+        if !port.is_null() {
+            // pgrx binds Port as opaque; its first member is `pgsocket sock` (libpq-be.h,
+            // PostgreSQL 13 to 18).
+            let sock = *(port as *const libc::c_int);
+            libc::shutdown(sock, libc::SHUT_RDWR);
+            pg_sys::ClientConnectionLost = 1;
+        } else {
+            pg_sys::ProcDiePending = 1;
+        }
+        pg_sys::InterruptPending = 1;
+    }
+    // LOG goes to the server log only (and the socket is closed anyway).
+    log!(
+        "pg_keeper: the commit gate closed while this commit was being made durable (the node was frozen, its disk stalled, or it waited for synchronous replication): the commit is on disk but the client is not told it succeeded; ending the session"
+    );
 }
 
 /// How long a commit waits at a shut gate before it gives up: past the time in which either
@@ -140,51 +213,51 @@ fn max_wait() -> std::time::Duration {
 }
 
 fn wait_at_gate() {
+    use crate::api::fail;
+    use PgSqlErrorCode::ERRCODE_READ_ONLY_SQL_TRANSACTION as READ_ONLY;
     let started = std::time::Instant::now();
     let limit = max_wait();
     loop {
         match shared::gate() {
             shared::Gate::Open => return,
-            shared::Gate::Deposed { by, term } => {
-                ereport!(
-                    ERROR,
-                    PgSqlErrorCode::ERRCODE_READ_ONLY_SQL_TRANSACTION,
-                    format!(
-                        "pg_keeper: this node is no longer the master: {by} was elected in term {term}; the transaction is rolled back"
-                    ),
-                    "Connect to the new master. Turn this node into its standby with pgkeeper rejoin."
-                );
-            }
-            shared::Gate::SteppedDown => {
-                ereport!(
-                    ERROR,
-                    PgSqlErrorCode::ERRCODE_READ_ONLY_SQL_TRANSACTION,
-                    "pg_keeper: this node is stepping down for a planned switchover; the transaction is rolled back",
-                    "Connect to the new master once the switchover is done."
-                );
-            }
-            shared::Gate::Fenced if started.elapsed() >= limit => {
-                ereport!(
-                    ERROR,
-                    PgSqlErrorCode::ERRCODE_READ_ONLY_SQL_TRANSACTION,
-                    format!(
-                        "pg_keeper: this master is fenced (it has not heard from a majority of the cluster); the transaction is rolled back after waiting {:.1} s",
-                        limit.as_secs_f64()
-                    ),
-                    "Another node may have been elected master: reconnect (a multi-host connection string with target_session_attrs=read-write finds it)."
-                );
-            }
-            shared::Gate::Fenced => unsafe {
-                // Wakes up every 50 ms; cancel, statement_timeout and termination interrupt it.
-                pg_sys::WaitLatch(
-                    pg_sys::MyLatch,
-                    (pg_sys::WL_LATCH_SET | pg_sys::WL_TIMEOUT | pg_sys::WL_EXIT_ON_PM_DEATH) as i32,
-                    50,
-                    pg_sys::PG_WAIT_EXTENSION,
-                );
-                pg_sys::ResetLatch(pg_sys::MyLatch);
+            shared::Gate::Deposed { by, term } => fail(
+                READ_ONLY,
+                format!("pg_keeper: this node is no longer the master: {by} was elected in term {term}; the transaction is rolled back"),
+                Some("Connect to the new master. Turn this node into its standby with pgkeeper rejoin."),
+            ),
+            shared::Gate::SteppedDown => fail(
+                READ_ONLY,
+                "pg_keeper: this node stepped down for a planned switchover; the transaction is rolled back",
+                Some("Connect to the new master once the switchover is done."),
+            ),
+            shared::Gate::Fenced { why } if started.elapsed() >= limit => fail(
+                READ_ONLY,
+                format!(
+                    "pg_keeper: this master is fenced ({why}); the transaction is rolled back after waiting {:.1} s",
+                    limit.as_secs_f64()
+                ),
+                Some(
+                    "Another node may have been elected master: reconnect (a multi-host connection string with target_session_attrs=read-write finds it). If this server is in no cluster, check its pg_keeper settings and the server log.",
+                ),
+            ),
+            shared::Gate::Fenced { .. } => {
+                // Cancel and termination interrupt the wait.
+                nap();
                 pg_sys::check_for_interrupts!();
-            },
+            }
         }
+    }
+}
+
+/// Wait on the latch for at most 50 ms (or until the postmaster dies: then exit).
+fn nap() {
+    unsafe {
+        pg_sys::WaitLatch(
+            pg_sys::MyLatch,
+            (pg_sys::WL_LATCH_SET | pg_sys::WL_TIMEOUT | pg_sys::WL_EXIT_ON_PM_DEATH) as i32,
+            50,
+            pg_sys::PG_WAIT_EXTENSION,
+        );
+        pg_sys::ResetLatch(pg_sys::MyLatch);
     }
 }

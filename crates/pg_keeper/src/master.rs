@@ -8,8 +8,11 @@ use crate::sync_state::{observe, sync_names_now};
 use crate::worker::{shutdown_requested, Mode, PeerResult, Worker};
 use crate::{gucs, probe, shared};
 use futures_util::future::join_all;
-use keeper_core::election::{master_lease, master_verdict, MasterVerdict, PeerAnswer};
+use keeper_core::election::{
+    lease_effect, master_lease, master_verdict, may_hold_lease, LeaseEffect, MasterVerdict, PeerAnswer,
+};
 use keeper_core::failover::is_majority;
+use keeper_core::membership;
 use keeper_core::registry::{diff, master_view};
 use keeper_core::{Node, SyncConfig};
 use pgrx::bgworkers::BackgroundWorker;
@@ -21,14 +24,15 @@ impl Worker {
     /// renew the lease if a majority answered, step down for good if a newer master exists.
     /// Every other round also does the slower duties (the guard, node_info, the witnesses).
     pub(crate) fn master_round(&mut self, me: &str, nodes: &[Node]) {
-        let started = shared::mono_ms();
+        let started = shared::boot_ms();
         let full = self.master_rounds % 2 == 0;
         self.master_rounds += 1;
-        let (term, fence) = {
+        let (term, fence, entitled) = {
+            // (registered_master was set from this round's node_info by Worker::round)
             let st = shared::STATE.share();
-            (st.term, st.fence)
+            (st.term, st.fence, may_hold_lease(&st.record(), st.registered_master))
         };
-        if fence >= 2 {
+        if fence == shared::FENCE_DEPOSED || fence == shared::FENCE_STEPPED_DOWN {
             // No heartbeats: they would keep the voters from electing anyone else.
             shared::STATE.exclusive().heartbeats_stopped = true;
             let state = match shared::gate() {
@@ -38,35 +42,56 @@ impl Worker {
             self.publish(Mode::Master, &state, &[]);
             return;
         }
-        let sync_names_changed = full && self.drop_self_from_sync_names(me);
+        let sync_names_changed = entitled && full && self.drop_self_from_sync_names(me);
         let lease = master_lease(self.settings.keepalive_time);
         let deadline = self.probe_deadline();
         let db = gucs::database();
         let peers: Vec<&Node> = nodes.iter().filter(|n| n.name != me).collect();
         let two_node = gucs::TWO_NODE_FAILOVER.get();
-        let can_fail_over = nodes.len() >= 3 || (nodes.len() == 2 && two_node);
+        // Two data nodes without witness (and without two_node_failover) cannot elect anyone
+        // else, so the master needs no lease; but only once the other node has the current
+        // membership: until then it may still count over the three nodes it had before a
+        // del_node and elect itself with the deleted node's vote.
+        let settled = self.membership_known_to_all.is_some_and(|v| v >= self.membership);
+        let can_fail_over = nodes.len() >= 3 || (nodes.len() == 2 && (two_node || !settled));
+        // A node promoted outside an election (pg_ctl promote, pg_promote() by hand) holds no
+        // lease and sends no heartbeat (a heartbeat would hold the voters from electing the
+        // real master's successor); it only watches for a master of a newer term.
+        let heartbeat = entitled.then(|| (me, term, lease.as_millis() as u64));
         // Renew the lease the moment a majority has answered, not when the slowest (perhaps
-        // black-holed) peer's deadline ends the round: the same rule as master_verdict's
-        // count, applied early. (master_verdict still decides at the end, e.g. to stand down.)
+        // black-holed) peer's deadline ends the round: the same count as master_verdict's,
+        // applied early. An answer from another writable node ends the lease at once and
+        // nothing renews it in this round. (master_verdict still decides at the end.)
         let answered = std::cell::Cell::new(1usize);
-        let renew = || {
-            answered.set(answered.get() + 1);
-            if can_fail_over && is_majority(answered.get(), nodes.len()) {
-                let mut st = shared::STATE.exclusive();
-                if st.fence == 1 {
-                    st.lease_until = st.lease_until.max(started + lease.as_millis() as i64);
+        let conflict = std::cell::Cell::new(false);
+        let on_answer = |a: &PeerAnswer| {
+            if !entitled {
+                return;
+            }
+            match lease_effect(term, a) {
+                LeaseEffect::EndsLease => {
+                    conflict.set(true);
+                    shared::STATE.exclusive().lease_until = 0;
                 }
+                LeaseEffect::Counts => {
+                    answered.set(answered.get() + 1);
+                    if can_fail_over && !conflict.get() && is_majority(answered.get(), nodes.len()) {
+                        let mut st = shared::STATE.exclusive();
+                        if st.fence == shared::FENCE_LEASE {
+                            st.lease_until = st.lease_until.max(started + lease.as_millis() as i64);
+                        }
+                    }
+                }
+                LeaseEffect::Ignored => {}
             }
         };
         let futs = peers.iter().map(|n| {
             let cfg = probe::config(&n.conninfo, Some(&db));
-            let renew = &renew;
+            let on_answer = &on_answer;
             async move {
-                let r = probe::state(cfg?, deadline, Some((me, term, lease.as_millis() as u64))).await;
+                let r = probe::state(cfg?, deadline, heartbeat).await;
                 if let Ok(s) = &r {
-                    if s.answer.term <= term && !s.answer.writable() {
-                        renew();
-                    }
+                    on_answer(&s.answer);
                 }
                 r
             }
@@ -94,12 +119,13 @@ impl Worker {
         // (can_fail_over false: without the lease a cluster of this size could elect nobody
         // else, so the gate stays open.)
         let verdict = master_verdict(term, nodes, &answers);
+        self.note_membership(me, nodes, &answers);
         let connected = peer_results.iter().filter(|p| p.ok).count();
         let state = match &verdict {
             MasterVerdict::OtherMaster { name, term: t, newer: true } => {
                 {
                     let mut st = shared::STATE.exclusive();
-                    st.fence = 2;
+                    st.set_fence(shared::FENCE_DEPOSED);
                     shared::put_str(&mut st.deposed_by, name);
                     st.deposed_term = *t;
                 }
@@ -109,8 +135,8 @@ impl Worker {
                 format!("deposed by {name} (term {t}): needs rejoin")
             }
             MasterVerdict::OtherMaster { name, term: t, newer: false } => {
-                // An older or equal term writable elsewhere (promoted by hand?): take no lease
-                // while it is there, and say so.
+                // An older or equal term writable elsewhere (promoted by hand, and not yet
+                // fenced): no lease while it is there, and say so.
                 let msg = format!(
                     "pg_keeper: CONFLICT: {name} (term {t}) also accepts writes; this node ({me}, term {term}) takes no writes while it does"
                 );
@@ -118,20 +144,38 @@ impl Worker {
                     warning!("{msg}");
                     self.last_notice = msg;
                 }
-                if !can_fail_over {
-                    shared::STATE.exclusive().fence = 1;
-                }
+                let mut st = shared::STATE.exclusive();
+                st.fence_for_lease(&format!("{name} also accepts writes"));
+                st.lease_until = 0;
                 format!("CONFLICT: {name} also writable")
+            }
+            MasterVerdict::Renew { .. } | MasterVerdict::NoMajority { .. } if !entitled => {
+                {
+                    let mut st = shared::STATE.exclusive();
+                    st.fence_for_lease(&format!(
+                        "this node was promoted outside an election (term {term}): it never holds the master's lease"
+                    ));
+                    st.lease_until = 0;
+                }
+                let master = nodes.iter().find(|n| n.is_master).map(|n| n.name.as_str()).unwrap_or("none");
+                self.notice_once(format!(
+                    "pg_keeper: this node was promoted outside an election (the registered master is {master}): it takes no commits and sends no heartbeats; turn it back into a standby (pgkeeper rejoin)"
+                ));
+                "promoted outside an election: takes no commits".to_string()
             }
             MasterVerdict::Renew { .. } | MasterVerdict::NoMajority { .. } => {
                 let renew = matches!(verdict, MasterVerdict::Renew { .. });
                 {
                     let mut st = shared::STATE.exclusive();
                     if !can_fail_over {
-                        st.fence = 0;
+                        st.set_fence(shared::FENCE_OPEN);
+                    } else if let MasterVerdict::NoMajority { reached, registered } = verdict {
+                        st.fence_for_lease(&format!(
+                            "it has not heard from a majority of the cluster: {reached} of {registered} registered nodes answered"
+                        ));
                     } else {
-                        st.fence = 1;
-                        if renew {
+                        st.fence_for_lease("its lease ran out");
+                        if !conflict.get() {
                             st.lease_until = st.lease_until.max(started + lease.as_millis() as i64);
                         }
                     }
@@ -180,6 +224,22 @@ impl Worker {
         self.publish(Mode::Master, &state, &peer_results);
     }
 
+    /// Which membership versions the heartbeat answers carried: the current change is
+    /// acknowledged once a majority has it (add_node / del_node wait for that before the next
+    /// change), and settled once every node has it.
+    fn note_membership(&mut self, me: &str, nodes: &[Node], answers: &[(String, Option<PeerAnswer>)]) {
+        let reported: Vec<(String, u64)> =
+            answers.iter().filter_map(|(n, a)| a.map(|a| (n.clone(), a.membership))).collect();
+        let v = self.membership;
+        if membership::acknowledged(v, nodes, me, &reported) {
+            let mut st = shared::STATE.exclusive();
+            st.membership_acked = st.membership_acked.max(v);
+        }
+        if membership::known_to_all(v, nodes, me, &reported) {
+            self.membership_known_to_all = Some(v);
+        }
+    }
+
     /// Witnesses have no replica of node_info: hand them ours.
     fn push_to_witnesses(&mut self, nodes: &[Node], answers: &[(String, Option<PeerAnswer>)]) {
         let deadline = self.probe_deadline();
@@ -193,7 +253,8 @@ impl Worker {
         }
         let futs = witnesses.iter().map(|w| {
             let cfg = probe::config(&w.conninfo, Some(&db));
-            async move { probe::push_registry(cfg?, deadline, nodes).await }
+            let membership = self.membership;
+            async move { probe::push_registry(cfg?, deadline, nodes, membership).await }
         });
         let Some(results) = probe::block_on_cancellable(&self.rt, join_all(futs), shutdown_requested) else {
             return;

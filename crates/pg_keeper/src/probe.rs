@@ -95,20 +95,29 @@ pub async fn state(cfg: Config, deadline: Duration, heartbeat: Option<(&str, u64
     let answer = with_client(cfg, deadline, |c| async move {
         let row = c
             .query_one(
-                "SELECT in_recovery, fenced, term, witness, deposed FROM pgkeeper._poll($1::text, $2::bigint, $3::bigint)",
+                "SELECT in_recovery, fenced, term, witness, deposed, elected, membership \
+                 FROM pgkeeper._poll($1::text, $2::bigint, $3::bigint)",
                 &[&from, &term, &lease],
             )
             .await?;
-        Ok(keeper_core::election::PeerAnswer {
-            in_recovery: row.get(0),
-            fenced: row.get(1),
-            term: row.get::<_, i64>(2).max(0) as u64,
-            witness: row.get(3),
-            deposed: row.get(4),
-        })
+        Ok(peer_answer(&row, 0))
     })
     .await?;
     Ok(State { latency: start.elapsed(), answer })
+}
+
+/// `_poll`'s columns (in_recovery, fenced, term, witness, deposed, elected, membership) from
+/// `first` on.
+fn peer_answer(row: &tokio_postgres::Row, first: usize) -> keeper_core::election::PeerAnswer {
+    keeper_core::election::PeerAnswer {
+        in_recovery: row.get(first),
+        fenced: row.get(first + 1),
+        term: row.get::<_, i64>(first + 2).max(0) as u64,
+        witness: row.get(first + 3),
+        deposed: row.get(first + 4),
+        elected: row.get(first + 5),
+        membership: row.get::<_, i64>(first + 6).max(0) as u64,
+    }
 }
 
 /// Ask `cfg`'s node for its vote (`pgkeeper.request_vote`, parameters only); `dry`: a pre-vote.
@@ -118,6 +127,7 @@ pub async fn request_vote(
     candidate: &str,
     term: u64,
     lsn: u64,
+    membership: keeper_core::membership::Version,
     dry: bool,
 ) -> Result<keeper_core::election::VoteReply, String> {
     let candidate = candidate.to_string();
@@ -125,8 +135,9 @@ pub async fn request_vote(
     with_client(cfg, deadline, |c| async move {
         let row = c
             .query_one(
-                "SELECT granted, term, lsn, reason FROM pgkeeper.request_vote($1::text, $2::bigint, $3::text, $4::boolean)",
-                &[&candidate, &(term as i64), &lsn, &dry],
+                "SELECT granted, term, lsn, reason \
+                 FROM pgkeeper.request_vote($1::text, $2::bigint, $3::text, $4::boolean, $5::bigint)",
+                &[&candidate, &(term as i64), &lsn, &dry, &(membership as i64)],
             )
             .await?;
         Ok(keeper_core::election::VoteReply {
@@ -149,7 +160,12 @@ pub async fn release(cfg: Config, deadline: Duration, me: &str, term: u64) -> Re
 }
 
 /// Hand node_info to a witness (`pgkeeper._witness_sync`): it has no replica of the table.
-pub async fn push_registry(cfg: Config, deadline: Duration, nodes: &[keeper_core::Node]) -> Result<i32, String> {
+pub async fn push_registry(
+    cfg: Config,
+    deadline: Duration,
+    nodes: &[keeper_core::Node],
+    membership: keeper_core::membership::Version,
+) -> Result<i32, String> {
     let seqnos: Vec<i32> = nodes.iter().map(|n| n.seqno).collect();
     let names: Vec<String> = nodes.iter().map(|n| n.name.clone()).collect();
     let conninfos: Vec<String> = nodes.iter().map(|n| n.conninfo.clone()).collect();
@@ -159,8 +175,8 @@ pub async fn push_registry(cfg: Config, deadline: Duration, nodes: &[keeper_core
     with_client(cfg, deadline, |c| async move {
         let row = c
             .query_one(
-                "SELECT pgkeeper._witness_sync($1::int[], $2::text[], $3::text[], $4::bool[], $5::bool[], $6::bool[], $7::bool[])",
-                &[&seqnos, &names, &conninfos, &m, &x, &s, &w],
+                "SELECT pgkeeper._witness_sync($1::int[], $2::text[], $3::text[], $4::bool[], $5::bool[], $6::bool[], $7::bool[], $8::bigint)",
+                &[&seqnos, &names, &conninfos, &m, &x, &s, &w, &(membership as i64)],
             )
             .await?;
         Ok(row.get::<_, i32>(0))
@@ -191,20 +207,12 @@ pub async fn poll_via(
         let row = c
             .query_one(
                 "SELECT pgkeeper.indirect_polling($1::text, $2::integer, true), \
-                 p.in_recovery, p.fenced, p.term, p.witness, p.deposed FROM pgkeeper._poll() p",
+                 p.in_recovery, p.fenced, p.term, p.witness, p.deposed, p.elected, p.membership \
+                 FROM pgkeeper._poll() p",
                 &[&target, &ms],
             )
             .await?;
-        Ok(ViaAnswer {
-            reached: row.get(0),
-            me: keeper_core::election::PeerAnswer {
-                in_recovery: row.get(1),
-                fenced: row.get(2),
-                term: row.get::<_, i64>(3).max(0) as u64,
-                witness: row.get(4),
-                deposed: row.get(5),
-            },
-        })
+        Ok(ViaAnswer { reached: row.get(0), me: peer_answer(&row, 1) })
     })
     .await
 }

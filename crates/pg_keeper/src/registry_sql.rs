@@ -34,11 +34,29 @@ pub fn write_allowed() -> bool {
     API_WRITE.with(|w| w.get())
 }
 
-const SELECT_NODES: &str =
-    "SELECT seqno, name, conninfo, is_master, is_nextmaster, is_sync, is_witness FROM pgkeeper.node_info ORDER BY seqno";
+/// node_info's rows and the membership version, in one statement (one snapshot: a standby
+/// replaying a change must not count over one and claim the other). The version row always
+/// exists; without nodes the row's node columns are NULL.
+const SELECT_REGISTRY: &str =
+    "SELECT n.seqno, n.name, n.conninfo, n.is_master, n.is_nextmaster, n.is_sync, n.is_witness, \
+     m.version FROM pgkeeper.membership m LEFT JOIN pgkeeper.node_info n ON true ORDER BY n.seqno";
+
+/// node_info as this node has it: its rows and the membership version.
+#[derive(Debug, Clone, Default)]
+pub struct Registry {
+    pub nodes: Vec<Node>,
+    pub membership: keeper_core::membership::Version,
+}
 
 /// All rows, or None when the extension is not created in this database.
 pub fn read_nodes(client: &SpiClient<'_>) -> Result<Option<Vec<Node>>, pgrx::spi::Error> {
+    Ok(read_registry(client)?.map(|r| r.nodes))
+}
+
+/// node_info and the membership version, or None when the extension is not created here.
+/// (Tables of an older pg_keeper without `membership`: an error, so the worker changes
+/// nothing, rather than "not in a cluster".)
+pub fn read_registry(client: &SpiClient<'_>) -> Result<Option<Registry>, pgrx::spi::Error> {
     let exists = client
         .select("SELECT to_regclass('pgkeeper.node_info') IS NOT NULL", None, &[])?
         .first()
@@ -47,10 +65,12 @@ pub fn read_nodes(client: &SpiClient<'_>) -> Result<Option<Vec<Node>>, pgrx::spi
     if !exists {
         return Ok(None);
     }
-    let mut out = Vec::new();
-    for row in client.select(SELECT_NODES, None, &[])? {
-        out.push(Node {
-            seqno: row.get::<i32>(1)?.unwrap_or(0),
+    let mut out = Registry::default();
+    for row in client.select(SELECT_REGISTRY, None, &[])? {
+        out.membership = row.get::<i64>(8)?.unwrap_or(0).max(0) as u64;
+        let Some(seqno) = row.get::<i32>(1)? else { continue };
+        out.nodes.push(Node {
+            seqno,
             name: row.get::<String>(2)?.unwrap_or_default(),
             conninfo: row.get::<String>(3)?.unwrap_or_default(),
             is_master: row.get::<bool>(4)?.unwrap_or(false),
@@ -60,6 +80,12 @@ pub fn read_nodes(client: &SpiClient<'_>) -> Result<Option<Vec<Node>>, pgrx::spi
         });
     }
     Ok(Some(out))
+}
+
+/// A membership change: one more version (caller holds the table lock and the guard).
+pub fn bump_membership(client: &mut SpiClient<'_>) -> Result<(), pgrx::spi::Error> {
+    client.update("UPDATE pgkeeper.membership SET version = version + 1", None, &[])?;
+    Ok(())
 }
 
 /// Apply the changes computed by keeper-core. Caller holds the table lock and the guard.

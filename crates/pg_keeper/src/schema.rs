@@ -41,6 +41,16 @@ CREATE TRIGGER node_info_guard BEFORE INSERT OR UPDATE OR DELETE ON pgkeeper.nod
 CREATE TRIGGER node_info_guard_truncate BEFORE TRUNCATE ON pgkeeper.node_info
     FOR EACH STATEMENT EXECUTE FUNCTION pgkeeper.node_info_guard();
 
+-- The membership version: +1 per add_node / del_node (docs/design.md, "Membership changes").
+-- Replicated with node_info; a witness gets it from the master with node_info.
+CREATE TABLE pgkeeper.membership (version bigint NOT NULL CHECK (version >= 0));
+INSERT INTO pgkeeper.membership VALUES (0);
+COMMENT ON TABLE pgkeeper.membership IS 'pg_keeper membership version; changed by pgkeeper.add_node / pgkeeper.del_node';
+CREATE TRIGGER membership_guard BEFORE INSERT OR UPDATE OR DELETE ON pgkeeper.membership
+    FOR EACH ROW EXECUTE FUNCTION pgkeeper.node_info_guard();
+CREATE TRIGGER membership_guard_truncate BEFORE TRUNCATE ON pgkeeper.membership
+    FOR EACH STATEMENT EXECUTE FUNCTION pgkeeper.node_info_guard();
+
 CREATE FUNCTION pgkeeper.status(
     OUT node_name text, OUT mode text, OUT state text, OUT failed_rounds integer,
     OUT rounds bigint, OUT last_round timestamptz, OUT last_failover timestamptz,
@@ -65,24 +75,25 @@ BEGIN
 END
 $$;
 -- conninfo may hold passwords: node_info is not for PUBLIC.
-REVOKE ALL ON TABLE pgkeeper.node_info FROM PUBLIC;
+REVOKE ALL ON TABLE pgkeeper.node_info, pgkeeper.membership FROM PUBLIC;
 REVOKE ALL ON SCHEMA pgkeeper FROM PUBLIC;
 GRANT USAGE ON SCHEMA pgkeeper TO pgkeeper_admin, pg_monitor;
 GRANT SELECT, INSERT, UPDATE, DELETE ON pgkeeper.node_info TO pgkeeper_admin;
+GRANT SELECT, UPDATE ON pgkeeper.membership TO pgkeeper_admin;
 REVOKE ALL ON FUNCTION pgkeeper.add_node(text, text, boolean), pgkeeper.del_node(text),
     pgkeeper.del_node(integer), pgkeeper.indirect_polling(text, integer, boolean),
     pgkeeper.indirect_kill(text), pgkeeper._api_write_allowed(), pgkeeper.pause_failover(integer),
     pgkeeper._status_raw(), pgkeeper.status(), pgkeeper.node_info_guard(),
-    pgkeeper._poll(text, bigint, bigint), pgkeeper.request_vote(text, bigint, text, boolean),
+    pgkeeper._poll(text, bigint, bigint), pgkeeper.request_vote(text, bigint, text, boolean, bigint),
     pgkeeper.stand_for_election(), pgkeeper.step_down(), pgkeeper._release(text, bigint),
-    pgkeeper._witness_sync(integer[], text[], text[], boolean[], boolean[], boolean[], boolean[]) FROM PUBLIC;
+    pgkeeper._witness_sync(integer[], text[], text[], boolean[], boolean[], boolean[], boolean[], bigint) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION pgkeeper.add_node(text, text, boolean), pgkeeper.del_node(text),
     pgkeeper.del_node(integer), pgkeeper.indirect_polling(text, integer, boolean),
     pgkeeper.indirect_kill(text), pgkeeper._api_write_allowed(), pgkeeper.pause_failover(integer),
     pgkeeper._status_raw(), pgkeeper.status(), pgkeeper.node_info_guard(),
-    pgkeeper._poll(text, bigint, bigint), pgkeeper.request_vote(text, bigint, text, boolean),
+    pgkeeper._poll(text, bigint, bigint), pgkeeper.request_vote(text, bigint, text, boolean, bigint),
     pgkeeper.stand_for_election(), pgkeeper.step_down(), pgkeeper._release(text, bigint),
-    pgkeeper._witness_sync(integer[], text[], text[], boolean[], boolean[], boolean[], boolean[]) TO pgkeeper_admin;
+    pgkeeper._witness_sync(integer[], text[], text[], boolean[], boolean[], boolean[], boolean[], bigint) TO pgkeeper_admin;
 GRANT EXECUTE ON FUNCTION pgkeeper._status_raw(), pgkeeper.status() TO pg_monitor;
 "#,
     name = "guards_and_grants",

@@ -46,19 +46,27 @@ pub struct KeeperState {
     pub vote_loaded: bool,
     pub term: u64,
     pub voted_for: [u8; NAME_LEN],
-    /// Commit gate (`fence.rs`): 0 = open (not in a cluster that can fail over without this
-    /// node), 1 = lease (commits pass while `lease_until` is ahead), 2 = deposed for good,
-    /// 3 = stepped down for a planned switchover (until restarted).
+    pub elected: bool,
+    /// Master mode: the newest membership version a majority of the nodes has reported
+    /// (add_node / del_node make the next change only once the current one is here).
+    pub membership_acked: u64,
+    /// node_info names this node as the master (the worker's last read): with term 0, the
+    /// cluster's first master, which may hold a lease without an election.
+    pub registered_master: bool,
+    /// Commit gate (`fence.rs`): one of the `FENCE_*` values. Change it only through
+    /// [`KeeperState::set_fence`]: deposed and stepped down are for good.
     pub fence: u8,
-    /// Monotonic ms ([`mono_ms`]): end of the master's lease.
+    /// Why the gate is fenced, for the refusal (what the worker last saw).
+    pub fence_reason: [u8; TEXT_LEN],
+    /// Boot-clock ms ([`boot_ms`]): end of the master's lease.
     pub lease_until: i64,
     pub deposed_by: [u8; NAME_LEN],
     pub deposed_term: u64,
-    /// Monotonic ms: no vote is granted before (a master's lease acknowledged here).
+    /// Boot-clock ms: no vote is granted before (a master's lease acknowledged here).
     pub hold_until: i64,
     /// The worker set `hold_until` after this server's start; no vote before that.
     pub hold_ready: bool,
-    /// Stand for election every round until then (monotonic ms), whatever the master does
+    /// Stand for election every round until then (boot-clock ms), whatever the master does
     /// (planned switchover).
     pub stand_until: i64,
     /// Newest term seen in heartbeats, vote requests and vote replies (not adopted: a
@@ -98,9 +106,14 @@ impl Default for KeeperState {
             vote_loaded: false,
             term: 0,
             voted_for: [0; NAME_LEN],
-            // A master starts fenced: it must hear from a majority before it takes writes
-            // (it may be an old master coming back after a failover).
-            fence: 1,
+            elected: false,
+            membership_acked: 0,
+            registered_master: false,
+            // Decided at the first commit (or worker round): a cluster member starts fenced,
+            // it must hear from a majority before it takes writes (it may be an old master
+            // coming back after a failover); a server in no cluster is not fenced.
+            fence: FENCE_UNKNOWN,
+            fence_reason: [0; TEXT_LEN],
             lease_until: 0,
             deposed_by: [0; NAME_LEN],
             deposed_term: 0,
@@ -115,6 +128,43 @@ impl Default for KeeperState {
 }
 
 unsafe impl PGRXSharedMemory for KeeperState {}
+
+/// Not in a cluster that can fail over without this node: commits pass.
+pub const FENCE_OPEN: u8 = 0;
+/// Commits pass while `lease_until` is ahead.
+pub const FENCE_LEASE: u8 = 1;
+/// Another node was elected in a newer term: refused until restarted (rejoin).
+pub const FENCE_DEPOSED: u8 = 2;
+/// `step_down()` for a planned switchover: refused until restarted.
+pub const FENCE_STEPPED_DOWN: u8 = 3;
+/// Nothing decided since the server started: membership is read from the vote record's
+/// presence at the first commit ([`gate`]) or from node_info at the worker's first round.
+pub const FENCE_UNKNOWN: u8 = 4;
+
+impl KeeperState {
+    /// Every change of the gate goes through here: deposed and stepped down are never undone
+    /// (a round already in flight must not reopen what `step_down` or a newer term closed).
+    pub fn set_fence(&mut self, f: u8) {
+        if self.fence != FENCE_DEPOSED && self.fence != FENCE_STEPPED_DOWN {
+            self.fence = f;
+        }
+    }
+
+    /// Fenced (a lease is needed and none runs now), saying why.
+    pub fn fence_for_lease(&mut self, why: &str) {
+        self.set_fence(FENCE_LEASE);
+        put_str(&mut self.fence_reason, why);
+    }
+
+    /// The vote record as mirrored here (valid once `vote_loaded`).
+    pub fn record(&self) -> keeper_core::election::VoteRecord {
+        keeper_core::election::VoteRecord {
+            term: self.term,
+            voted_for: Some(get_str(&self.voted_for)).filter(|s| !s.is_empty()),
+            elected: self.elected,
+        }
+    }
+}
 
 pub static STATE: PgLwLock<KeeperState> = unsafe { PgLwLock::new(c"pg_keeper_state") };
 
@@ -190,11 +240,12 @@ pub fn notify_worker(registry: bool, settings: bool) -> bool {
     true
 }
 
-/// Milliseconds of CLOCK_MONOTONIC: the same clock in every process of this host, never set
-/// back. Leases and vote holds are measured on it.
-pub fn mono_ms() -> i64 {
+/// Milliseconds of CLOCK_BOOTTIME: the same clock in every process of this host, never set
+/// back, and (unlike CLOCK_MONOTONIC) still counting while the host is suspended, so a lease
+/// never looks valid after a resume. Leases and vote holds are measured on it.
+pub fn boot_ms() -> i64 {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
     ts.tv_sec * 1000 + ts.tv_nsec / 1_000_000
 }
 
@@ -209,8 +260,10 @@ pub fn note_term(term: u64) {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Gate {
     Open,
-    /// No lease: commits wait (a lease may come back).
-    Fenced,
+    /// No lease: commits wait (a lease may come back). `why`: what the worker last saw.
+    Fenced {
+        why: String,
+    },
     /// Another node was elected master in a newer term: commits fail until rejoined.
     Deposed {
         by: String,
@@ -224,20 +277,53 @@ pub fn gate() -> Gate {
     if !available() {
         return Gate::Open;
     }
-    let st = STATE.share();
+    let known = {
+        let st = STATE.share();
+        (st.fence != FENCE_UNKNOWN).then(|| gate_of(&st))
+    };
+    known.unwrap_or_else(|| gate_locked(&mut STATE.exclusive()))
+}
+
+/// The gate, with the state already locked exclusively (resolves `FENCE_UNKNOWN`).
+pub fn gate_locked(st: &mut KeeperState) -> Gate {
+    if st.fence == FENCE_UNKNOWN {
+        resolve_membership(st);
+    }
+    gate_of(st)
+}
+
+/// No worker round yet since the server started: a node that ever saw itself registered
+/// (its vote record exists: the worker writes it at its first registered round) starts
+/// fenced; any other server (never in a cluster, or its worker never ran) is not fenced.
+fn resolve_membership(st: &mut KeeperState) {
+    let member = crate::gucs::node_name().is_some_and(|me| crate::votes::exists(&me));
+    if member {
+        st.fence = FENCE_LEASE;
+        if get_str(&st.fence_reason).is_empty() {
+            put_str(
+                &mut st.fence_reason,
+                "the pg_keeper worker has not yet heard from a majority since this server started",
+            );
+        }
+    } else {
+        st.fence = FENCE_OPEN;
+    }
+}
+
+fn gate_of(st: &KeeperState) -> Gate {
     match st.fence {
-        0 => Gate::Open,
-        2 => Gate::Deposed { by: get_str(&st.deposed_by), term: st.deposed_term },
-        3 => Gate::SteppedDown,
-        _ if mono_ms() < st.lease_until => Gate::Open,
-        _ => Gate::Fenced,
+        FENCE_OPEN => Gate::Open,
+        FENCE_DEPOSED => Gate::Deposed { by: get_str(&st.deposed_by), term: st.deposed_term },
+        FENCE_STEPPED_DOWN => Gate::SteppedDown,
+        _ if boot_ms() < st.lease_until => Gate::Open,
+        _ => Gate::Fenced { why: get_str(&st.fence_reason) },
     }
 }
 
 pub fn gate_name(g: &Gate) -> String {
     match g {
         Gate::Open => "open".into(),
-        Gate::Fenced => "fenced".into(),
+        Gate::Fenced { .. } => "fenced".into(),
         Gate::Deposed { by, term } => format!("deposed by {by} (term {term})"),
         Gate::SteppedDown => "stepped down (switchover)".into(),
     }

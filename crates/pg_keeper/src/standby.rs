@@ -5,6 +5,7 @@ use crate::worker::{now_ms, shutdown_requested, Mode, PeerResult, Worker};
 use crate::{actions, gucs, probe, shared};
 use futures_util::future::join_all;
 use keeper_core::conninfo::ConnInfo;
+use keeper_core::election::VoteRecord;
 use keeper_core::failover::{follow, Decision, FailoverConfig, Follow, Hold};
 use keeper_core::lsn;
 use keeper_core::polling::{Indirect, RoundObservation};
@@ -23,8 +24,16 @@ impl Worker {
             // Whatever makes this server a master later (an election, pg_ctl promote by
             // hand), it takes writes only once it holds a lease.
             let mut st = shared::STATE.exclusive();
-            st.fence = 1;
+            st.fence_for_lease("this node was a standby and holds no lease yet");
             st.lease_until = 0;
+        }
+        // A win belongs to the term's promotion; a node running as a standby again (a failed
+        // promotion, a rejoined old master) must win anew before it holds a lease.
+        if shared::STATE.share().elected {
+            let cleared = crate::votes::with_record(me, |rec, _| ((), VoteRecord { elected: false, ..rec.clone() }));
+            if let Err(e) = cleared {
+                warning!("pg_keeper: cannot update the vote record: {e}");
+            }
         }
         let deadline = self.probe_deadline();
         // The standby we ask must answer within our deadline, including its own probe.
@@ -107,7 +116,7 @@ impl Worker {
         };
         let mut decision = self.standby.on_round(me, nodes, &obs, cfg);
         let master_alive = decision == Decision::MasterAlive;
-        if shared::STATE.share().stand_until > shared::mono_ms() && writable.is_empty() {
+        if shared::STATE.share().stand_until > shared::boot_ms() && writable.is_empty() {
             // A planned switchover asked this node to stand now.
             log!("pg_keeper: standing for election on request (planned switchover)");
             decision = Decision::Stand { old_master: master.name.clone(), failed_rounds: self.standby.failed_rounds };

@@ -50,11 +50,7 @@ pub fn with_record<T>(
     decide: impl FnOnce(&VoteRecord, &mut shared::KeeperState) -> (T, VoteRecord),
 ) -> Result<T, String> {
     let mut st = STATE.exclusive();
-    let current = if st.vote_loaded {
-        VoteRecord { term: st.term, voted_for: Some(shared::get_str(&st.voted_for)).filter(|s| !s.is_empty()) }
-    } else {
-        load(node)?
-    };
+    let current = if st.vote_loaded { st.record() } else { load(node)? };
     let before = *st;
     let (answer, new) = decide(&current, &mut st);
     if new != current || !st.vote_loaded {
@@ -66,6 +62,7 @@ pub fn with_record<T>(
         }
         st.term = new.term;
         shared::put_str(&mut st.voted_for, new.voted_for.as_deref().unwrap_or(""));
+        st.elected = new.elected;
         st.vote_loaded = true;
     }
     Ok(answer)
@@ -74,4 +71,24 @@ pub fn with_record<T>(
 /// The current record (loaded from disk the first time).
 pub fn current(node: &str) -> Result<VoteRecord, String> {
     with_record(node, |r, _| (r.clone(), r.clone()))
+}
+
+/// Whether this node's record is on disk: the evidence that it is (or was) a cluster member,
+/// which makes it start fenced (`shared::gate`).
+pub fn exists(node: &str) -> bool {
+    path(node).exists()
+}
+
+/// Write the record if it is not on disk yet (the worker, once it sees this node registered):
+/// from then on this server starts fenced after every restart.
+pub fn ensure_stored(node: &str) -> Result<(), String> {
+    if exists(node) {
+        return Ok(());
+    }
+    let _lock = STATE.exclusive();
+    if exists(node) {
+        return Ok(());
+    }
+    let rec = load(node)?;
+    store(node, &rec)
 }

@@ -40,7 +40,17 @@ impl Mode {
 pub extern "C-unwind" fn pg_keeper_worker_main(_arg: pg_sys::Datum) {
     crate::fence::IN_KEEPER_WORKER.store(true, std::sync::atomic::Ordering::Relaxed);
     BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
-    BackgroundWorker::connect_worker_to_spi(Some(&gucs::database()), None);
+    // Said first, kept if the connection fails (FATAL): a fenced commit names the cause.
+    let db = gucs::database();
+    shared::put_str(
+        &mut shared::STATE.exclusive().fence_reason,
+        &format!("the pg_keeper worker cannot connect to database \"{db}\" (pg_keeper.database; see the server log)"),
+    );
+    BackgroundWorker::connect_worker_to_spi(Some(&db), None);
+    shared::put_str(
+        &mut shared::STATE.exclusive().fence_reason,
+        "the pg_keeper worker has not yet heard from a majority since it started",
+    );
     Worker::new().run();
 }
 
@@ -86,6 +96,13 @@ pub(crate) struct Worker {
     pub(crate) retry_at: Option<Instant>,
     /// Do not stand for election before this (random backoff after a lost ballot).
     pub(crate) stand_not_before: Option<Instant>,
+    /// The vote record is on disk (this node's evidence of membership).
+    member_recorded: bool,
+    /// The membership version of the node_info read this round (the same snapshot).
+    pub(crate) membership: keeper_core::membership::Version,
+    /// Master mode: the newest membership version every node has reported (a two-node
+    /// cluster runs without the lease only at the current one).
+    pub(crate) membership_known_to_all: Option<keeper_core::membership::Version>,
 }
 
 /// Result of one peer's probe in a round, for shared memory.
@@ -114,6 +131,9 @@ impl Worker {
             master_rounds: 0,
             retry_at: None,
             stand_not_before: None,
+            member_recorded: false,
+            membership: 0,
+            membership_known_to_all: None,
         }
     }
 
@@ -226,7 +246,7 @@ impl Worker {
         {
             let mut st = shared::STATE.exclusive();
             if !st.hold_ready {
-                st.hold_until = st.hold_until.max(shared::mono_ms() + hold.as_millis() as i64);
+                st.hold_until = st.hold_until.max(shared::boot_ms() + hold.as_millis() as i64);
                 st.hold_ready = true;
             }
         }
@@ -281,10 +301,13 @@ impl Worker {
             Mode::Master
         };
         self.set_mode(mode);
-        let nodes = match BackgroundWorker::transaction(|| Spi::connect(registry_sql::read_nodes)) {
-            Ok(Some(n)) => n,
+        let nodes = match BackgroundWorker::transaction(|| Spi::connect(registry_sql::read_registry)) {
+            Ok(Some(r)) => {
+                self.membership = r.membership;
+                r.nodes
+            }
             Ok(None) => {
-                shared::STATE.exclusive().fence = 0;
+                shared::STATE.exclusive().set_fence(shared::FENCE_OPEN);
                 self.publish(mode, "extension not created", &[]);
                 return;
             }
@@ -293,12 +316,20 @@ impl Worker {
                 return;
             }
         };
+        shared::STATE.exclusive().registered_master = nodes.iter().any(|n| n.name == me && n.is_master);
         if !nodes.iter().any(|n| n.name == me) {
             // Not (yet) part of a cluster: nothing to fence. Registration happens on the
             // first node before any standby exists.
-            shared::STATE.exclusive().fence = 0;
+            shared::STATE.exclusive().set_fence(shared::FENCE_OPEN);
             self.publish(mode, &format!("not registered ({} nodes in node_info)", nodes.len()), &[]);
             return;
+        }
+        // Registered: from now on this server starts fenced after every restart.
+        if !self.member_recorded {
+            match crate::votes::ensure_stored(&me) {
+                Ok(()) => self.member_recorded = true,
+                Err(e) => warning!("pg_keeper: cannot write the vote record: {e}"),
+            }
         }
         match mode {
             Mode::Master => self.master_round(&me, &nodes),
