@@ -15,6 +15,7 @@ pub mod registry;
 pub mod settings;
 pub mod sync_guard;
 pub mod sync_names;
+pub mod timing;
 
 pub use registry::{Node, RegistryError};
 pub use sync_names::{SyncConfig, SyncMethod};

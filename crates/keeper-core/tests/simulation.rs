@@ -1,14 +1,17 @@
 //! Deterministic discrete-event simulation of pg_keeper's leader election and master lease,
 //! driving only keeper-core's pure functions (`decide_vote`, `tally`, `next_term`,
-//! `may_promote`, `early_count_after`, `master_verdict`, `master_lease`, `heartbeat_interval`,
-//! `voter_hold`, `StandbyMode::on_round`, and through it `candidate_rank` and
-//! `polling::evaluate`), over random schedules of faults. It puts the timing argument in the
-//! module doc of `keeper_core::election` to the test.
+//! `may_promote`, `early_count_after`, `master_verdict`, `lease_effect`, `may_hold_lease`,
+//! `VoteRecord::elected_in`, `master_lease`, `heartbeat_interval`, `voter_hold`,
+//! `StandbyMode::on_round`, and through it `candidate_rank` and `polling::evaluate`,
+//! `membership::acknowledged` / `known_to_all`, `registry::add` / `delete`), over random
+//! schedules of faults. It puts the timing argument in the module doc of
+//! `keeper_core::election` to the test.
 //!
 //! What is modelled:
 //! - N registered nodes built with `registry::add` (`n{i}`, `host=h{i}`, witnesses last); `n0`
 //!   is the master in term 0, every vote record starts at term 0 with no vote. node_info stays
-//!   as registered, except that a winner marks itself master in its own copy.
+//!   as registered, except that a winner marks itself master in its own copy (and, with
+//!   membership changes, see "Rules 1 to 6" below).
 //! - Each node has its own clock, running at 0.98..1.02 of real (global, µs) time; every
 //!   duration a node measures (rounds, deadlines, lease, vote hold) is on its own clock.
 //! - Master mode: a heartbeat round every `heartbeat_interval(k)`; a peer that receives the
@@ -56,13 +59,13 @@
 //! for this version of the file; replay with the command under "Replay" plus the variables.
 //! - A new master's lease comes from its first heartbeat round that renews, not from its
 //!   vote requests: votes take no hold, so a second candidate can win a newer term with the
-//!   same voters while such a lease runs (`PGK_SIM_RULES=win_lease`
+//!   same voters while such a lease runs (`PGK_SIM_RULES=corrected,win_lease`
 //!   `PGK_SIM_SEED=887068167168524791`, `five_nodes`: n1 stands in term 2 and wins with
 //!   n2 n3 n4; n3, having voted for n1, stands in term 3 70 ms later and wins with n2 n4;
 //!   both leases run from their requests).
 //! - A candidate promotes only if `may_promote`: it granted or adopted no newer term while it
 //!   waited for its replies (checked under the vote lock, votes refused from the check to the
-//!   promotion). Else (`PGK_SIM_RULES=no_own_record_check`
+//!   promotion). Else (`PGK_SIM_RULES=corrected,no_own_record_check`
 //!   `PGK_SIM_SEED=11928160415011235720`, `three_nodes`) n1 wins term 20 with n1 n2 while
 //!   it granted n2 term 21, n2 wins term 21 with n2 n1; n1, deposed, restarts (the flag is
 //!   in shared memory) and renews in term 20 with the old master's answer (term 0) while n2
@@ -70,7 +73,7 @@
 //! - A candidate counts as soon as `tally` says Won once `early_count_after(k)` has passed.
 //!   Else, with a silent node, each election lasts the whole deadline and candidates of
 //!   other ranks stand meanwhile, voiding it through `may_promote`, round after round
-//!   (`PGK_SIM_RULES=count_all PGK_SIM_SEED=13328311628716479064`, `five_nodes`).
+//!   (`PGK_SIM_RULES=corrected,count_all PGK_SIM_SEED=13328311628716479064`, `five_nodes`).
 //!
 //! The adapter as of commit 04c091e (`AS_OF_04C091E`) chose the other cover for the lease at
 //! the win: every granted vote, the candidate's own included, holds the voter; it checks
@@ -88,23 +91,107 @@
 //! a healed cluster with a majority up can stay without a master for good when masters that
 //! lost an election (they refuse votes until rejoined) leave too few voters; when a standby
 //! that stood while cut off raised its term past the master's, so that its answers no longer
-//! count and the master refuses to vote (`PGK_SIM_STRICT_LIVENESS=1`
+//! count and the master refuses to vote (`PGK_SIM_RULES=corrected PGK_SIM_STRICT_LIVENESS=1`
 //! `PGK_SIM_SEED=12325236978816593545`, `three_nodes`; a pre-vote makes this rare:
 //! `five_nodes_with_pre_vote`); or when a superseded master that never learnt of its
 //! successor keeps holding voters with its heartbeats.
 //!
 //! Replay: `PGK_SIM_SEED=<seed> cargo test -p keeper-core --test simulation <test> --
-//! --nocapture` runs one schedule of that test's cluster shape and prints its trace tail
-//! (`PGK_SIM_TRACE=all`: all of it). `PGK_SIM_SCHEDULES=<n>`: n schedules per test;
-//! `PGK_SIM_KEEP_GOING`: count failures instead of stopping at the first; `PGK_SIM_RULES`:
-//! other rules ([`rules_from_env`]).
+//! --nocapture` runs one schedule of that test's cluster shape (and faults) and prints its
+//! trace tail (`PGK_SIM_TRACE=all`: all of it). `PGK_SIM_SCHEDULES=<n>`: n schedules per
+//! test; `PGK_SIM_KEEP_GOING`: count failures instead of stopping at the first;
+//! `PGK_SIM_RULES`: other rules ([`rules_from_env`]), applied to the test's own rules.
+//!
+//! Rules 1 to 6 (`AS_BUILT`; each can be switched off by `PGK_SIM_RULES`, see
+//! [`rules_from_env`]), and what models them:
+//! 1. Lease entitlement (`lease_entitlement`): a writable node heartbeats, counts answers,
+//!    opens its gate and refuses votes as a master only if `may_hold_lease` (the winner
+//!    persists `VoteRecord::elected_in` before it promotes; a standby round clears the flag).
+//!    A node promoted by hand (`Ev::HandPromote`) probes the others without heartbeat, never
+//!    holds a lease, votes like a standby (its WAL counting as 0) and is deposed by a newer
+//!    writable node.
+//! 2. `per_answer_lease`: each heartbeat answer acts on arrival (`lease_effect`): renewal the
+//!    moment a majority counts (the adapter's early renewal), and an answer from another
+//!    writable node ends the lease at once with no renewal in that round.
+//! 3. `sticky_step_down`: `step_down` (a switchover, `Ev::Switchover`) closes the gate until a
+//!    restart; a round in flight does not reopen it. step_down's releases (`_release`) go out
+//!    once a round saw the flag (or after 10 s).
+//! 4. The heartbeat answer is atomic: in the model each message is handled in one event, so
+//!    the term read, the hold and the answer cannot be separated (not a switch).
+//! 5. `post_commit_check` (`Faults::commits`): a write passes the gate, becomes durable 0.1 ms
+//!    to 1.5 s later (or after a freeze, `Ev::Freeze`: the node runs nothing, its timers and
+//!    incoming messages wait, its clock runs), and is acknowledged only if the gate is still
+//!    open then.
+//! 6. Membership (`Faults::membership`): node_info's members and version (the number of
+//!    changes: `SimNode::hist`); add_node / del_node on the acting master once the current
+//!    version is acknowledged (`one_change_at_a_time`); each standby receives the changes with
+//!    the WAL of the master it follows and replays them with its own lag, or not while paused
+//!    (`Ev::ReplayPause`); a promotion replays everything received; heartbeats, polls, vote
+//!    requests and counts go to / over the node's own copy; votes carry and check the version
+//!    (`membership_check`); two data nodes run with the gate open (FENCE_OPEN) once the other
+//!    reported the version (`two_node_settled`); a node missing from its own copy runs no
+//!    rounds (a writable one opens its gate, as worker.rs "not registered"); deleted nodes go
+//!    on running, answering and voting. Also `note_terms`: terms in heartbeats and vote
+//!    requests are noted (`seen_term`), as the adapter does.
+//!
+//! Two more invariants for these: (6) every acknowledged commit is acknowledged before any
+//! promotion in a newer term, and at an instant when no other node accepts writes; (7) a node
+//! that may not hold the lease never has its gate open.
+//!
+//! Tests (schedule counts are per run): `hand_promotion_three_nodes` (400; liveness asserted:
+//! the newest elected master is crashed for good at the heal, and the other standby must be
+//! elected, with the hand-promoted node's vote) and `hand_promotion_five_nodes` (150, two hand
+//! promotions); `frozen_master_with_commits_in_flight` (400) and `frozen_master_five_nodes`
+//! (150); `switchover_racing_rounds_in_flight` (400: three of four step_downs land right after
+//! a heartbeat round started; half the switchovers ask the target to stand while the old
+//! master still runs; the base faults four times sparser); `membership_changes_mid_partition`
+//! (400, 3 of 5 data nodes registered at the start, 2 to 5 after; with freezes; safety only).
+//! Each rule is shown necessary by a test that switches it off and must find a safety
+//! violation in a schedule that the rules as built pass: `hand_promoted_node_with_a_lease_is_unsafe`,
+//! `acknowledging_without_post_commit_check_is_unsafe`,
+//! `step_down_reopened_by_a_round_in_flight_is_unsafe`,
+//! `membership_without_version_check_is_unsafe` and
+//! `membership_changes_without_waiting_are_unsafe` (with no gate open without a lease), and
+//! `two_nodes_without_lease_before_settled_is_unsafe`.
+//!
+//! Found in the rules as built (`membership_changes_mid_partition` fails; all through a gate
+//! open without a lease, FENCE_OPEN):
+//! - The two-node settled rule opens the gate on the version number the other node reports,
+//!   whatever its term and whichever master it follows: the other node may have voted for (or
+//!   be) a master elected since, and a master elected meanwhile may have made a different
+//!   change with the same number (`PGK_SIM_SEED=8139490297138163222`: n0 del_node n2, freezes;
+//!   n1, which received the change but had not replayed it, wins term 1 with the deleted n2's
+//!   vote and renews with n0's (fenced) answer; n1 reports version 1, n0 opens its gate: two
+//!   unfenced masters. `PGK_SIM_SEED=9047918519392830196`: n1 wins term 3 while n0 is down,
+//!   adds n3 (its version 1); n0, back with its own version 1 (a del_node), sees n2 report 1
+//!   and opens its gate beside n1's lease).
+//! - A deleted node elected on its stale copy replays its own deletion at the promotion; its
+//!   worker then finds it is not registered and opens the gate, with no lease and no
+//!   heartbeats, so the others elect another master beside it
+//!   (`PGK_SIM_SEED=1845478366595030661`; also in `PGK_SIM_SEED=18139679901862363055`).
+//! - The gate opened by the two-node rule stays open after an add_node until the master's
+//!   next round ends, and does not run out with time: a master frozen in between keeps it open
+//!   while a standby is elected, and after the thaw its commits are acknowledged (its round in
+//!   flight, begun with two nodes, even opens it again) (`PGK_SIM_SEED=3552479231838480630`).
+//!
+//! Not expressed: a heartbeat answer split in steps (rule 4, above); rejoin (an old master,
+//! a switchover's old master, a hand-promoted node never become standbys again), `follow`
+//! (standbys stream from the sender of the newest heartbeat) and WAL divergence beyond
+//! node_info (LSNs are counters; the switchover's WAL check is assumed to pass); the first
+//! round after a restart (FENCE_UNKNOWN) renews early like the others; witnesses with
+//! membership changes (no `_witness_sync`); liveness with membership changes; a message that
+//! reached a frozen node is handled at the thaw only if its link is up then; durability of
+//! acknowledged commits across a failover (only the instants of acknowledgements).
 
 use keeper_core::election::{
-    decide_vote, early_count_after, heartbeat_interval, master_lease, master_verdict, may_promote, next_term, tally,
-    voter_hold, MasterVerdict, PeerAnswer, Tally, Term, VoteRecord, VoteReply, VoteRequest, VoterView,
+    decide_vote, early_count_after, heartbeat_interval, lease_effect, master_lease, master_verdict, may_hold_lease,
+    may_promote, next_term, tally, voter_hold, LeaseEffect, MasterVerdict, PeerAnswer, Tally, Term, VoteRecord,
+    VoteReply, VoteRequest, VoterView,
 };
-use keeper_core::failover::{Decision, FailoverConfig, StandbyMode};
+use keeper_core::failover::{is_majority, Decision, FailoverConfig, StandbyMode};
+use keeper_core::membership;
 use keeper_core::polling::{Indirect, RoundObservation};
+use keeper_core::registry::Selector;
 use keeper_core::{registry, Node};
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
@@ -149,6 +236,29 @@ impl Rng {
 struct Shape {
     data: usize,
     witnesses: usize,
+}
+
+/// Faults beyond the base schedule (crashes, partitions, cuts, flaps, slow links), drawn from a
+/// second random stream so that the base schedule of a seed stays the same.
+#[derive(Debug, Clone, Copy, Default)]
+struct Faults {
+    /// Hand promotions (`pg_ctl promote` of a random standby, outside any election).
+    hand_promotions: u32,
+    /// The heal crashes the newest elected master for good (instead of the usual choice).
+    kill_master_at_heal: bool,
+    /// Freezes of the master (SIGSTOP, a descheduled VM): nothing runs on the node, messages
+    /// to it wait, its clock goes on.
+    freezes: bool,
+    /// Commits: an unfenced master's write passes the gate, becomes durable a little later
+    /// (much later if the node freezes), and is acknowledged then (rule 5).
+    commits: bool,
+    /// Planned switchovers (step_down, releases, stop, stand_for_election on the target).
+    switchovers: bool,
+    /// Membership changes: the first `registered` data nodes are in node_info at the start,
+    /// the others are spare standbys that add_node may register.
+    membership: Option<usize>,
+    /// The base schedule's faults four times sparser (switchovers happen in calm weather).
+    calm: bool,
 }
 
 /// When a new master's lease starts.
@@ -199,6 +309,36 @@ struct Rules {
     /// recovery (and not a witness) with a term not older than its own record's: one just
     /// elected, to be waited for.
     wait_for_elected: bool,
+    /// Rule 1: a writable node holds the lease (heartbeats, counts answers, opens its gate,
+    /// refuses votes as a master) only if `may_hold_lease`: its record says it won its term
+    /// (`VoteRecord::elected_in`, persisted at the win), or it is node_info's master at term
+    /// 0. Off: every writable node is treated as an elected master (the model as it was).
+    lease_entitlement: bool,
+    /// Rule 2, and the adapter's early renewal: each heartbeat answer acts the moment it
+    /// arrives (`lease_effect`): the lease is renewed as soon as a majority counts, and an
+    /// answer from another writable node ends it at once, with nothing renewing it in that
+    /// round. Off: the lease is renewed only at the end of the round (`master_verdict`).
+    per_answer_lease: bool,
+    /// Rule 3: a step_down (planned switchover) is for good until a restart; a heartbeat
+    /// round in flight does not reopen the gate. Off: the end of a round in flight resets
+    /// the gate to "lease" and renews it, as before the rule.
+    sticky_step_down: bool,
+    /// Rule 5: a commit that passed the gate is acknowledged only if the gate is still open
+    /// once it is durable. Off: acknowledged whenever it becomes durable.
+    post_commit_check: bool,
+    /// Rule 6: a voter refuses a candidate whose membership version is older than its own.
+    membership_check: bool,
+    /// Rule 6: the master makes a membership change only once the current version is
+    /// acknowledged (`membership::acknowledged`).
+    one_change_at_a_time: bool,
+    /// Rule 6: two data nodes without witness run without the lease only once the other one
+    /// reported the current version (`membership::known_to_all`). Off: as soon as node_info
+    /// has two nodes.
+    two_node_settled: bool,
+    /// Terms seen in heartbeats and vote requests are noted (`seen_term`, volatile), as the
+    /// adapter's `_poll` and `answer_vote` do, and a candidate stands above them. Off: only the
+    /// terms in poll answers and vote replies, as the model first had it.
+    note_terms: bool,
 }
 
 /// What the adapter must do (see the report in the module doc of keeper_core::election).
@@ -211,15 +351,30 @@ const CORRECTED: Rules = Rules {
     hold_on_grant: false,
     hold_on_own_vote: false,
     wait_for_elected: false,
+    lease_entitlement: false,
+    per_answer_lease: false,
+    sticky_step_down: true,
+    post_commit_check: true,
+    membership_check: true,
+    one_change_at_a_time: true,
+    two_node_settled: true,
+    note_terms: false,
 };
 
 /// The corrected rules plus a pre-vote (recommended: far fewer clusters left without a
 /// master; see `STUCK_TERMS`).
 const WITH_PRE_VOTE: Rules = Rules { pre_vote: true, ..CORRECTED };
 
-/// What the adapter does now (crates/pg_keeper/src/candidate.rs and standby.rs): the corrected
-/// rules, the pre-vote, and standbys waiting for a node just elected.
-const AS_BUILT: Rules = Rules { wait_for_elected: true, ..WITH_PRE_VOTE };
+/// What the adapter does now (crates/pg_keeper/src/candidate.rs, standby.rs, master.rs,
+/// election_api.rs, fence.rs, api.rs): the corrected rules, the pre-vote, standbys waiting for
+/// a node just elected, and rules 1 to 6 of the module doc.
+const AS_BUILT: Rules = Rules {
+    wait_for_elected: true,
+    lease_entitlement: true,
+    per_answer_lease: true,
+    note_terms: true,
+    ..WITH_PRE_VOTE
+};
 
 /// The adapter's first version: lease from the vote requests, no check of its own record,
 /// count after every reply or the deadline.
@@ -232,6 +387,7 @@ const AS_FIRST_WRITTEN: Rules = Rules {
     hold_on_grant: false,
     hold_on_own_vote: false,
     wait_for_elected: false,
+    ..CORRECTED
 };
 
 /// The adapter as of commit 04c091e: a granted vote (its own included) holds the voter, the
@@ -246,6 +402,7 @@ const AS_OF_04C091E: Rules = Rules {
     hold_on_grant: true,
     hold_on_own_vote: true,
     wait_for_elected: true,
+    ..CORRECTED
 };
 
 /// `PGK_SIM_RULES`: comma-separated changes to the rules under test: `corrected`,
@@ -253,13 +410,33 @@ const AS_OF_04C091E: Rules = Rules {
 /// `win_lease`, `first_renewal`, `no_own_record_check`, `own_record_check`, `count_all`,
 /// `early_count`, `early_count=<per mille of keepalive_time>`, `pre_vote`, `no_pre_vote`,
 /// `standing_hold`, `no_standing_hold`, `grant_hold`, `no_grant_hold`, `own_vote_hold`,
-/// `no_own_vote_hold`.
+/// `no_own_vote_hold`, `as_built`, and for rules 1 to 6: `no_lease_entitlement`,
+/// `end_of_round_lease`, `no_sticky_step_down`, `no_post_commit_check`, `no_membership_check`,
+/// `no_one_change_at_a_time`, `no_two_node_settled` (and each without `no_`/with
+/// `per_answer_lease` to turn it on).
 fn rules_from_env(mut r: Rules) -> Rules {
     if let Ok(v) = std::env::var("PGK_SIM_RULES") {
         for w in v.split(',').map(str::trim).filter(|w| !w.is_empty()) {
             match w {
                 "as_first_written" => r = AS_FIRST_WRITTEN,
                 "as_of_04c091e" => r = AS_OF_04C091E,
+                "as_built" => r = AS_BUILT,
+                "lease_entitlement" => r.lease_entitlement = true,
+                "no_lease_entitlement" => r.lease_entitlement = false,
+                "per_answer_lease" => r.per_answer_lease = true,
+                "end_of_round_lease" => r.per_answer_lease = false,
+                "sticky_step_down" => r.sticky_step_down = true,
+                "no_sticky_step_down" => r.sticky_step_down = false,
+                "post_commit_check" => r.post_commit_check = true,
+                "no_post_commit_check" => r.post_commit_check = false,
+                "membership_check" => r.membership_check = true,
+                "no_membership_check" => r.membership_check = false,
+                "one_change_at_a_time" => r.one_change_at_a_time = true,
+                "no_one_change_at_a_time" => r.one_change_at_a_time = false,
+                "two_node_settled" => r.two_node_settled = true,
+                "no_two_node_settled" => r.two_node_settled = false,
+                "note_terms" => r.note_terms = true,
+                "no_note_terms" => r.note_terms = false,
                 "corrected" => r = CORRECTED,
                 "wait_for_elected" => r.wait_for_elected = true,
                 "no_wait_for_elected" => r.wait_for_elected = false,
@@ -348,23 +525,31 @@ enum Body {
         /// The via-node's own state (the adapter's indirect poll returns it too).
         me: PeerAnswer,
     },
-    /// Master mode's heartbeat.
+    /// Master mode's heartbeat; `hb` false: a plain poll (a master that may not hold the
+    /// lease sends no heartbeat, it only looks at the others).
     Beat {
         gen: u64,
         rid: u64,
         term: Term,
         lease: u64,
+        hb: bool,
+    },
+    /// step_down's `_release(name, term)`: ends the receiver's hold.
+    Release {
+        term: Term,
     },
     BeatAns {
         gen: u64,
         rid: u64,
         ans: PeerAnswer,
     },
+    /// `mv`: the candidate's membership version (`candidate_membership`).
     VoteReq {
         gen: u64,
         rid: u64,
         term: Term,
         lsn: u64,
+        mv: u64,
     },
     /// The connection was refused (the server is down, its host is up): the request failed.
     Refused {
@@ -377,6 +562,7 @@ enum Body {
         rid: u64,
         term: Term,
         lsn: u64,
+        mv: u64,
     },
     PreVoteAns {
         gen: u64,
@@ -462,6 +648,55 @@ enum Ev {
         down: bool,
     },
     WriteTick,
+    /// A commit that passed the gate at `passed` is durable now: acknowledge it or not.
+    CommitDone {
+        n: usize,
+        gen: u64,
+        term: Term,
+        passed: u64,
+    },
+    /// The node stops running for `dur` (its clock goes on).
+    Freeze {
+        target: Target,
+        dur: u64,
+    },
+    /// A random standby is promoted by hand (not elected).
+    HandPromote,
+    /// `pgkeeper switchover`: pause failover everywhere, step_down on the master; `race`: the
+    /// target is then asked to stand while the old master still runs (step_down and
+    /// stand_for_election by hand) instead of after its clean stop.
+    Switchover {
+        race: bool,
+    },
+    /// step_down() on master `n` (of life `gen`) for a switchover to `target`.
+    StepDown {
+        n: usize,
+        gen: u64,
+        target: usize,
+        race: bool,
+    },
+    /// step_down's wait for a round that saw the flag gave up (10 s): release anyway.
+    ReleaseTimeout {
+        n: usize,
+        gen: u64,
+    },
+    /// `stand_for_election()` on the switchover's target.
+    StandRequest {
+        n: usize,
+    },
+    /// The switchover's end: automatic failover resumes everywhere.
+    Unpause,
+    /// add_node (`add`) or del_node on the master; the API retries until `until` while the
+    /// previous change is not acknowledged.
+    Member {
+        add: bool,
+        until: u64,
+    },
+    /// A node's replay of node_info pauses (its received WAL still grows).
+    ReplayPause {
+        target: Target,
+        dur: u64,
+    },
     Heal,
     /// The liveness bound after the heal.
     LiveCheck,
@@ -503,6 +738,8 @@ enum Round {
         pending: usize,
         /// A node polled through answered as one just elected (node, term).
         elected: Option<(usize, Term)>,
+        /// A node polled through answered as writable.
+        writable_via: bool,
     },
     Elect {
         start_l: u64,
@@ -518,6 +755,19 @@ enum Round {
         start_l: u64,
         answers: Vec<Option<PeerAnswer>>,
         pending: usize,
+        /// The term it heartbeats with, whether it may hold the lease, and whether the cluster
+        /// can fail over without it (else the gate is open without a lease), at the round's start.
+        term: Term,
+        entitled: bool,
+        can_fail_over: bool,
+        /// Answers that count so far (itself included), and whether one came from another
+        /// writable node (rule 2: nothing renews the lease in this round).
+        counted: usize,
+        conflict: bool,
+        /// node_info at the round's start, when membership changes (else the current one),
+        /// and its version.
+        view: Option<Vec<Node>>,
+        version: u64,
     },
     PreVote {
         start_l: u64,
@@ -564,6 +814,43 @@ struct SimNode {
     lsn: u64,
     /// This node's node_info.
     view: Vec<Node>,
+    /// The nodes in `view`, as a bit set; `view` names this node as the master.
+    members: u32,
+    reg_master: bool,
+    /// The membership changes replayed into `view` (ids into `Sim::changes`); the
+    /// membership version is its length. `received`: the changes in the WAL it received
+    /// (replayed with a lag, or not while paused; all of them at a promotion).
+    hist: Vec<usize>,
+    received: Vec<usize>,
+    /// Replay of node_info paused until (global time), and its lag (µs).
+    replay_paused_until: u64,
+    replay_lag: u64,
+    /// Master mode (shared memory, lost at a restart): the newest version acknowledged by a
+    /// majority; (worker) the newest version every node reported.
+    macked: u64,
+    known_to_all_v: Option<u64>,
+    /// (shared memory) the gate opens without a lease only from a round that read at least
+    /// this version: a membership change raises it and closes such a gate.
+    open_needs: u64,
+    /// The gate is open without a lease (FENCE_OPEN: two data nodes, settled).
+    gate_open: bool,
+    /// step_down() was called (FENCE_STEPPED_DOWN), until a restart.
+    stepped_down: bool,
+    /// step_down waits for a round that saw the flag, then releases the holds; then the
+    /// switchover goes on with this target (and `race`, see `Ev::Switchover`).
+    release_pending: Option<(usize, bool)>,
+    /// A switchover's step_down, due right after this node's next heartbeat round starts.
+    step_down_armed: Option<(usize, bool)>,
+    /// Skip the next tick of this life (a round was started out of turn).
+    skip_tick: Option<u64>,
+    /// Frozen until (global time).
+    frozen_until: u64,
+    /// stand_for_election(): stand every round until then (local clock).
+    stand_until: u64,
+    /// Automatic failover paused (pause_all) until (global time).
+    paused_until: u64,
+    /// Promoted by hand (for the trace and the stats).
+    hand_promoted: bool,
     rid: u64,
     round: Round,
     via: Vec<ViaEntry>,
@@ -593,10 +880,25 @@ struct Stats {
     stuck: Option<(&'static str, String)>,
     /// A liveness failure, when liveness is not asserted.
     liveness_failure: Option<String>,
+    /// Commits acknowledged, and withheld by the post-commit check (rule 5).
+    acks: u64,
+    withheld: u64,
+    /// Hand promotions, and elections won with the vote of a node promoted by hand.
+    hand_promotions: u64,
+    hand_votes: u64,
+    /// Of those, after the heal (the newest elected master then down for good).
+    hand_votes_healed: u64,
+    freezes: u64,
+    switchovers: u64,
+    /// Membership changes made, and refused because the previous one was not acknowledged.
+    member_changes: u64,
+    member_refused: u64,
 }
 
 struct Outcome {
     violation: Option<String>,
+    /// A master had its gate open without a lease (FENCE_OPEN) when the violation was found.
+    open_gate: bool,
     stats: Stats,
     desc: String,
 }
@@ -604,6 +906,11 @@ struct Outcome {
 struct Sim {
     shape: Shape,
     rules: Rules,
+    faults: Faults,
+    /// The random stream of the faults beyond the base schedule, and of commit durations.
+    rng2: Rng,
+    /// Every membership change made: node_info right after it, and when.
+    changes: Vec<(Vec<Node>, u64)>,
     n: usize,
     rng: Rng,
     now: u64,
@@ -641,6 +948,7 @@ struct Sim {
     /// Liveness no longer checked in this run (a failure was counted).
     live_off: bool,
     violation: Option<String>,
+    open_gate: bool,
     trace: Option<Vec<String>>,
     stats: Stats,
 }
@@ -660,16 +968,33 @@ fn us(d: Duration) -> u64 {
     d.as_micros() as u64
 }
 
+/// The sim index of node `n{i}`.
+fn idx(name: &str) -> usize {
+    name[1..].parse().expect("node name n<i>")
+}
+
+/// The nodes of a node_info, as a bit set of sim indexes.
+fn mask(view: &[Node]) -> u32 {
+    view.iter().fold(0, |m, r| m | 1 << idx(&r.name))
+}
+
 impl Sim {
-    fn new(shape: Shape, seed: u64, rules: Rules, trace: bool) -> Sim {
+    fn new(shape: Shape, seed: u64, rules: Rules, faults: Faults, trace: bool) -> Sim {
         let mut rng = Rng::new(seed);
+        let mut rng2 = Rng::new(seed ^ 0x5a5a_f00d_d00f_a5a5);
         let n = shape.data + shape.witnesses;
+        assert!(n <= 32);
+        // With membership changes, the data nodes past `registered` are spares (witnesses:
+        // none then, the model does not send them node_info).
+        let registered = faults.membership.map_or(shape.data, |r| r.min(shape.data));
+        assert!(faults.membership.is_none() || shape.witnesses == 0);
         let mut registry = Vec::new();
-        for i in 0..n {
+        for i in (0..n).filter(|&i| i < registered || i >= shape.data) {
             registry = registry::add(&registry, &format!("n{i}"), &format!("host=h{i}"), i >= shape.data, None)
                 .expect("registry::add");
         }
         assert!(registry[0].is_master && (n < 2 || registry[1].is_nextmaster));
+        let members = mask(&registry);
         let k_ms = if rng.chance(1, 2) { 200 } else { 1000 };
         let k = k_ms * 1000;
         let kt = Duration::from_millis(k_ms);
@@ -704,6 +1029,28 @@ impl Sim {
                     seen: 0,
                     lsn: 0,
                     view: registry.clone(),
+                    members,
+                    reg_master: i == 0,
+                    hist: Vec::new(),
+                    received: Vec::new(),
+                    replay_paused_until: 0,
+                    replay_lag: if faults.membership.is_some() && rng2.chance(1, 2) {
+                        rng2.range(100_000, 3_000_000)
+                    } else {
+                        0
+                    },
+                    macked: 0,
+                    open_needs: 0,
+                    known_to_all_v: None,
+                    gate_open: false,
+                    stepped_down: false,
+                    release_pending: None,
+                    step_down_armed: None,
+                    skip_tick: None,
+                    frozen_until: 0,
+                    stand_until: 0,
+                    paused_until: 0,
+                    hand_promoted: false,
                     rid: 0,
                     round: Round::Idle,
                     via: Vec::new(),
@@ -716,6 +1063,9 @@ impl Sim {
         let mut sim = Sim {
             shape,
             rules,
+            faults,
+            rng2,
+            changes: Vec::new(),
             n,
             rng,
             now: 0,
@@ -746,6 +1096,7 @@ impl Sim {
             assert_liveness: true,
             live_off: false,
             violation: None,
+            open_gate: false,
             trace: if trace { Some(Vec::new()) } else { None },
             stats: Stats::default(),
         };
@@ -757,7 +1108,7 @@ impl Sim {
         let rates: Vec<String> = self.nodes.iter().map(|x| format!("{:.3}", x.rate as f64 / 1e6)).collect();
         format!(
             "{} data + {} witness, keepalive_time {} ms, keepalive_count {}, clock rates [{}], slow messages {}‰, \
-             deposed survives restart: {}, crashed servers refuse connections: {}, heal at {:.3}s, end {:.3}s, rules {:?}",
+             deposed survives restart: {}, crashed servers refuse connections: {}, heal at {:.3}s, end {:.3}s, rules {:?}{}",
             self.shape.data,
             self.shape.witnesses,
             self.k / 1000,
@@ -768,7 +1119,19 @@ impl Sim {
             self.hosts_stay_up,
             self.heal_at as f64 / 1e6,
             self.end_at as f64 / 1e6,
-            self.rules
+            self.rules,
+            if self.faults.hand_promotions > 0
+                || self.faults.freezes
+                || self.faults.commits
+                || self.faults.switchovers
+                || self.faults.membership.is_some()
+            {
+                let lags: Vec<String> =
+                    self.nodes.iter().map(|x| format!("{:.1}", x.replay_lag as f64 / 1e6)).collect();
+                format!(", faults {:?}, node_info replay lags [{}] s", self.faults, lags.join(" "))
+            } else {
+                String::new()
+            }
         )
     }
 
@@ -812,9 +1175,12 @@ impl Sim {
             };
             self.push(t, ev);
             // Sometimes several faults at once.
-            t += if self.rng.chance(1, 4) { self.rng.range(0, 300_000) } else { self.rng.range(300_000, 4_000_000) };
+            let gap =
+                if self.rng.chance(1, 4) { self.rng.range(0, 300_000) } else { self.rng.range(300_000, 4_000_000) };
+            t += if self.faults.calm { 4 * gap } else { gap };
         }
         self.heal_at = dur;
+        self.generate_faults(dur);
         self.live_bound = (self.cfg.keepalive_count as u64 + n as u64 + 6) * self.k;
         self.end_at = dur + self.live_bound + 12 * self.k;
         self.push(dur, Ev::Heal);
@@ -824,6 +1190,56 @@ impl Sim {
             if !self.nodes[i].witness {
                 let first = if i == 0 { 0 } else { self.rng.range(0, self.k) };
                 self.push(first, Ev::Tick { n: i, gen: 0 });
+            }
+        }
+    }
+
+    /// The faults of `self.faults`, over [0, dur), from the second random stream.
+    fn generate_faults(&mut self, dur: u64) {
+        let f = self.faults;
+        for _ in 0..f.hand_promotions {
+            let t = self.rng2.range(1_000_000, dur.saturating_sub(5_000_000).max(1_000_000));
+            self.push(t, Ev::HandPromote);
+        }
+        if f.freezes {
+            let mut t = self.rng2.range(500_000, 5_000_000);
+            while t < dur {
+                let d = match self.rng2.below(4) {
+                    0 => self.rng2.range(20_000, 500_000),
+                    1 | 2 => self.rng2.range(500_000, 6_000_000),
+                    _ => self.rng2.range(6_000_000, 15_000_000),
+                }
+                .min(dur - t);
+                let target = if self.rng2.chance(4, 5) { Target::Master } else { Target::Random };
+                self.push(t, Ev::Freeze { target, dur: d });
+                t += d + self.rng2.range(1_000_000, 8_000_000);
+            }
+        }
+        if f.switchovers {
+            let mut t = self.rng2.range(2_000_000, 10_000_000);
+            while t < dur {
+                let race = self.rng2.chance(1, 2);
+                self.push(t, Ev::Switchover { race });
+                t += self.rng2.range(5_000_000, 20_000_000);
+            }
+        }
+        if f.membership.is_some() {
+            let mut t = self.rng2.range(300_000, 3_000_000);
+            while t < dur {
+                // Often two changes in a row (the second waits for the first, rule 6).
+                let burst = if self.rng2.chance(1, 2) { 2 } else { 1 };
+                let mut u = t;
+                for _ in 0..burst {
+                    let add = self.rng2.chance(1, 2);
+                    self.push(u, Ev::Member { add, until: u + 3 * self.k + 2_000_000 });
+                    u += self.rng2.range(0, 300_000);
+                }
+                if self.rng2.chance(2, 3) {
+                    let at = t.saturating_sub(self.rng2.range(0, 2_000_000));
+                    let d = self.rng2.range(500_000, 15_000_000);
+                    self.push(at, Ev::ReplayPause { target: Target::Random, dur: d });
+                }
+                t += self.rng2.range(500_000, 5_000_000);
             }
         }
     }
@@ -839,7 +1255,7 @@ impl Sim {
             Target::Node(i) => i.min(self.n - 1),
             Target::Master => {
                 let m = (0..self.n)
-                    .filter(|&i| self.nodes[i].alive && self.nodes[i].master)
+                    .filter(|&i| self.nodes[i].alive && self.entitled(i))
                     .max_by_key(|&i| self.nodes[i].master_term);
                 match m {
                     Some(m) => m,
@@ -895,9 +1311,55 @@ impl Sim {
         }
     }
 
+    /// The commit gate is open (a commit passes now): FENCE_OPEN, or FENCE_LEASE with the lease
+    /// running on the node's clock; never when deposed or stepped down.
     fn unfenced(&self, i: usize) -> bool {
         let s = &self.nodes[i];
-        s.alive && s.master && !s.deposed && self.local(i) < s.lease_until
+        s.alive && s.master && !s.deposed && !s.stepped_down && (s.gate_open || self.local(i) < s.lease_until)
+    }
+
+    /// A writable node that may hold the lease (rule 1, `may_hold_lease`): elected in its
+    /// record's term, or node_info's master at term 0. Without the rule, every writable node.
+    fn entitled(&self, i: usize) -> bool {
+        let s = &self.nodes[i];
+        s.master && !s.witness && (!self.rules.lease_entitlement || may_hold_lease(&s.rec, self.registered_master(i)))
+    }
+
+    /// node_info (this node's copy) names it as the master.
+    fn registered_master(&self, i: usize) -> bool {
+        self.nodes[i].reg_master
+    }
+
+    /// Node i's node_info is now `view`.
+    fn set_view(&mut self, i: usize, view: Vec<Node>) {
+        let s = &mut self.nodes[i];
+        s.members = mask(&view);
+        s.reg_master = view.iter().any(|r| r.is_master && r.name == s.name);
+        s.view = view;
+    }
+
+    /// Node p is in node i's node_info.
+    fn in_view(&self, i: usize, p: usize) -> bool {
+        self.nodes[i].members & (1 << p) != 0
+    }
+
+    /// The membership version of node i's node_info.
+    fn version(&self, i: usize) -> u64 {
+        self.nodes[i].hist.len() as u64
+    }
+
+    /// The version node i puts in its vote requests and checks them against (0 for all
+    /// without the rule: nobody is refused for it).
+    fn vote_version(&self, i: usize) -> u64 {
+        if self.rules.membership_check {
+            self.version(i)
+        } else {
+            0
+        }
+    }
+
+    fn frozen(&self, i: usize) -> bool {
+        self.nodes[i].frozen_until > self.now
     }
 
     /// What node p answers to a poll or heartbeat now.
@@ -908,10 +1370,9 @@ impl Sim {
             fenced: s.master && !self.unfenced(p),
             term: s.rec.term,
             witness: s.witness,
-            deposed: s.master && s.deposed,
-            // Every master of the model was elected (or is the first one).
-            elected: s.master,
-            membership: 0,
+            deposed: s.master && (s.deposed || s.stepped_down),
+            elected: s.master && self.entitled(p),
+            membership: self.version(p),
         }
     }
 
@@ -919,6 +1380,7 @@ impl Sim {
         tr!(self, "VIOLATION: {what}");
         if self.violation.is_none() {
             self.violation = Some(format!("at {:.4}s: {what}", self.now as f64 / 1e6));
+            self.open_gate = self.nodes.iter().any(|s| s.alive && s.master && s.gate_open);
         }
     }
 
@@ -967,6 +1429,14 @@ impl Sim {
             if let Ev::End = ev {
                 break;
             }
+            // A frozen node runs nothing: its timers and the messages that reach it wait
+            // until it thaws (in order).
+            if let Some(i) = Self::owner(&ev) {
+                if self.nodes[i].alive && self.frozen(i) {
+                    self.push(self.nodes[i].frozen_until, ev);
+                    continue;
+                }
+            }
             self.handle(ev);
             self.check();
             if self.violation.is_some() {
@@ -975,7 +1445,24 @@ impl Sim {
         }
         self.stats.wins = self.wins.len() as u64;
         let desc = self.describe();
-        (Outcome { violation: self.violation.take(), stats: self.stats.clone(), desc }, self.trace.take())
+        let open_gate = self.open_gate;
+        (Outcome { violation: self.violation.take(), open_gate, stats: self.stats.clone(), desc }, self.trace.take())
+    }
+
+    /// The node that runs an event (a frozen node runs none).
+    fn owner(ev: &Ev) -> Option<usize> {
+        match *ev {
+            Ev::Tick { n, .. }
+            | Ev::RoundEnd { n, .. }
+            | Ev::Grace { n, .. }
+            | Ev::CommitDone { n, .. }
+            | Ev::ReleaseTimeout { n, .. }
+            | Ev::StepDown { n, .. }
+            | Ev::StandRequest { n } => Some(n),
+            Ev::ViaDue { v, .. } => Some(v),
+            Ev::Msg { to, .. } => Some(to),
+            _ => None,
+        }
     }
 
     /// Invariant 1 (never two unfenced masters), and invariant 5 once the liveness bound has
@@ -994,6 +1481,12 @@ impl Sim {
                 }
                 up = Some(i);
             }
+        }
+        // Rule 1: only a node that may hold the lease ever has its gate open.
+        if let Some(i) = up.filter(|&i| !self.entitled(i)) {
+            let m = format!("n{i}, promoted outside an election (record {:?}), accepts writes", self.nodes[i].rec);
+            self.fail(m);
+            return;
         }
         // Invariant 4, exactly: a master that could accept a write now must not be older than
         // a promotion that already happened.
@@ -1062,19 +1555,21 @@ impl Sim {
     /// count, and nobody can be elected: that is reported (`stuck`), not failed.
     fn stuck_reason(&self) -> Option<(&'static str, String)> {
         let n = self.n;
-        let newest = (0..n).filter(|&i| self.nodes[i].master).max_by_key(|&i| self.nodes[i].master_term)?;
+        // (A node promoted by hand is no master here: it never holds the lease, sends no
+        // heartbeat and votes like a standby, rule 1; a stepped-down master is as deposed.)
+        let newest = (0..n).filter(|&i| self.entitled(i)).max_by_key(|&i| self.nodes[i].master_term)?;
         let nm = &self.nodes[newest];
         let answering = 1
             + (0..n)
                 .filter(|&i| i != newest && self.nodes[i].alive && self.nodes[i].rec.term <= nm.master_term)
                 .count();
-        let can_renew = nm.alive && !nm.deposed && answering * 2 > n;
+        let gone = |i: usize| self.nodes[i].deposed || self.nodes[i].stepped_down;
+        let can_renew = nm.alive && !gone(newest) && answering * 2 > n;
         // Masters that heartbeat.
-        let beating: Vec<usize> =
-            (0..n).filter(|&i| self.nodes[i].alive && self.nodes[i].master && !self.nodes[i].deposed).collect();
+        let beating: Vec<usize> = (0..n).filter(|&i| self.nodes[i].alive && self.entitled(i) && !gone(i)).collect();
         let free = |i: usize| {
             let s = &self.nodes[i];
-            s.alive && !s.master && beating.iter().all(|&j| self.nodes[j].master_term < s.rec.term)
+            s.alive && !self.entitled(i) && beating.iter().all(|&j| self.nodes[j].master_term < s.rec.term)
         };
         let free_count = (0..n).filter(|&i| free(i)).count();
         let top_lsn = (0..n)
@@ -1086,9 +1581,9 @@ impl Sim {
         if can_renew || can_elect {
             return None;
         }
-        let alive_voters = (0..n).filter(|&i| self.nodes[i].alive && !self.nodes[i].master).count();
+        let alive_voters = (0..n).filter(|&i| self.nodes[i].alive && !self.entitled(i)).count();
         let alive = (0..n).filter(|&i| self.nodes[i].alive).count();
-        let category = if nm.alive && !nm.deposed && alive * 2 > n {
+        let category = if nm.alive && !gone(newest) && alive * 2 > n {
             STUCK_TERMS
         } else if alive_voters * 2 <= n {
             STUCK_MASTERS
@@ -1115,20 +1610,31 @@ impl Sim {
                     "witness".to_string()
                 } else if s.master {
                     format!(
-                        "master(t{}{}{})",
+                        "master(t{}{}{}{}{})",
                         s.master_term,
+                        if s.hand_promoted { ",by hand" } else { "" },
                         if s.deposed { ",deposed" } else { "" },
+                        if s.stepped_down { ",stepped down" } else { "" },
                         if self.unfenced(i) { ",unfenced" } else { "" }
                     )
                 } else {
                     format!("standby(polls n{}, failed {})", s.known, s.sm.failed_rounds)
                 };
+                let members = if self.faults.membership.is_some() {
+                    let names: Vec<String> =
+                        (0..self.n).filter(|&p| self.in_view(i, p)).map(|p| format!("n{p}")).collect();
+                    format!(" node_info v{} [{}]", self.version(i), names.join(" "))
+                } else {
+                    String::new()
+                };
                 format!(
-                    "n{i}:{}{} rec(t{} {:?}) lsn {} hold {}ms",
+                    "n{i}:{}{}{} rec(t{} {:?}{}) lsn {} hold {}ms{members}",
                     if s.alive { "" } else { "DOWN " },
+                    if self.frozen(i) { "FROZEN " } else { "" },
                     role,
                     s.rec.term,
                     s.rec.voted_for.as_deref().unwrap_or("-"),
+                    if s.rec.elected { " elected" } else { "" },
                     s.lsn,
                     s.hold_until.saturating_sub(self.local(i)) / 1000
                 )
@@ -1141,13 +1647,89 @@ impl Sim {
         match ev {
             Ev::Tick { n, gen } => {
                 if self.nodes[n].alive && self.nodes[n].gen == gen {
-                    if self.nodes[n].master {
-                        if !self.nodes[n].deposed {
+                    if self.nodes[n].skip_tick == Some(gen) {
+                        self.nodes[n].skip_tick = None;
+                    } else if self.nodes[n].master && !self.in_view(n, n) {
+                        // worker.rs: not in its own node_info but a member before (every
+                        // node of the model is): deleted, it stays fenced; no master round.
+                        self.fence_for_lease(n);
+                        self.nodes[n].lease_until = 0;
+                        let l = self.local(n);
+                        self.schedule_next(n, l, self.hb);
+                    } else if self.nodes[n].master {
+                        if self.nodes[n].deposed || self.nodes[n].stepped_down {
+                            // A round that sees the flag sends no heartbeat: step_down, waiting
+                            // for it, releases the holds now.
+                            self.release(n);
+                        } else {
                             self.start_beat(n);
                         }
+                    } else if !self.in_view(n, n) {
+                        // Not (or no longer) in its own node_info: the worker does nothing.
+                        let l = self.local(n);
+                        self.schedule_next(n, l, self.k);
                     } else {
                         self.start_poll(n);
                     }
+                }
+            }
+            Ev::CommitDone { n, gen, term, passed } => self.commit_done(n, gen, term, passed),
+            Ev::Freeze { target, dur } => {
+                let i = self.resolve(target);
+                if !self.healed && self.nodes[i].alive && !self.frozen(i) {
+                    tr!(self, "n{i} FREEZES for {:.3}s", dur as f64 / 1e6);
+                    self.stats.freezes += 1;
+                    self.nodes[i].frozen_until = self.now + dur;
+                }
+            }
+            Ev::HandPromote => {
+                if !self.healed {
+                    self.hand_promote();
+                }
+            }
+            Ev::Switchover { race } => {
+                if !self.healed {
+                    self.switchover(race);
+                }
+            }
+            Ev::StepDown { n, gen, target, race } => {
+                if self.nodes[n].gen == gen {
+                    self.step_down(n, target, race);
+                }
+            }
+            Ev::ReleaseTimeout { n, gen } => {
+                if self.nodes[n].alive && self.nodes[n].gen == gen {
+                    self.release(n);
+                }
+            }
+            Ev::StandRequest { n } => {
+                if self.nodes[n].alive && !self.nodes[n].master {
+                    tr!(self, "n{n}: stand_for_election()");
+                    self.nodes[n].stand_until = self.local(n) + 30_000_000;
+                    // The worker is woken and runs a round at once (the next tick already
+                    // scheduled is skipped: one chain of rounds).
+                    if matches!(self.nodes[n].round, Round::Idle) && self.in_view(n, n) {
+                        self.nodes[n].skip_tick = Some(self.nodes[n].gen);
+                        self.start_poll(n);
+                    }
+                }
+            }
+            Ev::Unpause => {
+                for s in self.nodes.iter_mut() {
+                    s.paused_until = 0;
+                }
+            }
+            Ev::Member { add, until } => {
+                if !self.healed {
+                    self.member_change(add, until);
+                }
+            }
+            Ev::ReplayPause { target, dur } => {
+                let i = self.resolve(target);
+                if !self.healed {
+                    tr!(self, "n{i}: replay of node_info paused for {:.3}s", dur as f64 / 1e6);
+                    let s = &mut self.nodes[i];
+                    s.replay_paused_until = s.replay_paused_until.max(self.now + dur);
                 }
             }
             Ev::Grace { n, gen, rid } => {
@@ -1316,6 +1898,17 @@ impl Sim {
         if !survives {
             s.deposed = false;
         }
+        // Shared memory and the worker's memory are lost; the record and node_info are not.
+        s.stepped_down = false;
+        s.gate_open = false;
+        s.release_pending = None;
+        s.step_down_armed = None;
+        s.macked = 0;
+        s.open_needs = 0;
+        s.known_to_all_v = None;
+        s.frozen_until = 0;
+        s.stand_until = 0;
+        s.paused_until = 0;
     }
 
     fn restart(&mut self, i: usize) {
@@ -1344,7 +1937,43 @@ impl Sim {
         // At most one data node stays down: one already down, or one crashed now (maybe the
         // master), or none.
         let data = self.shape.data;
-        let keep = match self.rng.below(3) {
+        for s in self.nodes.iter_mut() {
+            s.paused_until = 0;
+            s.replay_paused_until = 0;
+        }
+        let keep = if self.faults.kill_master_at_heal {
+            (0..data).filter(|&i| self.nodes[i].alive && self.entitled(i)).max_by_key(|&i| self.nodes[i].master_term)
+        } else {
+            self.heal_keep(data)
+        };
+        tr!(
+            self,
+            "HEAL: all links up; {}",
+            match keep {
+                Some(i) => format!("n{i} stays down"),
+                None => "all nodes up".into(),
+            }
+        );
+        for i in 0..self.n {
+            if Some(i) == keep {
+                if self.nodes[i].alive {
+                    self.crash(i);
+                }
+                self.nodes[i].perma_down = true;
+            } else if !self.nodes[i].alive {
+                self.restart(i);
+            }
+        }
+        // (With membership changes, what the rules promise is not computed: liveness is not
+        // checked.)
+        if self.faults.membership.is_none() {
+            self.push(self.now + self.live_bound, Ev::LiveCheck);
+        }
+    }
+
+    /// The heal's usual choice of the data node that stays down, if any.
+    fn heal_keep(&mut self, data: usize) -> Option<usize> {
+        match self.rng.below(3) {
             0 => None,
             1 => {
                 let downs: Vec<usize> = (0..data).filter(|&i| !self.nodes[i].alive).collect();
@@ -1367,43 +1996,39 @@ impl Sim {
                     Some(i)
                 }
             }
-        };
-        tr!(
-            self,
-            "HEAL: all links up; {}",
-            match keep {
-                Some(i) => format!("n{i} stays down"),
-                None => "all nodes up".into(),
-            }
-        );
-        for i in 0..self.n {
-            if Some(i) == keep {
-                if self.nodes[i].alive {
-                    self.crash(i);
-                }
-                self.nodes[i].perma_down = true;
-            } else if !self.nodes[i].alive {
-                self.restart(i);
-            }
         }
-        self.push(self.now + self.live_bound, Ev::LiveCheck);
     }
 
     fn replicate_and_write(&mut self) {
         for i in 0..self.n {
             let s = &self.nodes[i];
-            if !s.alive || s.master || s.witness {
+            if !s.alive || s.master || s.witness || self.frozen(i) {
                 continue;
             }
             let m = s.known;
-            if m != i && self.nodes[m].alive && self.nodes[m].master && self.link_up(m, i) && self.link_up(i, m) {
+            if m != i
+                && self.nodes[m].alive
+                && self.nodes[m].master
+                && !self.frozen(m)
+                && self.link_up(m, i)
+                && self.link_up(i, m)
+            {
                 let l = self.nodes[m].lsn;
                 let s = &mut self.nodes[i];
                 s.lsn = s.lsn.max(l);
+                if self.faults.membership.is_some() {
+                    // The WAL received carries node_info's changes; a standby that received
+                    // changes another master lost cannot follow this one.
+                    let (mh, rh) = (&self.nodes[m].hist, &self.nodes[i].received);
+                    if mh.len() > rh.len() && mh[..rh.len()] == rh[..] {
+                        self.nodes[i].received = mh.clone();
+                    }
+                    self.replay(i, m);
+                }
             }
         }
         for i in 0..self.n {
-            if self.unfenced(i) {
+            if self.unfenced(i) && !self.frozen(i) {
                 let term = self.nodes[i].master_term;
                 if let Some(w) = self.max_won_term {
                     if w > term {
@@ -1415,13 +2040,250 @@ impl Sim {
                 }
                 self.nodes[i].lsn += 1;
                 self.stats.writes += 1;
+                if self.faults.commits {
+                    // The commit record's flush and the synchronous-replication wait.
+                    let d = match self.rng2.below(100) {
+                        0..=84 => self.rng2.range(100, 3_000),
+                        85..=96 => self.rng2.range(3_000, 100_000),
+                        _ => self.rng2.range(100_000, 1_500_000),
+                    };
+                    let (gen, term) = (self.nodes[i].gen, self.nodes[i].master_term);
+                    self.push(self.now + d, Ev::CommitDone { n: i, gen, term, passed: self.now });
+                }
             }
+        }
+    }
+
+    /// A commit of node n, which passed the gate at `passed`, is durable: acknowledged to the
+    /// client, unless the post-commit check (rule 5) finds the gate closed now. Every
+    /// acknowledgement must come before any promotion in a newer term, and at an instant when
+    /// no other node accepts writes.
+    fn commit_done(&mut self, n: usize, gen: u64, term: Term, passed: u64) {
+        if !self.nodes[n].alive || self.nodes[n].gen != gen {
+            return; // lost with the server
+        }
+        if self.rules.post_commit_check && !self.unfenced(n) {
+            self.stats.withheld += 1;
+            tr!(
+                self,
+                "n{n}: commit that passed the gate at {:.4}s is durable, the gate is closed: not acknowledged",
+                passed as f64 / 1e6
+            );
+            return;
+        }
+        self.stats.acks += 1;
+        if let Some(&(w, by, at)) = self.wins.iter().filter(|x| x.0 > term && x.2 <= self.now).min_by_key(|x| x.2) {
+            let m = format!(
+                "n{n} (term {term}) acknowledges a commit that passed its gate at {:.4}s, after n{by} won term {w} at {:.4}s",
+                passed as f64 / 1e6,
+                at as f64 / 1e6
+            );
+            return self.fail(m);
+        }
+        if let Some(j) = (0..self.n).find(|&j| j != n && self.unfenced(j)) {
+            let m = format!(
+                "n{n} (term {term}) acknowledges a commit that passed its gate at {:.4}s while n{j} (term {}) accepts writes",
+                passed as f64 / 1e6,
+                self.nodes[j].master_term
+            );
+            self.fail(m);
+        }
+    }
+
+    /// `pg_ctl promote` on a random standby: writable, not elected (rule 1: no lease ever).
+    fn hand_promote(&mut self) {
+        let cands: Vec<usize> = (0..self.shape.data)
+            .filter(|&i| self.nodes[i].alive && !self.nodes[i].master && self.in_view(i, i) && !self.frozen(i))
+            .collect();
+        if cands.is_empty() {
+            return;
+        }
+        let i = cands[self.rng2.below(cands.len() as u64) as usize];
+        self.stats.hand_promotions += 1;
+        tr!(self, "n{i} PROMOTED BY HAND (record {:?}): writable, not elected", self.nodes[i].rec);
+        let s = &mut self.nodes[i];
+        s.master = true;
+        s.hand_promoted = true;
+        s.master_term = s.rec.term;
+        s.deposed = false;
+        s.lease_until = 0;
+        s.gate_open = false;
+        s.standing_until = 0;
+        s.gen += 1;
+        s.round = Round::Idle;
+        s.via.clear();
+        s.known = i;
+        let gen = s.gen;
+        self.push(self.now, Ev::Tick { n: i, gen });
+    }
+
+    /// The newest elected master whose gate is open and which runs: where an administrator's
+    /// call (switchover, add_node, del_node) lands and commits.
+    fn acting_master(&self) -> Option<usize> {
+        (0..self.n)
+            .filter(|&i| self.entitled(i) && self.unfenced(i) && !self.frozen(i))
+            .max_by_key(|&i| self.nodes[i].master_term)
+    }
+
+    /// `pgkeeper switchover` to a random standby: pause failover everywhere, then step_down on
+    /// the master (`step_down`). A round that finds every answer in lasts a few ms only: in
+    /// three of four switchovers the step_down lands right after a heartbeat round started, so
+    /// that it races the round in flight.
+    fn switchover(&mut self, race: bool) {
+        let Some(m) = self.acting_master() else { return };
+        let targets: Vec<usize> = (0..self.shape.data)
+            .filter(|&t| {
+                t != m && self.nodes[t].alive && !self.nodes[t].master && self.in_view(m, t) && self.in_view(t, t)
+            })
+            .collect();
+        if targets.is_empty() {
+            return;
+        }
+        let target = targets[self.rng2.below(targets.len() as u64) as usize];
+        self.stats.switchovers += 1;
+        tr!(
+            self,
+            "SWITCHOVER n{m} -> n{target} ({}): failover paused",
+            if race { "the target stands while the old master runs" } else { "the old master stops first" }
+        );
+        for s in self.nodes.iter_mut() {
+            s.paused_until = self.now + 120_000_000;
+        }
+        if !matches!(self.nodes[m].round, Round::Beat { .. }) && self.rng2.chance(3, 4) {
+            self.nodes[m].step_down_armed = Some((target, race));
+        } else {
+            self.step_down(m, target, race);
+        }
+    }
+
+    /// step_down() on master m (rule 3: for good until a restart); `release` goes on once a
+    /// round saw the flag.
+    fn step_down(&mut self, m: usize, target: usize, race: bool) {
+        if !self.nodes[m].alive || !self.nodes[m].master || self.nodes[m].stepped_down {
+            return;
+        }
+        tr!(
+            self,
+            "n{m}: step_down(){}",
+            if matches!(self.nodes[m].round, Round::Beat { .. }) { " (a round in flight)" } else { "" }
+        );
+        let s = &mut self.nodes[m];
+        s.stepped_down = true;
+        s.release_pending = Some((target, race));
+        let gen = s.gen;
+        let t = self.at_local(m, self.local(m) + 10_000_000);
+        self.push(t, Ev::ReleaseTimeout { n: m, gen });
+    }
+
+    /// step_down's end (a round saw the flag, or 10 s passed): `_release` on every other node;
+    /// then the switchover's clean stop of the old master (with a rollback restart in a quarter
+    /// of them) and `stand_for_election` on the target; or, in a race, the target is asked to
+    /// stand while the old master still runs.
+    fn release(&mut self, m: usize) {
+        let Some((target, race)) = self.nodes[m].release_pending.take() else { return };
+        let term = self.nodes[m].rec.term;
+        tr!(self, "n{m} releases the vote holds (term {term})");
+        for p in 0..self.n {
+            if p != m && self.in_view(m, p) {
+                self.send(m, p, Body::Release { term });
+            }
+        }
+        let stand_at = if race {
+            self.now + self.rng2.range(0, 300_000)
+        } else {
+            let stop = self.now + self.rng2.range(5_000, 100_000);
+            let down_for = if self.rng2.chance(1, 4) { self.rng2.range(500_000, 5_000_000) } else { u64::MAX / 4 };
+            self.push(stop, Ev::Crash { target: Target::Node(m), down_for });
+            stop + self.rng2.range(10_000, 200_000)
+        };
+        self.push(stand_at, Ev::StandRequest { n: target });
+        let end = stand_at + self.rng2.range(1_000_000, 8_000_000);
+        self.push(end, Ev::Unpause);
+    }
+
+    /// add_node or del_node on the acting master: the change commits (the gate is open) only
+    /// once the previous one is acknowledged (rule 6; the API retries until `until`).
+    fn member_change(&mut self, add: bool, until: u64) {
+        let Some(m) = self.acting_master() else { return };
+        let v = self.version(m);
+        let me = self.nodes[m].name.clone();
+        let alone = self.nodes[m].view.iter().all(|r| r.name == me);
+        if self.rules.one_change_at_a_time && !alone && self.nodes[m].macked < v {
+            if self.now + 100_000 < until {
+                self.push(self.now + 100_000, Ev::Member { add, until });
+            } else {
+                self.stats.member_refused += 1;
+                tr!(self, "n{m}: membership change refused: version {v} not acknowledged");
+            }
+            return;
+        }
+        let view = &self.nodes[m].view;
+        let spares: Vec<usize> = (0..self.shape.data).filter(|&p| !self.in_view(m, p)).collect();
+        let removable: Vec<usize> =
+            view.iter().filter(|r| !r.is_master && !r.is_witness && r.name != me).map(|r| idx(&r.name)).collect();
+        let add = !spares.is_empty() && (add || view.len() <= 2 || removable.is_empty());
+        if !add && (removable.is_empty() || view.len() <= 2) {
+            return;
+        }
+        let (p, new) = if add {
+            let p = spares[self.rng2.below(spares.len() as u64) as usize];
+            (p, registry::add(view, &format!("n{p}"), &format!("host=h{p}"), false, None).expect("registry::add"))
+        } else {
+            let p = removable[self.rng2.below(removable.len() as u64) as usize];
+            (p, registry::delete(view, Selector::Name(&format!("n{p}")), None).expect("registry::delete"))
+        };
+        // api.rs: a gate open without a lease closes before the change commits, and opens
+        // again only from a round that read it.
+        self.nodes[m].open_needs = self.nodes[m].open_needs.max(v + 1);
+        if self.nodes[m].gate_open {
+            self.fence_for_lease(m);
+            self.nodes[m].lease_until = 0;
+        }
+        let id = self.changes.len();
+        self.changes.push((new.clone(), self.now));
+        self.set_view(m, new);
+        self.nodes[m].hist.push(id);
+        self.nodes[m].received.push(id);
+        // The change is a commit: WAL that a standby has received or not.
+        self.nodes[m].lsn += 1;
+        self.stats.member_changes += 1;
+        tr!(self, "n{m} {} n{p}: node_info version {}", if add { "add_node" } else { "del_node" }, v + 1);
+    }
+
+    /// Standby i replays node_info from the WAL it received (from master m): the changes
+    /// older than its replay lag, unless its replay is paused.
+    fn replay(&mut self, i: usize, m: usize) {
+        if self.now < self.nodes[i].replay_paused_until {
+            return;
+        }
+        let (mh, sh) = (&self.nodes[i].received, &self.nodes[i].hist);
+        let lag = self.nodes[i].replay_lag;
+        let mut j = sh.len();
+        while j < mh.len() && self.changes[mh[j]].1 + lag <= self.now {
+            j += 1;
+        }
+        if j > sh.len() {
+            let hist = mh[..j].to_vec();
+            let view = self.changes[mh[j - 1]].0.clone();
+            tr!(self, "n{i} replays node_info version {j} (from n{m})");
+            self.set_view(i, view);
+            self.nodes[i].hist = hist;
+        }
+        // Caught up with m: the roles in node_info (a new master's row) too.
+        if self.nodes[i].hist == self.nodes[m].hist && self.nodes[i].view != self.nodes[m].view {
+            let view = self.nodes[m].view.clone();
+            self.set_view(i, view);
         }
     }
 
     // --- standby mode -------------------------------------------------------------------------
 
     fn start_poll(&mut self, i: usize) {
+        // A win belongs to its promotion: a node running as a standby must win anew (rule 1).
+        if self.rules.lease_entitlement && self.nodes[i].rec.elected {
+            let rec = VoteRecord { elected: false, ..self.nodes[i].rec.clone() };
+            self.persist(i, rec);
+        }
         let rid = self.next_rid();
         let start_l = self.local(i);
         let m = self.nodes[i].known;
@@ -1433,7 +2295,7 @@ impl Sim {
             pending += 1;
         }
         for v in 0..self.n {
-            if v != i && v != m {
+            if v != i && v != m && self.in_view(i, v) {
                 via.push((v, Indirect::NoAnswer));
                 self.send(i, v, Body::ViaReq { gen, rid, target: m });
                 pending += 1;
@@ -1441,7 +2303,7 @@ impl Sim {
         }
         let s = &mut self.nodes[i];
         s.rid = rid;
-        s.round = Round::Poll { start_l, direct_ok: false, via, pending, elected: None };
+        s.round = Round::Poll { start_l, direct_ok: false, via, pending, elected: None, writable_via: false };
         let deadline = self.at_local(i, start_l + self.k * 4 / 5);
         self.push(deadline, Ev::RoundEnd { n: i, gen, rid });
     }
@@ -1450,13 +2312,17 @@ impl Sim {
         let round = std::mem::replace(&mut self.nodes[i].round, Round::Idle);
         match round {
             Round::Idle => {}
-            Round::Poll { start_l, direct_ok, via, elected, .. } => self.end_poll(i, start_l, direct_ok, via, elected),
+            Round::Poll { start_l, direct_ok, via, elected, writable_via, .. } => {
+                self.end_poll(i, start_l, direct_ok, via, elected, writable_via)
+            }
             Round::Elect { start_l, send_l, term, lsn, replies, .. } => {
                 self.end_election(i, start_l, send_l, term, lsn, replies)
             }
-            Round::Beat { start_l, answers, .. } => self.end_beat(i, start_l, answers),
+            Round::Beat { start_l, answers, term, entitled, can_fail_over, conflict, view, version, .. } => {
+                self.end_beat(i, start_l, answers, term, entitled, can_fail_over, conflict, (view, version))
+            }
             Round::PreVote { start_l, grants, .. } => {
-                if grants * 2 > self.n {
+                if grants * 2 > self.nodes[i].view.len() {
                     self.stand(i, start_l);
                 } else {
                     tr!(self, "n{i} pre-vote: {grants} of {} would grant: not standing", self.n);
@@ -1479,13 +2345,22 @@ impl Sim {
         direct_ok: bool,
         via: Vec<(usize, Indirect)>,
         elected: Option<(usize, Term)>,
+        writable_via: bool,
     ) {
         let obs = RoundObservation {
             direct_ok,
             indirect: via.iter().map(|(v, r)| (self.nodes[*v].name.clone(), *r)).collect(),
         };
+        let cfg = FailoverConfig { paused: self.nodes[i].paused_until > self.now, ..self.cfg };
+        let requested = self.nodes[i].stand_until > self.local(i) && !writable_via;
         let s = &mut self.nodes[i];
-        let decision = s.sm.on_round(&s.name, &s.view, &obs, self.cfg);
+        let mut decision = s.sm.on_round(&s.name, &s.view, &obs, cfg);
+        if requested {
+            // stand_for_election(): stand whatever the master does, unless another node is
+            // already writable.
+            let old_master = s.view.iter().find(|r| r.is_master).map(|r| r.name.clone()).unwrap_or_default();
+            decision = Decision::Stand { old_master, failed_rounds: s.sm.failed_rounds };
+        }
         match decision {
             Decision::Stand { .. } if self.rules.wait_for_elected && elected.is_some() => {
                 let (e, t) = elected.unwrap_or_default();
@@ -1517,7 +2392,7 @@ impl Sim {
             term: next_term(&s.rec, s.seen),
             candidate: s.name.clone(),
             candidate_lsn: s.lsn,
-            candidate_membership: 0,
+            candidate_membership: self.vote_version(i),
         };
         let view = VoterView {
             me: &s.name,
@@ -1525,7 +2400,7 @@ impl Sim {
             is_master: false,
             my_lsn: s.lsn,
             hold_left: self.hold_left(i),
-            membership: 0,
+            membership: self.vote_version(i),
         };
         let (res, new) = decide_vote(&s.rec, &req, &view);
         (req, res, new)
@@ -1554,12 +2429,17 @@ impl Sim {
         let rid = self.next_rid();
         let gen = self.nodes[i].gen;
         let send_l = self.local(i);
-        for v in (0..self.n).filter(|&v| v != i) {
-            self.send(i, v, Body::PreVoteReq { gen, rid, term: req.term, lsn: req.candidate_lsn });
+        let mv = req.candidate_membership;
+        let mut pending = 0;
+        for v in 0..self.n {
+            if v != i && self.in_view(i, v) {
+                self.send(i, v, Body::PreVoteReq { gen, rid, term: req.term, lsn: req.candidate_lsn, mv });
+                pending += 1;
+            }
         }
         let s = &mut self.nodes[i];
         s.rid = rid;
-        s.round = Round::PreVote { start_l, grants: 1, pending: self.n - 1 };
+        s.round = Round::PreVote { start_l, grants: 1, pending };
         let deadline = self.at_local(i, send_l + self.k * 4 / 5);
         self.push(deadline, Ev::RoundEnd { n: i, gen, rid });
     }
@@ -1567,11 +2447,12 @@ impl Sim {
     fn stand(&mut self, i: usize, start_l: u64) {
         let term = next_term(&self.nodes[i].rec, self.nodes[i].seen);
         let lsn = self.nodes[i].lsn;
+        let mv = self.vote_version(i);
         let req =
-            VoteRequest { term, candidate: self.nodes[i].name.clone(), candidate_lsn: lsn, candidate_membership: 0 };
+            VoteRequest { term, candidate: self.nodes[i].name.clone(), candidate_lsn: lsn, candidate_membership: mv };
         let hold_left = self.hold_left(i);
         let s = &self.nodes[i];
-        let view = VoterView { me: &s.name, nodes: &s.view, is_master: false, my_lsn: lsn, hold_left, membership: 0 };
+        let view = VoterView { me: &s.name, nodes: &s.view, is_master: false, my_lsn: lsn, hold_left, membership: mv };
         let (res, new) = decide_vote(&s.rec, &req, &view);
         self.persist(i, new);
         if res.is_ok() && self.rules.hold_on_own_vote {
@@ -1593,8 +2474,8 @@ impl Sim {
         }
         let mut pending = 0;
         for v in 0..self.n {
-            if v != i {
-                self.send(i, v, Body::VoteReq { gen, rid, term, lsn });
+            if v != i && self.in_view(i, v) {
+                self.send(i, v, Body::VoteReq { gen, rid, term, lsn, mv });
                 pending += 1;
             }
         }
@@ -1646,6 +2527,10 @@ impl Sim {
             }
             Tally::Won { votes } => {
                 tr!(self, "n{i} WINS term {term} with {votes:?}");
+                if votes.iter().any(|v| self.nodes[idx(v)].hand_promoted && self.nodes[idx(v)].master) {
+                    self.stats.hand_votes += 1;
+                    self.stats.hand_votes_healed += self.healed as u64;
+                }
                 self.win(i, term, send_l);
             }
             other => {
@@ -1683,6 +2568,18 @@ impl Sim {
             WinLease::FromFirstRenewal => 0,
         };
         let name = self.nodes[i].name.clone();
+        // The promotion ends recovery: every node_info change received is replayed first.
+        if self.nodes[i].received.len() > self.nodes[i].hist.len() {
+            let received = self.nodes[i].received.clone();
+            let view = self.changes[received[received.len() - 1]].0.clone();
+            tr!(self, "n{i} replays node_info up to version {} at its promotion", received.len());
+            self.set_view(i, view);
+            self.nodes[i].hist = received;
+        }
+        if self.rules.lease_entitlement {
+            // Persisted with the record before the promotion (rule 1).
+            self.persist(i, VoteRecord::elected_in(&name, term));
+        }
         let s = &mut self.nodes[i];
         s.master = true;
         s.master_term = term;
@@ -1693,6 +2590,7 @@ impl Sim {
         for row in s.view.iter_mut() {
             row.is_master = row.name == name;
         }
+        s.reg_master = s.view.iter().any(|r| r.name == name);
         let gen = s.gen;
         self.push(self.now, Ev::Tick { n: i, gen });
     }
@@ -1700,36 +2598,147 @@ impl Sim {
     // --- master mode --------------------------------------------------------------------------
 
     fn start_beat(&mut self, i: usize) {
+        let entitled = self.entitled(i);
         // The adapter's master heartbeats with its vote record's term (shared state `term`):
         // with `may_promote`, that is the term it won, for good (a master refuses every vote).
-        if self.rules.check_own_record && self.nodes[i].rec.term != self.nodes[i].master_term {
+        if entitled && self.rules.check_own_record && self.nodes[i].rec.term != self.nodes[i].master_term {
             let m = format!(
                 "master n{i} won term {} but its record says term {}",
                 self.nodes[i].master_term, self.nodes[i].rec.term
             );
             self.fail(m);
         }
+        if !entitled {
+            // (Promoted by hand: it votes like a standby, so its term moves.)
+            self.nodes[i].master_term = self.nodes[i].rec.term;
+        }
         let rid = self.next_rid();
         let start_l = self.local(i);
         let gen = self.nodes[i].gen;
         let term = self.nodes[i].master_term;
+        let mut pending = 0;
         for p in 0..self.n {
-            if p != i {
-                self.send(i, p, Body::Beat { gen, rid, term, lease: self.lease });
+            if p != i && self.in_view(i, p) {
+                self.send(i, p, Body::Beat { gen, rid, term, lease: self.lease, hb: entitled });
+                pending += 1;
             }
         }
+        // Two data nodes without witness cannot elect anyone else: the gate needs no lease
+        // there, once the other node has the current membership (rule 6).
+        let len = self.nodes[i].view.len();
+        let settled =
+            !self.rules.two_node_settled || self.nodes[i].known_to_all_v.is_some_and(|v| v >= self.version(i));
+        let can_fail_over = len >= 3 || (len == 2 && !settled);
+        let view = self.faults.membership.map(|_| self.nodes[i].view.clone());
+        let version = self.version(i);
         let s = &mut self.nodes[i];
         s.rid = rid;
-        s.round = Round::Beat { start_l, answers: vec![None; self.n], pending: self.n - 1 };
+        s.round = Round::Beat {
+            start_l,
+            answers: vec![None; self.n],
+            pending,
+            term,
+            entitled,
+            can_fail_over,
+            counted: 1,
+            conflict: false,
+            view,
+            version,
+        };
         let deadline = self.at_local(i, start_l + self.hb * 4 / 5);
         self.push(deadline, Ev::RoundEnd { n: i, gen, rid });
+        if let Some((target, race)) = self.nodes[i].step_down_armed.take() {
+            let t = self.now + self.rng2.range(0, 4_000);
+            self.push(t, Ev::StepDown { n: i, gen, target, race });
+        }
     }
 
-    fn end_beat(&mut self, i: usize, start_l: u64, answers: Vec<Option<PeerAnswer>>) {
+    /// The gate back to "lease" (`set_fence(FENCE_LEASE)`): never undoes a step_down (rule
+    /// 3), unless that rule is off.
+    fn fence_for_lease(&mut self, i: usize) {
+        let s = &mut self.nodes[i];
+        s.gate_open = false;
+        if s.stepped_down && !self.rules.sticky_step_down {
+            s.stepped_down = false;
+            tr!(self, "n{i}: a round in flight resets the gate after step_down");
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn end_beat(
+        &mut self,
+        i: usize,
+        start_l: u64,
+        answers: Vec<Option<PeerAnswer>>,
+        term: Term,
+        entitled: bool,
+        can_fail_over: bool,
+        conflict: bool,
+        (view, version): (Option<Vec<Node>>, u64),
+    ) {
         let list: Vec<(String, Option<PeerAnswer>)> =
             (0..self.n).filter(|&p| p != i).map(|p| (self.nodes[p].name.clone(), answers[p])).collect();
-        let s = &self.nodes[i];
-        let verdict = master_verdict(s.master_term, &s.view, &list);
+        let verdict = master_verdict(term, view.as_deref().unwrap_or(&self.nodes[i].view), &list);
+        if let Some(view) = &view {
+            self.note_membership(i, term, view, &list);
+        }
+        if !self.rules.per_answer_lease {
+            return self.end_beat_at_round_end(i, start_l, verdict);
+        }
+        match verdict {
+            MasterVerdict::OtherMaster { newer: true, .. } => {
+                tr!(self, "n{i} (term {term}) {verdict:?}: deposed");
+                self.nodes[i].deposed = true;
+                self.release(i);
+                return;
+            }
+            MasterVerdict::OtherMaster { .. } => {
+                tr!(self, "n{i} (term {term}) {verdict:?}: no lease while it is writable");
+                self.fence_for_lease(i);
+                self.nodes[i].lease_until = 0;
+            }
+            _ if !entitled => {
+                self.fence_for_lease(i);
+                self.nodes[i].lease_until = 0;
+            }
+            _ if !can_fail_over && version < self.nodes[i].open_needs => {
+                // A membership change since this round read node_info: no open gate from it.
+                self.fence_for_lease(i);
+                self.nodes[i].lease_until = 0;
+            }
+            _ if !can_fail_over => {
+                // (set_fence(FENCE_OPEN): a no-op once stepped down, rule 3)
+                let was = self.unfenced(i);
+                self.fence_for_lease(i);
+                self.nodes[i].gate_open = true;
+                if !was && self.unfenced(i) {
+                    tr!(self, "n{i} (term {term}): two data nodes, settled: the gate opens without a lease");
+                }
+            }
+            MasterVerdict::NoMajority { .. } => {
+                self.fence_for_lease(i);
+                if self.trace.is_some() && (self.unfenced(i) || self.nodes[i].lease_until > 0) {
+                    tr!(self, "n{i} (term {term}) {verdict:?}");
+                }
+            }
+            MasterVerdict::Renew { .. } => {
+                let was = self.unfenced(i);
+                self.fence_for_lease(i);
+                if !conflict {
+                    let s = &mut self.nodes[i];
+                    s.lease_until = s.lease_until.max(start_l + self.lease);
+                }
+                if !was && self.unfenced(i) {
+                    tr!(self, "n{i} (term {term}) lease renewed: unfenced");
+                }
+            }
+        }
+        self.schedule_next(i, start_l, self.hb);
+    }
+
+    /// The model as it was before rule 2 (`per_answer_lease` off): the lease is renewed only
+    /// at the end of the round.
+    fn end_beat_at_round_end(&mut self, i: usize, start_l: u64, verdict: MasterVerdict) {
         match verdict {
             MasterVerdict::Renew { .. } => {
                 let was = self.unfenced(i);
@@ -1754,6 +2763,18 @@ impl Sim {
         self.schedule_next(i, start_l, self.hb);
     }
 
+    /// Which membership versions the answers carried (master.rs `note_membership`): the
+    /// current version is acknowledged once a majority has it, settled once every node has it.
+    fn note_membership(&mut self, i: usize, term: Term, view: &[Node], list: &[(String, Option<PeerAnswer>)]) {
+        let v = self.version(i);
+        let me = self.nodes[i].name.clone();
+        if membership::acknowledged(v, view, &me, term, list) {
+            self.nodes[i].macked = self.nodes[i].macked.max(v);
+        }
+        if membership::known_to_all(v, view, &me, term, list) {
+            self.nodes[i].known_to_all_v = Some(v);
+        }
+    }
     // --- message delivery ---------------------------------------------------------------------
 
     /// A request reached the host of a server that is down: the connection is refused.
@@ -1856,10 +2877,11 @@ impl Sim {
                     return;
                 }
                 let my_term = self.nodes[to].rec.term;
-                if let Round::Poll { via, pending, elected, .. } = &mut self.nodes[to].round {
+                if let Round::Poll { via, pending, elected, writable_via, .. } = &mut self.nodes[to].round {
                     if me.just_elected(my_term) {
                         *elected = Some((from, me.term));
                     }
+                    *writable_via |= me.writable();
                     if let Some(e) = via.iter_mut().find(|e| e.0 == from && e.1 == Indirect::NoAnswer) {
                         e.1 = if reached { Indirect::Reached } else { Indirect::Unreached };
                         *pending -= 1;
@@ -1869,47 +2891,111 @@ impl Sim {
                     }
                 }
             }
-            Body::Beat { gen, rid, term, lease } => {
+            Body::Beat { gen, rid, term, lease, hb } => {
+                // Rule 4: term read, hold set and answer built in one step.
                 let p = to;
                 let local = self.local(p);
                 let s = &mut self.nodes[p];
-                if term >= s.rec.term {
+                if hb && term >= s.rec.term {
                     s.hold_until = s.hold_until.max(local + us(voter_hold(Duration::from_micros(lease))));
                 }
-                if !s.master && !s.witness && term >= s.known_term {
+                if hb && self.rules.note_terms {
+                    s.seen = s.seen.max(term);
+                }
+                if hb && !s.master && !s.witness && term >= s.known_term {
                     s.known = from;
                     s.known_term = term;
                 }
                 let ans = self.answer(p);
                 self.send(p, from, Body::BeatAns { gen, rid, ans });
             }
+            Body::Release { term } => {
+                // `_release`: a master that stepped down ends the holds its lease set.
+                let l = self.local(to);
+                let s = &mut self.nodes[to];
+                if term >= s.rec.term {
+                    s.hold_until = l;
+                }
+            }
             Body::BeatAns { gen, rid, ans } => {
                 if self.nodes[to].gen != gen || self.nodes[to].rid != rid {
                     return;
                 }
-                if let Round::Beat { answers, pending, .. } = &mut self.nodes[to].round {
+                let was = self.unfenced(to);
+                let per_answer = self.rules.per_answer_lease;
+                let (lease, now_l) = (self.lease, self.local(to));
+                let registered = self.nodes[to].view.len();
+                let s = &mut self.nodes[to];
+                let mut done = false;
+                let mut renewed = false;
+                if let Round::Beat {
+                    answers,
+                    pending,
+                    term,
+                    entitled,
+                    can_fail_over,
+                    counted,
+                    conflict,
+                    view,
+                    start_l,
+                    ..
+                } = &mut s.round
+                {
                     if answers[from].is_none() {
                         answers[from] = Some(ans);
                         *pending -= 1;
-                        if *pending == 0 {
-                            self.end_round(to);
+                        done = *pending == 0;
+                        if per_answer && *entitled {
+                            // master.rs `on_answer`, the moment the answer arrives.
+                            match lease_effect(*term, &ans) {
+                                LeaseEffect::EndsLease => {
+                                    *conflict = true;
+                                    s.lease_until = 0;
+                                }
+                                LeaseEffect::Counts => {
+                                    *counted += 1;
+                                    let registered = view.as_ref().map_or(registered, |v| v.len());
+                                    let lease_gate = !s.gate_open && !s.stepped_down && !s.deposed;
+                                    if *can_fail_over && !*conflict && lease_gate && is_majority(*counted, registered) {
+                                        s.lease_until = s.lease_until.max(*start_l + lease);
+                                        renewed = !was && now_l < s.lease_until;
+                                    }
+                                }
+                                LeaseEffect::Ignored => {}
+                            }
                         }
                     }
                 }
+                if renewed {
+                    tr!(
+                        self,
+                        "n{to} (term {}) lease renewed by a majority of answers: unfenced",
+                        self.nodes[to].master_term
+                    );
+                }
+                if done {
+                    self.end_round(to);
+                }
             }
-            Body::VoteReq { gen, rid, term, lsn } => {
+            Body::VoteReq { gen, rid, term, lsn, mv } => {
                 let v = to;
+                if self.rules.note_terms {
+                    self.nodes[v].seen = self.nodes[v].seen.max(term);
+                }
                 let req = VoteRequest {
                     term,
                     candidate: self.nodes[from].name.clone(),
                     candidate_lsn: lsn,
-                    candidate_membership: 0,
+                    candidate_membership: mv,
                 };
                 let hold_left = self.hold_left(v);
+                // A writable node that may not hold the lease votes like a standby (rule 1),
+                // its WAL counting as 0 (received_lsn() is NULL out of recovery).
+                let is_master = self.entitled(v);
+                let membership = self.vote_version(v);
                 let s = &self.nodes[v];
                 let my_lsn = if s.witness || s.master { 0 } else { s.lsn };
-                let view =
-                    VoterView { me: &s.name, nodes: &s.view, is_master: s.master, my_lsn, hold_left, membership: 0 };
+                let view = VoterView { me: &s.name, nodes: &s.view, is_master, my_lsn, hold_left, membership };
                 let (res, new) = decide_vote(&s.rec, &req, &view);
                 if self.trace.is_some() {
                     let what = match &res {
@@ -1931,19 +3017,23 @@ impl Sim {
                 self.send(v, from, body);
             }
             Body::Refused { gen, rid, what } => self.refused(to, from, gen, rid, what),
-            Body::PreVoteReq { gen, rid, term, lsn } => {
+            Body::PreVoteReq { gen, rid, term, lsn, mv } => {
                 let v = to;
+                if self.rules.note_terms {
+                    self.nodes[v].seen = self.nodes[v].seen.max(term);
+                }
                 let req = VoteRequest {
                     term,
                     candidate: self.nodes[from].name.clone(),
                     candidate_lsn: lsn,
-                    candidate_membership: 0,
+                    candidate_membership: mv,
                 };
                 let hold_left = self.hold_left(v);
+                let is_master = self.entitled(v);
+                let membership = self.vote_version(v);
                 let s = &self.nodes[v];
                 let my_lsn = if s.witness || s.master { 0 } else { s.lsn };
-                let view =
-                    VoterView { me: &s.name, nodes: &s.view, is_master: s.master, my_lsn, hold_left, membership: 0 };
+                let view = VoterView { me: &s.name, nodes: &s.view, is_master, my_lsn, hold_left, membership };
                 let (res, _) = decide_vote(&s.rec, &req, &view);
                 let body = Body::PreVoteAns { gen, rid, granted: res.is_ok(), term: s.rec.term };
                 self.send(v, from, body);
@@ -1952,7 +3042,7 @@ impl Sim {
                 if self.nodes[to].gen != gen || self.nodes[to].rid != rid {
                     return;
                 }
-                let n = self.n;
+                let n = self.nodes[to].view.len();
                 let s = &mut self.nodes[to];
                 s.seen = s.seen.max(term);
                 let mut done = false;
@@ -2003,8 +3093,16 @@ fn seed_of(base: u64, i: u64) -> u64 {
     r.next()
 }
 
-fn report_failure(test: &str, shape: Shape, seed: u64, rules: Rules, liveness: bool, out: &Outcome) -> String {
-    let (_, trace) = simulate(shape, seed, rules, true, liveness);
+fn report_failure(
+    test: &str,
+    shape: Shape,
+    faults: Faults,
+    seed: u64,
+    rules: Rules,
+    liveness: bool,
+    out: &Outcome,
+) -> String {
+    let (_, trace) = simulate(shape, faults, seed, rules, true, liveness);
     let trace = trace.unwrap_or_default();
     let all = std::env::var("PGK_SIM_TRACE").map(|v| v == "all").unwrap_or(false);
     let from = if all { 0 } else { trace.len().saturating_sub(120) };
@@ -2025,12 +3123,13 @@ fn report_failure(test: &str, shape: Shape, seed: u64, rules: Rules, liveness: b
 
 fn simulate(
     shape: Shape,
+    faults: Faults,
     seed: u64,
     rules: Rules,
     trace: bool,
     assert_liveness: bool,
 ) -> (Outcome, Option<Vec<String>>) {
-    let mut sim = Sim::new(shape, seed, rules, trace);
+    let mut sim = Sim::new(shape, seed, rules, faults, trace);
     sim.assert_liveness = assert_liveness;
     sim.run()
 }
@@ -2047,12 +3146,25 @@ fn run_many(test: &str, shape: Shape, base: u64, count: u64, rules: Rules) {
 
 /// `liveness`: assert liveness (else count its failures and check safety only).
 fn run_many_with(test: &str, shape: Shape, base: u64, count: u64, rules: Rules, liveness: bool) {
+    run_scenario(test, shape, Faults::default(), base, count, rules, liveness);
+}
+
+/// Runs `count` schedules of `shape` with the extra `faults`.
+fn run_scenario(
+    test: &str,
+    shape: Shape,
+    faults: Faults,
+    base: u64,
+    count: u64,
+    rules: Rules,
+    liveness: bool,
+) -> Stats {
     let started = Instant::now();
     let rules = rules_from_env(rules);
     if let Some(seed) = env_u64("PGK_SIM_SEED") {
-        let (out, trace) = simulate(shape, seed, rules, true, liveness);
+        let (out, trace) = simulate(shape, faults, seed, rules, true, liveness);
         if out.violation.is_some() {
-            panic!("{}", report_failure(test, shape, seed, rules, liveness, &out));
+            panic!("{}", report_failure(test, shape, faults, seed, rules, liveness, &out));
         }
         let trace = trace.unwrap_or_default();
         let all = std::env::var("PGK_SIM_TRACE").map(|v| v == "all").unwrap_or(false);
@@ -2061,7 +3173,7 @@ fn run_many_with(test: &str, shape: Shape, base: u64, count: u64, rules: Rules, 
         if let Some((category, s)) = &out.stats.stuck {
             println!("no master after the heal, none promised ({category}): {s}");
         }
-        return;
+        return out.stats;
     }
     let count = env_u64("PGK_SIM_SCHEDULES").unwrap_or(count);
     let keep_going = std::env::var("PGK_SIM_KEEP_GOING").is_ok();
@@ -2076,7 +3188,7 @@ fn run_many_with(test: &str, shape: Shape, base: u64, count: u64, rules: Rules, 
                     let mut i = t;
                     while i < count && (keep_going || !stop.load(std::sync::atomic::Ordering::Relaxed)) {
                         let seed = seed_of(base, i);
-                        let (out, _) = simulate(shape, seed, rules, false, liveness);
+                        let (out, _) = simulate(shape, faults, seed, rules, false, liveness);
                         if out.violation.is_some() {
                             stop.store(true, std::sync::atomic::Ordering::Relaxed);
                         }
@@ -2092,7 +3204,7 @@ fn run_many_with(test: &str, shape: Shape, base: u64, count: u64, rules: Rules, 
     results.sort_by_key(|r| r.0);
     if !keep_going {
         if let Some((_, seed, out)) = results.iter().find(|r| r.2.violation.is_some()) {
-            panic!("{}", report_failure(test, shape, *seed, rules, liveness, out));
+            panic!("{}", report_failure(test, shape, faults, *seed, rules, liveness, out));
         }
     }
     let mut totals = Stats::default();
@@ -2111,6 +3223,15 @@ fn run_many_with(test: &str, shape: Shape, base: u64, count: u64, rules: Rules, 
         totals.wins += out.stats.wins;
         totals.writes += out.stats.writes;
         totals.events += out.stats.events;
+        totals.acks += out.stats.acks;
+        totals.withheld += out.stats.withheld;
+        totals.hand_promotions += out.stats.hand_promotions;
+        totals.hand_votes += out.stats.hand_votes;
+        totals.hand_votes_healed += out.stats.hand_votes_healed;
+        totals.freezes += out.stats.freezes;
+        totals.switchovers += out.stats.switchovers;
+        totals.member_changes += out.stats.member_changes;
+        totals.member_refused += out.stats.member_refused;
         checked += out.stats.liveness_checked as u64;
         if let Some((category, s)) = out.stats.stuck {
             match stuck.iter_mut().find(|x| x.0 == category) {
@@ -2128,6 +3249,27 @@ fn run_many_with(test: &str, shape: Shape, base: u64, count: u64, rules: Rules, 
         totals.writes,
         stuck.iter().map(|x| x.1).sum::<u64>()
     );
+    if faults.commits
+        || faults.hand_promotions > 0
+        || faults.freezes
+        || faults.switchovers
+        || faults.membership.is_some()
+    {
+        println!(
+            "  {} commits acknowledged, {} withheld by the post-commit check; {} hand promotions, {} elections won \
+             with a hand-promoted node's vote ({} after the heal); {} freezes; {} switchovers; {} membership changes \
+             ({} refused: the previous one not acknowledged)",
+            totals.acks,
+            totals.withheld,
+            totals.hand_promotions,
+            totals.hand_votes,
+            totals.hand_votes_healed,
+            totals.freezes,
+            totals.switchovers,
+            totals.member_changes,
+            totals.member_refused
+        );
+    }
     if !unlive.is_empty() {
         println!(
             "  {} schedules broke liveness (not asserted here), e.g. seed {}: {}",
@@ -2147,6 +3289,7 @@ fn run_many_with(test: &str, shape: Shape, base: u64, count: u64, rules: Rules, 
         }
         panic!("{test}: {} of {count} schedules failed", failures.len());
     }
+    totals
 }
 
 #[test]
@@ -2207,7 +3350,7 @@ fn rules_as_first_written_are_unsafe() {
     let shape = Shape { data: 5, witnesses: 0 };
     for i in 0..200 {
         let seed = seed_of(0xBAD_0000, i);
-        let (out, _) = Sim::new(shape, seed, AS_FIRST_WRITTEN, false).run();
+        let (out, _) = Sim::new(shape, seed, AS_FIRST_WRITTEN, Faults::default(), false).run();
         if let Some(v) = out.violation.filter(|v| !is_liveness(v)) {
             println!(
                 "as first written, schedule {i} (seed {seed}) breaks safety: {v}\n  replay: PGK_SIM_RULES=as_first_written \
@@ -2217,4 +3360,256 @@ fn rules_as_first_written_are_unsafe() {
         }
     }
     panic!("no safety violation in 200 schedules under the rules as first written");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Rules 1 to 6: hand promotion, frozen masters with commits in flight, switchovers, membership
+// changes. Each schedule is the base schedule of its seed plus the faults below; each rule is
+// also shown necessary: without it the same schedules find two masters (or an acknowledgement
+// after a newer election) within a few hundred seeds.
+
+/// `rules` must break safety (not liveness) in one of `max` schedules that the rules as built
+/// pass: the schedules are strong enough to find what the rule left out prevents. `lease_only`:
+/// count only violations where no master had its gate open without a lease (the two-node and
+/// not-registered cases of the adapter, see `membership_changes_mid_partition`). `env`: its
+/// `PGK_SIM_RULES` for the replay of `replay_test` (which runs the same shape and faults).
+#[allow(clippy::too_many_arguments)]
+fn must_find_unsafe(
+    what: &str,
+    replay_test: &str,
+    env: &str,
+    shape: Shape,
+    faults: Faults,
+    base: u64,
+    max: u64,
+    rules: Rules,
+    lease_only: bool,
+) {
+    let started = Instant::now();
+    for i in 0..max {
+        let seed = seed_of(base, i);
+        let (out, _) = simulate(shape, faults, seed, rules, false, false);
+        if lease_only && out.open_gate {
+            continue;
+        }
+        if let Some(v) = out.violation.filter(|v| !is_liveness(v)) {
+            if simulate(shape, faults, seed, AS_BUILT, false, false).0.violation.is_some_and(|v| !is_liveness(&v)) {
+                continue; // unsafe as built too: not this rule's doing
+            }
+            println!(
+                "{what}: schedule {i} (seed {seed}, {:.1}s) breaks safety: {v}\n  replay: PGK_SIM_RULES={env} \
+                 PGK_SIM_SEED={seed} cargo test -p keeper-core --test simulation {replay_test} -- --nocapture",
+                started.elapsed().as_secs_f64()
+            );
+            return;
+        }
+    }
+    panic!("{what}: no safety violation in {max} schedules: the schedules lost the power to find it");
+}
+
+const HAND_PROMOTION: Faults = Faults { hand_promotions: 1, kill_master_at_heal: true, commits: true, ..NO_FAULTS };
+
+const NO_FAULTS: Faults = Faults {
+    hand_promotions: 0,
+    kill_master_at_heal: false,
+    freezes: false,
+    commits: false,
+    switchovers: false,
+    membership: None,
+    calm: false,
+};
+
+/// (a) A standby promoted by hand (no election) at a random time: it never holds the lease
+/// (no commit is ever acknowledged at two nodes at once), votes like a standby, and once the
+/// real master is gone for good (crashed at the heal) the remaining standby is elected, with
+/// the hand-promoted node's vote (liveness asserted; counted in the output).
+#[test]
+fn hand_promotion_three_nodes() {
+    let stats = run_scenario(
+        "hand_promotion_three_nodes",
+        Shape { data: 3, witnesses: 0 },
+        HAND_PROMOTION,
+        0xA_3000,
+        400,
+        AS_BUILT,
+        true,
+    );
+    if env_u64("PGK_SIM_SEED").is_none() {
+        assert!(stats.hand_votes_healed > 0, "no election after the heal was won with a hand-promoted node's vote");
+    }
+}
+
+#[test]
+fn hand_promotion_five_nodes() {
+    let faults = Faults { hand_promotions: 2, ..HAND_PROMOTION };
+    run_scenario("hand_promotion_five_nodes", Shape { data: 5, witnesses: 0 }, faults, 0xA_5000, 150, AS_BUILT, true);
+}
+
+/// Without rule 1 a hand-promoted standby heartbeats and takes a lease beside the real master.
+#[test]
+fn hand_promoted_node_with_a_lease_is_unsafe() {
+    must_find_unsafe(
+        "hand promotion without rule 1",
+        "hand_promotion_three_nodes",
+        "as_built,no_lease_entitlement",
+        Shape { data: 3, witnesses: 0 },
+        HAND_PROMOTION,
+        0xA_B000,
+        300,
+        Rules { lease_entitlement: false, ..AS_BUILT },
+        false,
+    );
+}
+
+const FROZEN_MASTER: Faults = Faults { freezes: true, commits: true, ..NO_FAULTS };
+
+/// (b) Commits pass the gate, the master freezes (0.02 to 15 s) with commits in flight, a
+/// standby may be elected meanwhile, the master thaws: with rule 5 no commit is acknowledged
+/// after the newer election, nor while another node accepts writes.
+#[test]
+fn frozen_master_with_commits_in_flight() {
+    run_scenario(
+        "frozen_master_with_commits_in_flight",
+        Shape { data: 3, witnesses: 0 },
+        FROZEN_MASTER,
+        0xB_3000,
+        400,
+        AS_BUILT,
+        true,
+    );
+}
+
+#[test]
+fn frozen_master_five_nodes() {
+    run_scenario(
+        "frozen_master_five_nodes",
+        Shape { data: 5, witnesses: 0 },
+        FROZEN_MASTER,
+        0xB_5000,
+        150,
+        AS_BUILT,
+        true,
+    );
+}
+
+/// Without rule 5 (acknowledged whenever durable) a thawed master acknowledges after the
+/// election of its successor.
+#[test]
+fn acknowledging_without_post_commit_check_is_unsafe() {
+    must_find_unsafe(
+        "acknowledgements without the post-commit check",
+        "frozen_master_with_commits_in_flight",
+        "as_built,no_post_commit_check",
+        Shape { data: 3, witnesses: 0 },
+        FROZEN_MASTER,
+        0xB_B000,
+        300,
+        Rules { post_commit_check: false, ..AS_BUILT },
+        false,
+    );
+}
+
+const SWITCHOVERS: Faults = Faults { switchovers: true, commits: true, calm: true, ..NO_FAULTS };
+
+/// (c) Planned switchovers at random instants (so mostly while a heartbeat round is in
+/// flight): step_down, the releases once a round saw the flag, then either the clean stop and
+/// the target standing (a quarter roll back: the old master restarts), or the target asked to
+/// stand while the old master still runs.
+#[test]
+fn switchover_racing_rounds_in_flight() {
+    run_scenario(
+        "switchover_racing_rounds_in_flight",
+        Shape { data: 3, witnesses: 0 },
+        SWITCHOVERS,
+        0xC_3000,
+        400,
+        AS_BUILT,
+        true,
+    );
+}
+
+/// Without rule 3 a round in flight at step_down reopens the gate, the master heartbeats again,
+/// and the target, its hold released, is elected beside it.
+#[test]
+fn step_down_reopened_by_a_round_in_flight_is_unsafe() {
+    must_find_unsafe(
+        "step_down without rule 3",
+        "switchover_racing_rounds_in_flight",
+        "as_built,no_sticky_step_down",
+        Shape { data: 3, witnesses: 0 },
+        SWITCHOVERS,
+        0xC_B000,
+        300,
+        Rules { sticky_step_down: false, ..AS_BUILT },
+        false,
+    );
+}
+
+const MEMBERSHIP: Faults = Faults { membership: Some(3), commits: true, freezes: true, ..NO_FAULTS };
+
+/// (d) add_node / del_node on the master (often two in a row), between 2 and 5 members out of
+/// 5 data nodes, with per-node replay lags and pauses of node_info, over the base schedule's
+/// partitions and crashes. Safety only (what the rules promise for liveness after a heal is
+/// not computed for changing memberships).
+#[test]
+fn membership_changes_mid_partition() {
+    run_scenario(
+        "membership_changes_mid_partition",
+        Shape { data: 5, witnesses: 0 },
+        MEMBERSHIP,
+        0xD_5000,
+        400,
+        AS_BUILT,
+        false,
+    );
+}
+
+/// Without the version check in votes, a candidate that lags two changes behind counts over a
+/// membership whose majorities need not meet the master's.
+#[test]
+fn membership_without_version_check_is_unsafe() {
+    must_find_unsafe(
+        "membership changes without the version check in votes",
+        "membership_changes_mid_partition",
+        "as_built,no_membership_check",
+        Shape { data: 5, witnesses: 0 },
+        MEMBERSHIP,
+        0xD_B000,
+        600,
+        Rules { membership_check: false, ..AS_BUILT },
+        true,
+    );
+}
+
+/// Without one change at a time, two changes in a row leave memberships two changes apart.
+#[test]
+fn membership_changes_without_waiting_are_unsafe() {
+    must_find_unsafe(
+        "membership changes without waiting for the previous one",
+        "membership_changes_mid_partition",
+        "as_built,no_one_change_at_a_time",
+        Shape { data: 5, witnesses: 0 },
+        MEMBERSHIP,
+        0xD_C000,
+        600,
+        Rules { one_change_at_a_time: false, ..AS_BUILT },
+        true,
+    );
+}
+
+/// Without `known_to_all`, a master left with one other node opens its gate without a lease
+/// while a deleted node and a lagging standby still count over three.
+#[test]
+fn two_nodes_without_lease_before_settled_is_unsafe() {
+    must_find_unsafe(
+        "two nodes without the lease before the other has the version",
+        "membership_changes_mid_partition",
+        "as_built,no_two_node_settled",
+        Shape { data: 5, witnesses: 0 },
+        MEMBERSHIP,
+        0xD_D000,
+        400,
+        Rules { two_node_settled: false, ..AS_BUILT },
+        false,
+    );
 }

@@ -1,7 +1,6 @@
 //! What the worker does to its own server: promote it, change a setting with ALTER SYSTEM,
 //! reload the configuration, run after_command. Each is logged by the caller.
 
-use pgrx::bgworkers::BackgroundWorker;
 use pgrx::prelude::*;
 use std::ffi::CString;
 use std::process::{Child, Command};
@@ -9,7 +8,7 @@ use std::process::{Child, Command};
 /// `pg_promote(wait => true)`: returns once this server accepts writes (or after 60 s).
 /// Runs through the read-only SPI path, which works during recovery.
 pub fn promote() -> Result<bool, String> {
-    BackgroundWorker::transaction(|| {
+    crate::tx::transaction(|| {
         Spi::connect(|c| c.select("SELECT pg_catalog.pg_promote(true, 60)", None, &[])?.first().get_one::<bool>())
     })
     .map(|v| v.unwrap_or(false))
@@ -26,7 +25,7 @@ pub fn alter_system(name: &str, value: Option<&str>) -> Result<(), String> {
         Some(v) => Some(CString::new(v).map_err(|e| e.to_string())?),
         None => None,
     };
-    BackgroundWorker::transaction(|| unsafe {
+    crate::tx::transaction(|| unsafe {
         let set = pg_sys::palloc0(std::mem::size_of::<pg_sys::VariableSetStmt>()) as *mut pg_sys::VariableSetStmt;
         (*set).type_ = pg_sys::NodeTag::T_VariableSetStmt;
         (*set).name = pg_sys::pstrdup(name_c.as_ptr());
@@ -46,8 +45,9 @@ pub fn alter_system(name: &str, value: Option<&str>) -> Result<(), String> {
         (*stmt).type_ = pg_sys::NodeTag::T_AlterSystemStmt;
         (*stmt).setstmt = set;
         pg_sys::AlterSystemSetConfigFile(stmt);
-    });
-    Ok(())
+        Ok::<(), String>(())
+    })
+    .map_err(|e| e.to_string())
 }
 
 #[cfg(any(feature = "pg13", feature = "pg14"))]

@@ -92,6 +92,11 @@ fn change_registry(
                 );
             }
         }
+        if membership::changes_membership(&registry.nodes, &new) {
+            // A gate open without a lease (two data nodes) must not outlive a change that
+            // may let a third node vote: it closes as this transaction commits.
+            crate::fence::membership_change_commits(registry.membership + 1);
+        }
         let _guard = registry_sql::WriteGuard::open();
         registry_sql::apply(client, &diff(&registry.nodes, &new))
             .and_then(|()| match membership::changes_membership(&registry.nodes, &new) {

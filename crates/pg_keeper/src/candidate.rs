@@ -14,7 +14,6 @@ use keeper_core::election::{
     early_count_after, may_promote, next_term, tally, Refusal, Tally, VoteRecord, VoteReply, VoteRequest,
 };
 use keeper_core::{lsn, Node};
-use pgrx::bgworkers::BackgroundWorker;
 use pgrx::prelude::*;
 use std::time::{Duration, Instant};
 
@@ -44,7 +43,7 @@ impl Worker {
             self.retry_at = Some(Instant::now() + Duration::from_millis(hold_left as u64 + 50));
             return format!("master unreachable, {failed_rounds} rounds; waiting {hold_left} ms for its lease to end");
         }
-        let my_lsn = match BackgroundWorker::transaction(received_lsn) {
+        let my_lsn = match crate::tx::transaction(received_lsn) {
             Ok(Some(l)) => l,
             Ok(None) => return "not standing: not in recovery".into(),
             Err(e) => return format!("not standing: cannot read the WAL position: {e}"),
@@ -62,7 +61,7 @@ impl Worker {
                 candidate_lsn: my_lsn,
                 candidate_membership: self.membership,
             };
-            match BackgroundWorker::transaction(|| answer_vote(me, &req, dry)) {
+            match crate::tx::transaction(|| answer_vote(me, &req, dry)) {
                 Ok((Ok(()), _, _)) => {}
                 Ok((Err(r), t, _)) => {
                     shared::note_term(t);

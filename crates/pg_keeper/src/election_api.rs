@@ -30,6 +30,20 @@ fn cluster_node_or_fail() -> String {
     me
 }
 
+/// For the node-to-node functions: no lock wait in this transaction outlasts a fraction of
+/// the caller's round (`keeper_core::timing::lock_timeout`), e.g. while this standby replays
+/// an AccessExclusiveLock on node_info. Read-only SPI: works on a hot standby.
+pub fn bound_lock_waits() {
+    let k = Duration::from_secs_f64(gucs::KEEPALIVE_TIME.get().max(gucs::MIN_KEEPALIVE_TIME));
+    let ms = keeper_core::timing::lock_timeout(k).as_millis() as i64;
+    let set = Spi::connect(|c| {
+        c.select("SELECT set_config('lock_timeout', $1, true)", None, &[format!("{ms}ms").into()]).map(|_| ())
+    });
+    if let Err(e) = set {
+        fail(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, format!("pg_keeper: cannot set lock_timeout: {e}"), None);
+    }
+}
+
 fn in_recovery() -> bool {
     unsafe { pg_sys::RecoveryInProgress() }
 }
@@ -112,6 +126,7 @@ fn _poll(
         name!(membership, i64),
     ),
 > {
+    bound_lock_waits();
     let heartbeat = match (from_node, term, lease_ms) {
         (Some(_), Some(t), Some(ms)) => {
             if !(1..=3_600_000).contains(&ms) || t < 0 {
@@ -127,7 +142,7 @@ fn _poll(
     };
     let recovery = in_recovery();
     let witness = gucs::WITNESS.get();
-    let (my_term, gate, elected) = match gucs::node_name() {
+    let (my_term, gate, elected, membership) = match gucs::node_name() {
         Some(me) if shared::available() => votes::with_record(&me, |rec, st| {
             if let Some((t, lease)) = heartbeat {
                 st.seen_term = st.seen_term.max(t);
@@ -138,16 +153,14 @@ fn _poll(
                     st.hold_until = st.hold_until.max(until);
                 }
             }
-            let answer = (rec.term, shared::gate_locked(st), may_hold_lease(rec, st.registered_master));
+            let answer = (rec.term, shared::gate_locked(st), may_hold_lease(rec, st.registered_master), st.membership);
             (answer, rec.clone())
         })
         .unwrap_or_else(|e| fail(PgSqlErrorCode::ERRCODE_DATA_CORRUPTED, format!("pg_keeper vote record: {e}"), None)),
-        _ => (0, shared::Gate::Open, false),
+        _ => (0, shared::Gate::Open, false, 0),
     };
     let fenced = !recovery && !witness && gate != shared::Gate::Open;
     let deposed = !recovery && matches!(gate, shared::Gate::Deposed { .. } | shared::Gate::SteppedDown);
-    // (0 without the extension's tables here: a standby that has not replayed them yet)
-    let membership = Spi::connect(registry_sql::read_registry).ok().flatten().map(|r| r.membership).unwrap_or(0);
     TableIterator::once((
         recovery,
         fenced,
@@ -197,6 +210,7 @@ fn request_vote(
         ),
         None => fail(PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED, "candidate_membership must not be NULL", None),
     };
+    bound_lock_waits();
     let req = VoteRequest {
         term: term as u64,
         candidate: candidate.to_string(),
@@ -334,6 +348,7 @@ fn _witness_sync(
             is_witness: witnesses[i],
         })
         .collect();
+    bound_lock_waits();
     Spi::connect_mut(|c| {
         c.update("LOCK TABLE pgkeeper.node_info IN SHARE ROW EXCLUSIVE MODE", None, &[])?;
         let old = registry_sql::read_nodes(c)?.unwrap_or_default();

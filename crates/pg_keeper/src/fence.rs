@@ -43,7 +43,7 @@ use crate::{gucs, shared};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 use std::ffi::c_void;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 pub fn register() {
     unsafe {
@@ -63,6 +63,37 @@ fn guarded_process() -> bool {
 /// This transaction passed the gate before writing its commit (or COMMIT/ROLLBACK PREPARED):
 /// the gate is read again once the commit is durable.
 static PASSED_GATE: AtomicBool = AtomicBool::new(false);
+
+/// This transaction changes the membership to this version (0: it does not). See
+/// [`membership_change_commits`].
+static MEMBERSHIP_CHANGE: AtomicU64 = AtomicU64::new(0);
+/// `open_needs_version` before this transaction raised it, to put back if it aborts after
+/// its PRE_COMMIT (u64::MAX: not raised). The node_info lock serializes such transactions.
+static OPEN_NEEDS_BEFORE: AtomicU64 = AtomicU64::new(u64::MAX);
+
+/// add_node / del_node: this transaction makes membership version `version`. At its
+/// PRE_COMMIT, atomically with passing the gate: a gate open without a lease (two data nodes)
+/// closes, and only a round that read `version` may open it again; the commit itself passes
+/// as it would have a moment before, and its acknowledgement waits for a lease like any other.
+pub fn membership_change_commits(version: u64) {
+    MEMBERSHIP_CHANGE.store(version, Ordering::Relaxed);
+}
+
+/// At PRE_COMMIT of a membership change: true when it found the gate open (and closed it).
+fn close_open_gate(version: u64) -> bool {
+    if !shared::available() {
+        return false;
+    }
+    let mut st = shared::STATE.exclusive();
+    OPEN_NEEDS_BEFORE.store(st.open_needs_version, Ordering::Relaxed);
+    st.open_needs_version = st.open_needs_version.max(version);
+    let open = shared::gate_locked(&mut st) == shared::Gate::Open && st.fence == shared::FENCE_OPEN;
+    if open {
+        st.fence_for_lease("a membership change is being made");
+        st.lease_until = 0;
+    }
+    open
+}
 
 /// Set in the pg_keeper worker's process: its own writes (node_info) are not gated.
 pub static IN_KEEPER_WORKER: AtomicBool = AtomicBool::new(false);
@@ -138,17 +169,30 @@ unsafe extern "C-unwind" fn on_xact(event: pg_sys::XactEvent::Type, _arg: *mut c
     match event {
         XACT_EVENT_PRE_COMMIT | XACT_EVENT_PRE_PREPARE => {
             let wrote = unsafe { pg_sys::GetTopTransactionIdIfAny() } != pg_sys::InvalidTransactionId;
+            let change = MEMBERSHIP_CHANGE.load(Ordering::Relaxed);
             if wrote && guarded_process() {
-                wait_at_gate();
+                if change == 0 || !close_open_gate(change) {
+                    wait_at_gate();
+                }
                 PASSED_GATE.store(true, Ordering::Relaxed);
             }
         }
         XACT_EVENT_COMMIT | XACT_EVENT_PREPARE => {
+            MEMBERSHIP_CHANGE.store(0, Ordering::Relaxed);
+            OPEN_NEEDS_BEFORE.store(u64::MAX, Ordering::Relaxed);
             if PASSED_GATE.swap(false, Ordering::Relaxed) && !lease_after_commit() {
                 withhold_acknowledgement();
             }
         }
-        XACT_EVENT_ABORT | XACT_EVENT_PARALLEL_ABORT => PASSED_GATE.store(false, Ordering::Relaxed),
+        XACT_EVENT_ABORT | XACT_EVENT_PARALLEL_ABORT => {
+            PASSED_GATE.store(false, Ordering::Relaxed);
+            // A change that did not commit: the version it announced will not come.
+            MEMBERSHIP_CHANGE.store(0, Ordering::Relaxed);
+            let before = OPEN_NEEDS_BEFORE.swap(u64::MAX, Ordering::Relaxed);
+            if before != u64::MAX && shared::available() {
+                shared::STATE.exclusive().open_needs_version = before;
+            }
+        }
         _ => {}
     }
 }

@@ -20,6 +20,7 @@ mod schema;
 mod shared;
 mod standby;
 mod sync_state;
+mod tx;
 mod votes;
 mod worker;
 

@@ -15,7 +15,6 @@ use keeper_core::failover::is_majority;
 use keeper_core::membership;
 use keeper_core::registry::{diff, master_view};
 use keeper_core::{Node, SyncConfig};
-use pgrx::bgworkers::BackgroundWorker;
 use pgrx::prelude::*;
 use std::time::Duration;
 
@@ -119,7 +118,7 @@ impl Worker {
         // (can_fail_over false: without the lease a cluster of this size could elect nobody
         // else, so the gate stays open.)
         let verdict = master_verdict(term, nodes, &answers);
-        self.note_membership(me, nodes, &answers);
+        self.note_membership(me, term, nodes, &answers);
         let connected = peer_results.iter().filter(|p| p.ok).count();
         let state = match &verdict {
             MasterVerdict::OtherMaster { name, term: t, newer: true } => {
@@ -167,8 +166,13 @@ impl Worker {
                 let renew = matches!(verdict, MasterVerdict::Renew { .. });
                 {
                     let mut st = shared::STATE.exclusive();
-                    if !can_fail_over {
+                    if !can_fail_over && self.membership >= st.open_needs_version {
                         st.set_fence(shared::FENCE_OPEN);
+                    } else if !can_fail_over {
+                        // A membership change made since this round read node_info: the next
+                        // round, which reads it, decides.
+                        st.fence_for_lease("a membership change is being made");
+                        st.lease_until = 0;
                     } else if let MasterVerdict::NoMajority { reached, registered } = verdict {
                         st.fence_for_lease(&format!(
                             "it has not heard from a majority of the cluster: {reached} of {registered} registered nodes answered"
@@ -227,15 +231,13 @@ impl Worker {
     /// Which membership versions the heartbeat answers carried: the current change is
     /// acknowledged once a majority has it (add_node / del_node wait for that before the next
     /// change), and settled once every node has it.
-    fn note_membership(&mut self, me: &str, nodes: &[Node], answers: &[(String, Option<PeerAnswer>)]) {
-        let reported: Vec<(String, u64)> =
-            answers.iter().filter_map(|(n, a)| a.map(|a| (n.clone(), a.membership))).collect();
+    fn note_membership(&mut self, me: &str, term: u64, nodes: &[Node], answers: &[(String, Option<PeerAnswer>)]) {
         let v = self.membership;
-        if membership::acknowledged(v, nodes, me, &reported) {
+        if membership::acknowledged(v, nodes, me, term, answers) {
             let mut st = shared::STATE.exclusive();
             st.membership_acked = st.membership_acked.max(v);
         }
-        if membership::known_to_all(v, nodes, me, &reported) {
+        if membership::known_to_all(v, nodes, me, term, answers) {
             self.membership_known_to_all = Some(v);
         }
     }
@@ -285,7 +287,7 @@ impl Worker {
         if changes.is_empty() {
             return;
         }
-        let written = BackgroundWorker::transaction(|| {
+        let written = crate::tx::transaction(|| {
             Spi::connect_mut(|c| {
                 // Metadata only: never let the worker wait on synchronous replication (a
                 // worker stuck in a commit could not fix the very thing it waits for).

@@ -50,6 +50,15 @@ pub struct KeeperState {
     /// Master mode: the newest membership version a majority of the nodes has reported
     /// (add_node / del_node make the next change only once the current one is here).
     pub membership_acked: u64,
+    /// Master mode opens the gate without a lease (two data nodes, no witness) only from a
+    /// round that read at least this membership version: add_node / del_node raise it before
+    /// their commit and close such a gate, so a round in flight with the old node_info cannot
+    /// reopen it.
+    pub open_needs_version: u64,
+    /// The membership version of the node_info the worker counts over (its last read), for
+    /// `_poll`'s answer: no table read there, so a lock on node_info cannot make this node
+    /// look dead.
+    pub membership: u64,
     /// node_info names this node as the master (the worker's last read): with term 0, the
     /// cluster's first master, which may hold a lease without an election.
     pub registered_master: bool,
@@ -108,6 +117,8 @@ impl Default for KeeperState {
             voted_for: [0; NAME_LEN],
             elected: false,
             membership_acked: 0,
+            open_needs_version: 0,
+            membership: 0,
             registered_master: false,
             // Decided at the first commit (or worker round): a cluster member starts fenced,
             // it must hear from a majority before it takes writes (it may be an old master

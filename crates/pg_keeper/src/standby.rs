@@ -10,7 +10,6 @@ use keeper_core::failover::{follow, Decision, FailoverConfig, Follow, Hold};
 use keeper_core::lsn;
 use keeper_core::polling::{Indirect, RoundObservation};
 use keeper_core::{Node, SyncConfig};
-use pgrx::bgworkers::BackgroundWorker;
 use pgrx::prelude::*;
 use std::time::Duration;
 
@@ -290,7 +289,7 @@ impl Worker {
         let deadline = self.probe_deadline();
         let fork = probe::config(&node.conninfo, None).map(|cfg| self.rt.block_on(probe::fork_point(cfg, deadline)));
         // This standby's WAL position and timeline (the one it receives, else its checkpoint's).
-        let mine = BackgroundWorker::transaction(|| {
+        let mine = crate::tx::transaction(|| {
             Spi::connect(|c| {
                 let row = c
                     .select(

@@ -7,7 +7,6 @@ use crate::worker::{now_ms, Worker};
 use crate::{actions, shared};
 use keeper_core::sync_guard::{SyncAction, SyncGuard};
 use keeper_core::SyncConfig;
-use pgrx::bgworkers::BackgroundWorker;
 use pgrx::prelude::*;
 use std::io::Write;
 use std::path::PathBuf;
@@ -86,8 +85,8 @@ pub(crate) struct Observation {
     pub streaming: Vec<String>,
 }
 
-pub(crate) fn observe() -> Result<Observation, pgrx::spi::Error> {
-    BackgroundWorker::transaction(|| {
+pub(crate) fn observe() -> Result<Observation, String> {
+    crate::tx::transaction(|| {
         Spi::connect(|c| {
             let file_value = c
                 .select(
@@ -109,9 +108,10 @@ pub(crate) fn observe() -> Result<Observation, pgrx::spi::Error> {
             )? {
                 streaming.push(row.get::<String>(1)?.unwrap_or_default());
             }
-            Ok(Observation { file_value, streaming })
+            Ok::<_, pgrx::spi::Error>(Observation { file_value, streaming })
         })
     })
+    .map_err(|e| e.to_string())
 }
 
 /// ALTER SYSTEM, then reload: the postmaster and every backend re-read the files, and this

@@ -100,6 +100,8 @@ pub(crate) struct Worker {
     member_recorded: bool,
     /// The membership version of the node_info read this round (the same snapshot).
     pub(crate) membership: keeper_core::membership::Version,
+    /// The last node_info read, for a round in which node_info is locked.
+    registry: Option<registry_sql::Registry>,
     /// Master mode: the newest membership version every node has reported (a two-node
     /// cluster runs without the lease only at the current one).
     pub(crate) membership_known_to_all: Option<keeper_core::membership::Version>,
@@ -133,6 +135,7 @@ impl Worker {
             stand_not_before: None,
             member_recorded: false,
             membership: 0,
+            registry: None,
             membership_known_to_all: None,
         }
     }
@@ -201,7 +204,7 @@ impl Worker {
     /// Settings with the seed's aliases resolved; whether the documented names were set
     /// explicitly comes from pg_settings.source.
     fn load_settings(&mut self) {
-        let explicit = BackgroundWorker::transaction(|| {
+        let explicit = crate::tx::transaction(|| {
             Spi::connect(|c| {
                 let mut time = false;
                 let mut count = false;
@@ -225,6 +228,17 @@ impl Worker {
         })
         .unwrap_or((true, true));
         let (settings, warnings) = gucs::current(explicit.0, explicit.1);
+        // No lock wait of the worker's own statements outlasts a fraction of a round.
+        let lock_ms = keeper_core::timing::lock_timeout(settings.keepalive_time).as_millis() as i64;
+        let set = crate::tx::transaction(|| {
+            Spi::connect(|c| {
+                c.select("SELECT set_config('lock_timeout', $1, false)", None, &[format!("{lock_ms}ms").into()])
+                    .map(|_| ())
+            })
+        });
+        if let Err(e) = set {
+            warning!("pg_keeper: cannot set lock_timeout: {e}");
+        }
         for w in warnings {
             warning!("pg_keeper: {w}");
         }
@@ -301,9 +315,22 @@ impl Worker {
             Mode::Master
         };
         self.set_mode(mode);
-        let nodes = match BackgroundWorker::transaction(|| Spi::connect(registry_sql::read_registry)) {
+        let read = crate::tx::transaction(|| Spi::connect(registry_sql::read_registry));
+        let read = match (read, self.registry.clone()) {
+            // A lock on node_info (ACCESS EXCLUSIVE on the master, or replayed here): go on with
+            // the last copy. No change can commit while that lock is held, so it is at most the
+            // one change behind that any node may be (keeper_core::membership).
+            (Err(e), Some(last)) if e.is_lock_timeout() => {
+                self.notice_once(format!("pg_keeper: node_info is locked ({e}); using the last copy read"));
+                Ok(Some(last))
+            }
+            (r, _) => r,
+        };
+        let nodes = match read {
             Ok(Some(r)) => {
                 self.membership = r.membership;
+                shared::STATE.exclusive().membership = r.membership;
+                self.registry = Some(r.clone());
                 r.nodes
             }
             Ok(None) => {
@@ -319,8 +346,18 @@ impl Worker {
         shared::STATE.exclusive().registered_master = nodes.iter().any(|n| n.name == me && n.is_master);
         if !nodes.iter().any(|n| n.name == me) {
             // Not (yet) part of a cluster: nothing to fence. Registration happens on the
-            // first node before any standby exists.
-            shared::STATE.exclusive().set_fence(shared::FENCE_OPEN);
+            // first node before any standby exists. But a node that was a member (its vote
+            // record exists) and is missing now was deleted: written to while deleted (a
+            // standby elected on a stale node_info that then replayed its own deletion, or
+            // promoted by hand), it could take commits beside the real master: fenced.
+            let mut st = shared::STATE.exclusive();
+            if crate::votes::exists(&me) {
+                st.fence_for_lease("this node is not in its node_info (deleted with del_node?)");
+                st.lease_until = 0;
+            } else {
+                st.set_fence(shared::FENCE_OPEN);
+            }
+            drop(st);
             self.publish(mode, &format!("not registered ({} nodes in node_info)", nodes.len()), &[]);
             return;
         }
