@@ -2775,6 +2775,36 @@ impl Sim {
             self.nodes[i].known_to_all_v = Some(v);
         }
     }
+    /// Voter v's answer to `from`'s (pre-)vote request, by `decide_vote` as the adapter asks
+    /// it (`election_api::answer_vote`), and the record it would persist.
+    fn decide(
+        &mut self,
+        v: usize,
+        from: usize,
+        term: Term,
+        lsn: u64,
+        mv: u64,
+    ) -> (Result<(), keeper_core::election::Refusal>, VoteRecord) {
+        if self.rules.note_terms {
+            self.nodes[v].seen = self.nodes[v].seen.max(term);
+        }
+        let req = VoteRequest {
+            term,
+            candidate: self.nodes[from].name.clone(),
+            candidate_lsn: lsn,
+            candidate_membership: mv,
+        };
+        let hold_left = self.hold_left(v);
+        // A writable node that may not hold the lease votes like a standby (rule 1), its WAL
+        // counting as 0 (received_lsn() is NULL out of recovery).
+        let is_master = self.entitled(v);
+        let membership = self.vote_version(v);
+        let s = &self.nodes[v];
+        let my_lsn = if s.witness || s.master { 0 } else { s.lsn };
+        let view = VoterView { me: &s.name, nodes: &s.view, is_master, my_lsn, hold_left, membership };
+        decide_vote(&s.rec, &req, &view)
+    }
+
     // --- message delivery ---------------------------------------------------------------------
 
     /// A request reached the host of a server that is down: the connection is refused.
@@ -2979,24 +3009,7 @@ impl Sim {
             }
             Body::VoteReq { gen, rid, term, lsn, mv } => {
                 let v = to;
-                if self.rules.note_terms {
-                    self.nodes[v].seen = self.nodes[v].seen.max(term);
-                }
-                let req = VoteRequest {
-                    term,
-                    candidate: self.nodes[from].name.clone(),
-                    candidate_lsn: lsn,
-                    candidate_membership: mv,
-                };
-                let hold_left = self.hold_left(v);
-                // A writable node that may not hold the lease votes like a standby (rule 1),
-                // its WAL counting as 0 (received_lsn() is NULL out of recovery).
-                let is_master = self.entitled(v);
-                let membership = self.vote_version(v);
-                let s = &self.nodes[v];
-                let my_lsn = if s.witness || s.master { 0 } else { s.lsn };
-                let view = VoterView { me: &s.name, nodes: &s.view, is_master, my_lsn, hold_left, membership };
-                let (res, new) = decide_vote(&s.rec, &req, &view);
+                let (res, new) = self.decide(v, from, term, lsn, mv);
                 if self.trace.is_some() {
                     let what = match &res {
                         Ok(()) => "grants".to_string(),
@@ -3019,23 +3032,8 @@ impl Sim {
             Body::Refused { gen, rid, what } => self.refused(to, from, gen, rid, what),
             Body::PreVoteReq { gen, rid, term, lsn, mv } => {
                 let v = to;
-                if self.rules.note_terms {
-                    self.nodes[v].seen = self.nodes[v].seen.max(term);
-                }
-                let req = VoteRequest {
-                    term,
-                    candidate: self.nodes[from].name.clone(),
-                    candidate_lsn: lsn,
-                    candidate_membership: mv,
-                };
-                let hold_left = self.hold_left(v);
-                let is_master = self.entitled(v);
-                let membership = self.vote_version(v);
-                let s = &self.nodes[v];
-                let my_lsn = if s.witness || s.master { 0 } else { s.lsn };
-                let view = VoterView { me: &s.name, nodes: &s.view, is_master, my_lsn, hold_left, membership };
-                let (res, _) = decide_vote(&s.rec, &req, &view);
-                let body = Body::PreVoteAns { gen, rid, granted: res.is_ok(), term: s.rec.term };
+                let (res, _) = self.decide(v, from, term, lsn, mv);
+                let body = Body::PreVoteAns { gen, rid, granted: res.is_ok(), term: self.nodes[v].rec.term };
                 self.send(v, from, body);
             }
             Body::PreVoteAns { gen, rid, granted, term } => {
