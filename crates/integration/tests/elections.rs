@@ -44,7 +44,11 @@ fn request_vote_refuses_bad_input_and_live_masters() {
     let cluster = keeper_cluster("el-api", 2, None, &[KT]);
     let (n1, n3) = (cluster.node("node1"), cluster.node("node3"));
     wait_title(cluster.node("node2"), "standby (connected to node1)").unwrap();
+    // node3 hears the master's heartbeats (its vote is held) and its worker has written its
+    // record (at its first round as a registered node).
+    wait_title(n3, "standby (connected to node1)").unwrap();
     let vote_file = n3.data_dir().join("pg_keeper.node3.vote");
+    wait_until(PATIENCE, || vote_file.exists()).expect("node3's worker writes its vote record");
     let before = std::fs::read_to_string(&vote_file).ok();
     let sql = "SELECT granted, term, reason FROM pgkeeper.request_vote($1, $2, $3)";
     let bad: [(Option<&str>, Option<i64>, Option<&str>, &str); 6] = [

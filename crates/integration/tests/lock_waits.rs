@@ -88,8 +88,10 @@ fn a_replayed_lock_on_node_info_stalls_neither_the_worker_nor_its_shutdown() {
     // node1's worker reads the same lock on its own node_info: it goes on with its last copy,
     // keeps its lease, and nobody fails over.
     std::thread::sleep(Duration::from_secs(5));
-    assert_eq!(commit_gate(m), "open", "node1 keeps its lease while node_info is locked");
-    assert_eq!(writable(&cluster), vec!["node1".to_string()], "no failover");
+    let logs = || format!("--- node1 ---\n{}\n--- node2 ---\n{}", m.log_tail(30), s2.log_tail(30));
+    wait_until(PATIENCE, || commit_gate(m) == "open")
+        .unwrap_or_else(|_| panic!("node1 holds no lease while node_info is locked: {}\n{}", commit_gate(m), logs()));
+    assert_eq!(writable(&cluster), vec!["node1".to_string()], "no failover\n{}", logs());
     let t = Instant::now();
     s2.stop().expect("fast shutdown of node2");
     let stopped = Instant::now();

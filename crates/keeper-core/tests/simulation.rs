@@ -2702,9 +2702,9 @@ impl Sim {
                 self.nodes[i].lease_until = 0;
             }
             _ if !can_fail_over && version < self.nodes[i].open_needs => {
-                // A membership change since this round read node_info: no open gate from it.
+                // A membership change since this round read node_info: no open gate from it
+                // (a lease a majority granted stays).
                 self.fence_for_lease(i);
-                self.nodes[i].lease_until = 0;
             }
             _ if !can_fail_over => {
                 // (set_fence(FENCE_OPEN): a no-op once stepped down, rule 3)

@@ -169,10 +169,10 @@ impl Worker {
                     if !can_fail_over && self.membership >= st.open_needs_version {
                         st.set_fence(shared::FENCE_OPEN);
                     } else if !can_fail_over {
-                        // A membership change made since this round read node_info: the next
-                        // round, which reads it, decides.
+                        // A membership change made since this round read node_info: not open
+                        // without a lease; the next round, which reads it, decides. (A lease a
+                        // majority granted stays: it is covered by their holds.)
                         st.fence_for_lease("a membership change is being made");
-                        st.lease_until = 0;
                     } else if let MasterVerdict::NoMajority { reached, registered } = verdict {
                         st.fence_for_lease(&format!(
                             "it has not heard from a majority of the cluster: {reached} of {registered} registered nodes answered"

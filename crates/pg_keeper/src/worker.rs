@@ -315,7 +315,13 @@ impl Worker {
             Mode::Master
         };
         self.set_mode(mode);
-        let read = crate::tx::transaction(|| Spi::connect(registry_sql::read_registry));
+        // (a short lock wait: a held lock then costs this round 50 ms, and the last copy serves)
+        let read = crate::tx::transaction(|| {
+            Spi::connect(|c| {
+                c.select("SELECT set_config('lock_timeout', '50ms', true)", None, &[])?;
+                registry_sql::read_registry(c)
+            })
+        });
         let read = match (read, self.registry.clone()) {
             // A lock on node_info (ACCESS EXCLUSIVE on the master, or replayed here): go on with
             // the last copy. No change can commit while that lock is held, so it is at most the
