@@ -63,7 +63,11 @@ fn a_replayed_lock_on_node_info_stalls_neither_the_worker_nor_its_shutdown() {
     let cluster = keeper_cluster("lw-replay", 2, None, &[KT, KC]);
     let (m, s2) = (cluster.node("node1"), cluster.node("node2"));
     wait_until(PATIENCE, || commit_gate(m) == "open").expect("node1 holds its lease");
-    wait_title(s2, "connected to node1").unwrap();
+    // Every worker has read the whole node_info (the copy it goes on with while it is locked).
+    wait_title(m, "connected, 2").unwrap();
+    for s in ["node2", "node3"] {
+        wait_title(cluster.node(s), "connected to node1").unwrap();
+    }
     let (release_tx, release_rx) = mpsc::channel::<()>();
     let (locked_tx, locked_rx) = mpsc::channel();
     let ci = m.admin_conninfo();
@@ -88,7 +92,14 @@ fn a_replayed_lock_on_node_info_stalls_neither_the_worker_nor_its_shutdown() {
     // node1's worker reads the same lock on its own node_info: it goes on with its last copy,
     // keeps its lease, and nobody fails over.
     std::thread::sleep(Duration::from_secs(5));
-    let logs = || format!("--- node1 ---\n{}\n--- node2 ---\n{}", m.log_tail(30), s2.log_tail(30));
+    let logs = || {
+        format!(
+            "status: {:?}\n--- node1 ---\n{}\n--- node2 ---\n{}",
+            m.query("SELECT state, rounds, peers::text FROM pgkeeper.status()"),
+            m.log_tail(30),
+            s2.log_tail(30)
+        )
+    };
     wait_until(PATIENCE, || commit_gate(m) == "open")
         .unwrap_or_else(|_| panic!("node1 holds no lease while node_info is locked: {}\n{}", commit_gate(m), logs()));
     assert_eq!(writable(&cluster), vec!["node1".to_string()], "no failover\n{}", logs());

@@ -548,3 +548,59 @@ fn membership_changes_go_one_at_a_time() {
     println!("accepted {:.1} s after node2 resumed replay", t.elapsed().as_secs_f64());
     assert_eq!(node_info(n1).len(), 3, "node3 is registered again");
 }
+
+/// A membership change that does not commit changes nothing: on a two-node cluster (whose gate
+/// is open without a lease), `del_node` rolled back to a savepoint leaves the rest of the
+/// transaction to commit, and writes go on; a membership change in a prepared transaction is
+/// refused with a clear error. (Found in review: the gate closed at commit for a membership
+/// version that never came, for good.)
+#[test]
+fn a_membership_change_that_does_not_commit_changes_nothing() {
+    let cluster = keeper_cluster("sb-savepoint", 1, None, &[KT, KC, "max_prepared_transactions = 2"]);
+    let n1 = cluster.node("node1");
+    wait_title(cluster.node("node2"), "standby (connected to node1)").unwrap();
+    wait_until(PATIENCE, || commit_gate(n1) == "open").expect("node1's gate is open");
+    n1.execute(WRITES_TABLE).unwrap();
+    let before = node_info(n1);
+    let mut c = n1.try_connect().unwrap();
+    c.batch_execute(
+        "BEGIN; SAVEPOINT s; SELECT pgkeeper.del_node('node2'); ROLLBACK TO s; \
+         INSERT INTO pgk_writes (id) VALUES (1); COMMIT",
+    )
+    .expect("the transaction commits");
+    assert_eq!(node_info(n1), before, "the rolled-back del_node changed nothing");
+    for id in 2..6i64 {
+        exec_params(n1, "INSERT INTO pgk_writes (id) VALUES ($1)", &[&id]).expect("writes go on");
+    }
+    assert_eq!(commit_gate(n1), "open");
+    let e = c
+        .batch_execute("BEGIN; SELECT pgkeeper.del_node('node2'); PREPARE TRANSACTION 'pgk_member'")
+        .expect_err("a prepared membership change is refused");
+    assert!(db_message(&e).contains("cannot be part of a prepared transaction"), "{}", db_message(&e));
+    let _ = c.batch_execute("ROLLBACK");
+    assert_eq!(node_info(n1), before);
+    exec_params(n1, "INSERT INTO pgk_writes (id) VALUES (9)", &[]).expect("writes go on");
+}
+
+/// A two-node cluster (no witness: it cannot fail over, so its master runs without a lease
+/// once its standby has the current membership) whose master restarts while the standby is
+/// down: the master remembers that the standby had the membership (it is persisted) and takes
+/// writes. (Found in review: it stayed fenced until the standby came back, and del_node of
+/// the dead standby was refused.)
+#[test]
+fn a_two_node_master_restarted_alone_takes_writes() {
+    let cluster = keeper_cluster("sb-twonode", 1, None, &[KT, KC]);
+    let (n1, n2) = (cluster.node("node1"), cluster.node("node2"));
+    wait_title(n2, "standby (connected to node1)").unwrap();
+    wait_until(PATIENCE, || commit_gate(n1) == "open").expect("node1's gate is open");
+    // node1 has recorded that node2 has the current membership version.
+    let version = n1.query_one("SELECT version FROM pgkeeper.membership").unwrap().unwrap();
+    let settled = || std::fs::read_to_string(n1.data_dir().join("pg_keeper.node1.settled")).unwrap_or_default();
+    wait_until(PATIENCE, || settled().trim() == version).expect("settled at the current version");
+    n1.execute(WRITES_TABLE).unwrap();
+    n2.stop().unwrap();
+    n1.restart().unwrap();
+    wait_until(PATIENCE, || exec_params(n1, "INSERT INTO pgk_writes (id) VALUES (1)", &[]).is_ok())
+        .unwrap_or_else(|_| panic!("node1 takes no write alone: {}\n{}", commit_gate(n1), n1.log_tail(20)));
+    assert_eq!(n1.query_one("SELECT pgkeeper.del_node('node2')").unwrap().as_deref(), Some("t"));
+}

@@ -64,6 +64,24 @@ pub fn received_lsn() -> Result<Option<u64>, pgrx::spi::Error> {
     .map(|s| s.and_then(|s| lsn::parse(&s)))
 }
 
+/// On a node out of recovery: the WAL position where its timeline began (the switch point in
+/// its newest timeline history file), else its flushed WAL (conservative).
+fn timeline_start_lsn() -> Result<u64, pgrx::spi::Error> {
+    let (history, flushed) = Spi::connect(|c| {
+        let row = c
+            .select(
+                "SELECT pg_catalog.pg_read_file('pg_wal/' || substr(pg_catalog.pg_walfile_name(pg_catalog.pg_current_wal_lsn()), 1, 8) || '.history', 0, 1048576, true), \
+                 pg_catalog.pg_current_wal_flush_lsn()::text",
+                None,
+                &[],
+            )?
+            .first();
+        Ok::<_, pgrx::spi::Error>((row.get::<String>(1)?, row.get::<String>(2)?))
+    })?;
+    let flushed = flushed.and_then(|s| lsn::parse(&s)).unwrap_or(u64::MAX);
+    Ok(history.as_deref().and_then(lsn::fork_point).unwrap_or(flushed))
+}
+
 /// This node's answer to a vote request, the record persisted before it. Needs a
 /// transaction (SPI reads node_info and the WAL position). Used for the candidate's own vote
 /// too, so that it obeys the same rules. `dry` (a pre-vote): the same rules, nothing persisted
@@ -72,8 +90,14 @@ pub fn answer_vote(me: &str, req: &VoteRequest, dry: bool) -> Result<(Result<(),
     let witness = gucs::WITNESS.get();
     let registry = Spi::connect(registry_sql::read_registry).map_err(|e| e.to_string())?.unwrap_or_default();
     let nodes = registry.nodes;
-    let my_lsn = if witness { None } else { received_lsn().map_err(|e| e.to_string())? };
     let is_master = !in_recovery() && !witness;
+    let mut my_lsn = if witness { None } else { received_lsn().map_err(|e| e.to_string())? };
+    // A writable node that may not hold the lease votes like a standby (below); its WAL up to
+    // where its timeline began is what it had received (every commit acknowledged with it as
+    // the synchronous standby included): a candidate behind that must be refused.
+    if is_master {
+        my_lsn = Some(timeline_start_lsn().map_err(|e| e.to_string())?);
+    }
     let registered_master = nodes.iter().any(|n| n.name == me && n.is_master);
     let (answer, term) = votes::with_record(me, |rec, st| {
         if !st.hold_ready {
@@ -258,6 +282,17 @@ fn step_down() -> i32 {
         fail(PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE, "step_down runs on the master", None);
     }
     let me = cluster_node_or_fail();
+    {
+        let st = shared::STATE.share();
+        if st.vote_loaded && !may_hold_lease(&st.record(), st.registered_master) {
+            // Its release would end holds that protect the real master's lease.
+            fail(
+                PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+                "step_down runs on the elected master; this node was promoted outside an election",
+                Some("Run it on the master named in pgkeeper.node_info."),
+            );
+        }
+    }
     let term = {
         let mut st = shared::STATE.exclusive();
         st.set_fence(shared::FENCE_STEPPED_DOWN);

@@ -48,6 +48,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 pub fn register() {
     unsafe {
         pg_sys::RegisterXactCallback(Some(on_xact), std::ptr::null_mut());
+        pg_sys::RegisterSubXactCallback(Some(on_subxact), std::ptr::null_mut());
         PREV_PROCESS_UTILITY = pg_sys::ProcessUtility_hook;
         pg_sys::ProcessUtility_hook = Some(on_utility);
     }
@@ -77,6 +78,26 @@ static OPEN_NEEDS_BEFORE: AtomicU64 = AtomicU64::new(u64::MAX);
 /// as it would have a moment before, and its acknowledgement waits for a lease like any other.
 pub fn membership_change_commits(version: u64) {
     MEMBERSHIP_CHANGE.store(version, Ordering::Relaxed);
+    CHANGE_SUBXACT.store(unsafe { pg_sys::GetCurrentSubTransactionId() }, Ordering::Relaxed);
+}
+
+/// The subtransaction that made the membership change: rolled back (ROLLBACK TO SAVEPOINT, an
+/// EXCEPTION block), the change is gone and must not close the gate at commit.
+static CHANGE_SUBXACT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+#[pg_guard]
+unsafe extern "C-unwind" fn on_subxact(
+    event: pg_sys::SubXactEvent::Type,
+    my_subid: pg_sys::SubTransactionId,
+    _parent: pg_sys::SubTransactionId,
+    _arg: *mut c_void,
+) {
+    if event == pg_sys::SubXactEvent::SUBXACT_EVENT_ABORT_SUB
+        && MEMBERSHIP_CHANGE.load(Ordering::Relaxed) != 0
+        && my_subid <= CHANGE_SUBXACT.load(Ordering::Relaxed)
+    {
+        MEMBERSHIP_CHANGE.store(0, Ordering::Relaxed);
+    }
 }
 
 /// At PRE_COMMIT of a membership change: true when it found the gate open (and closed it).
@@ -170,6 +191,15 @@ unsafe extern "C-unwind" fn on_xact(event: pg_sys::XactEvent::Type, _arg: *mut c
         XACT_EVENT_PRE_COMMIT | XACT_EVENT_PRE_PREPARE => {
             let wrote = unsafe { pg_sys::GetTopTransactionIdIfAny() } != pg_sys::InvalidTransactionId;
             let change = MEMBERSHIP_CHANGE.load(Ordering::Relaxed);
+            if change != 0 && event == XACT_EVENT_PRE_PREPARE {
+                // Its fate would be decided later, by COMMIT or ROLLBACK PREPARED, with the gate
+                // already closed for a version that may never come.
+                crate::api::fail(
+                    PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
+                    "pgkeeper.add_node and pgkeeper.del_node cannot be part of a prepared transaction",
+                    Some("Run them in a transaction of their own."),
+                );
+            }
             if wrote && guarded_process() {
                 if change == 0 || !close_open_gate(change) {
                     wait_at_gate();
@@ -180,7 +210,10 @@ unsafe extern "C-unwind" fn on_xact(event: pg_sys::XactEvent::Type, _arg: *mut c
         XACT_EVENT_COMMIT | XACT_EVENT_PREPARE => {
             MEMBERSHIP_CHANGE.store(0, Ordering::Relaxed);
             OPEN_NEEDS_BEFORE.store(u64::MAX, Ordering::Relaxed);
-            if PASSED_GATE.swap(false, Ordering::Relaxed) && !lease_after_commit() {
+            // (an XID assigned after PRE_COMMIT, by NOTIFY, is checked here all the same)
+            let late_xid =
+                unsafe { pg_sys::GetTopTransactionIdIfAny() } != pg_sys::InvalidTransactionId && guarded_process();
+            if (PASSED_GATE.swap(false, Ordering::Relaxed) || late_xid) && !lease_after_commit() {
                 withhold_acknowledgement();
             }
         }
@@ -213,7 +246,11 @@ fn lease_after_commit() -> bool {
                 if unsafe { (&raw const pg_sys::ProcDiePending).read_volatile() } != 0 {
                     return false;
                 }
-                nap();
+                // Exiting here on postmaster death would abort a committed transaction: a
+                // PANIC. Withhold, and let the next interrupt check end the session.
+                if nap(false) {
+                    return false;
+                }
             }
             _ => return false,
         }
@@ -286,22 +323,25 @@ fn wait_at_gate() {
             ),
             shared::Gate::Fenced { .. } => {
                 // Cancel and termination interrupt the wait.
-                nap();
+                nap(true);
                 pg_sys::check_for_interrupts!();
             }
         }
     }
 }
 
-/// Wait on the latch for at most 50 ms (or until the postmaster dies: then exit).
-fn nap() {
+/// Wait on the latch for at most 50 ms. When the postmaster dies: exit (`exit_on_pm_death`),
+/// else return true.
+fn nap(exit_on_pm_death: bool) -> bool {
+    let death = if exit_on_pm_death { pg_sys::WL_EXIT_ON_PM_DEATH } else { pg_sys::WL_POSTMASTER_DEATH };
     unsafe {
-        pg_sys::WaitLatch(
+        let rc = pg_sys::WaitLatch(
             pg_sys::MyLatch,
-            (pg_sys::WL_LATCH_SET | pg_sys::WL_TIMEOUT | pg_sys::WL_EXIT_ON_PM_DEATH) as i32,
+            (pg_sys::WL_LATCH_SET | pg_sys::WL_TIMEOUT | death) as i32,
             50,
             pg_sys::PG_WAIT_EXTENSION,
         );
         pg_sys::ResetLatch(pg_sys::MyLatch);
+        rc & pg_sys::WL_POSTMASTER_DEATH as i32 != 0
     }
 }

@@ -237,8 +237,11 @@ impl Worker {
             let mut st = shared::STATE.exclusive();
             st.membership_acked = st.membership_acked.max(v);
         }
-        if membership::known_to_all(v, nodes, me, term, answers) {
+        if membership::known_to_all(v, nodes, me, term, answers) && self.membership_known_to_all < Some(v) {
             self.membership_known_to_all = Some(v);
+            if let Err(e) = crate::votes::store_settled(me, v) {
+                warning!("pg_keeper: {e}");
+            }
         }
     }
 

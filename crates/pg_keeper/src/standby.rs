@@ -28,7 +28,8 @@ impl Worker {
         }
         // A win belongs to the term's promotion; a node running as a standby again (a failed
         // promotion, a rejoined old master) must win anew before it holds a lease.
-        if shared::STATE.share().elected {
+        // (not while the promotion it won is still under way: pg_promote gave up waiting)
+        if shared::STATE.share().elected && unsafe { !pg_sys::PromoteIsTriggered() } {
             let cleared = crate::votes::with_record(me, |rec, _| ((), VoteRecord { elected: false, ..rec.clone() }));
             if let Err(e) = cleared {
                 warning!("pg_keeper: cannot update the vote record: {e}");

@@ -27,18 +27,39 @@ fn load(node: &str) -> Result<VoteRecord, String> {
 }
 
 fn store(node: &str, rec: &VoteRecord) -> Result<(), String> {
-    let p = path(node);
-    let tmp = p.with_extension("vote.tmp");
+    durable_write(&path(node), &rec.to_file())
+}
+
+/// Write `contents` to `p` so that a crash leaves either the old file or the new one: a
+/// temporary file, fsynced, renamed over `p`, and the directory fsynced.
+pub fn durable_write(p: &std::path::Path, contents: &str) -> Result<(), String> {
+    let tmp = p.with_extension("tmp");
     let io = |e: std::io::Error| format!("cannot write {}: {e}", p.display());
     let mut f = std::fs::File::create(&tmp).map_err(io)?;
-    f.write_all(rec.to_file().as_bytes()).map_err(io)?;
+    f.write_all(contents.as_bytes()).map_err(io)?;
     f.sync_all().map_err(io)?;
     drop(f);
-    std::fs::rename(&tmp, &p).map_err(io)?;
+    std::fs::rename(&tmp, p).map_err(io)?;
     if let Some(dir) = p.parent() {
         std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
     }
     Ok(())
+}
+
+/// `$PGDATA/pg_keeper.<node>.settled`: the newest membership version every node of a
+/// two-node cluster reported to this master (`keeper_core::membership::known_to_all`), kept
+/// across restarts so that a master restarted while its standby is down is not fenced for
+/// want of a report: a standby's version never goes back.
+fn settled_path(node: &str) -> PathBuf {
+    path(node).with_extension("settled")
+}
+
+pub fn load_settled(node: &str) -> Option<u64> {
+    std::fs::read_to_string(settled_path(node)).ok().and_then(|s| s.trim().parse().ok())
+}
+
+pub fn store_settled(node: &str, version: u64) -> Result<(), String> {
+    durable_write(&settled_path(node), &format!("{version}\n"))
 }
 
 /// Run `decide` on the current record (and the shared state, under the same lock: the vote

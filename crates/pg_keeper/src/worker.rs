@@ -40,6 +40,10 @@ impl Mode {
 pub extern "C-unwind" fn pg_keeper_worker_main(_arg: pg_sys::Datum) {
     crate::fence::IN_KEEPER_WORKER.store(true, std::sync::atomic::Ordering::Relaxed);
     BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
+    // A standby promoted by hand before this worker's first round must not start open.
+    if gucs::node_name().is_some() && unsafe { pg_sys::RecoveryInProgress() } {
+        shared::STATE.exclusive().fence_for_lease("this node was a standby and holds no lease yet");
+    }
     // Said first, kept if the connection fails (FATAL): a fenced commit names the cause.
     let db = gucs::database();
     shared::put_str(
@@ -265,6 +269,12 @@ impl Worker {
             }
         }
         if let Some(me) = gucs::node_name() {
+            // What every node had before a restart (two-node clusters; `votes::load_settled`).
+            if let Some(v) = crate::votes::load_settled(&me) {
+                self.membership_known_to_all = Some(v);
+                let mut st = shared::STATE.exclusive();
+                st.membership_acked = st.membership_acked.max(v);
+            }
             match crate::votes::current(&me) {
                 Ok(r) => log!(
                     "pg_keeper: term {}{}",
@@ -325,7 +335,8 @@ impl Worker {
         let read = match (read, self.registry.clone()) {
             // A lock on node_info (ACCESS EXCLUSIVE on the master, or replayed here): go on with
             // the last copy. No change can commit while that lock is held, so it is at most the
-            // one change behind that any node may be (keeper_core::membership).
+            // one change behind that any node may be (keeper_core::membership); a master whose
+            // copy is older than a change it made fences (open_needs_version).
             (Err(e), Some(last)) if e.is_lock_timeout() => {
                 self.notice_once(format!("pg_keeper: node_info is locked ({e}); using the last copy read"));
                 Ok(Some(last))
@@ -340,8 +351,25 @@ impl Worker {
                 r.nodes
             }
             Ok(None) => {
-                shared::STATE.exclusive().set_fence(shared::FENCE_OPEN);
+                // No extension in pg_keeper.database: a server in no cluster, unless it was a
+                // member (its vote record exists: pg_keeper.database changed?): then fenced.
+                let mut st = shared::STATE.exclusive();
+                if crate::votes::exists(&me) {
+                    st.fence_for_lease(&format!(
+                        "pgkeeper is not installed in database \"{}\" (pg_keeper.database)",
+                        gucs::database()
+                    ));
+                    st.lease_until = 0;
+                } else {
+                    st.set_fence(shared::FENCE_OPEN);
+                }
+                drop(st);
                 self.publish(mode, "extension not created", &[]);
+                return;
+            }
+            // (locked before any copy was read: nothing to decide on this round)
+            Err(e) if e.is_lock_timeout() => {
+                self.notice_once(format!("pg_keeper: node_info is locked ({e}); skipping this round"));
                 return;
             }
             Err(e) => {
