@@ -185,8 +185,7 @@ impl Worker {
             let ok = may_promote(me, term, rec);
             if ok {
                 st.promoting = true;
-                st.fence_for_lease("elected: its first heartbeat round with a majority opens the gate");
-                st.lease_until = 0;
+                st.revoke_lease("elected: its first heartbeat round with a majority opens the gate");
             }
             (ok, if ok { VoteRecord::elected_in(me, term) } else { rec.clone() })
         });

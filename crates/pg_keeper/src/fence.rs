@@ -43,7 +43,7 @@ use crate::{gucs, shared};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 use std::ffi::c_void;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 pub fn register() {
     unsafe {
@@ -83,7 +83,7 @@ pub fn membership_change_commits(version: u64) {
 
 /// The subtransaction that made the membership change: rolled back (ROLLBACK TO SAVEPOINT, an
 /// EXCEPTION block), the change is gone and must not close the gate at commit.
-static CHANGE_SUBXACT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+static CHANGE_SUBXACT: AtomicU32 = AtomicU32::new(0);
 
 #[pg_guard]
 unsafe extern "C-unwind" fn on_subxact(
@@ -100,6 +100,12 @@ unsafe extern "C-unwind" fn on_subxact(
     }
 }
 
+/// The transaction has an XID: it wrote something.
+fn has_xid() -> bool {
+    let xid = unsafe { pg_sys::GetTopTransactionIdIfAny() };
+    xid != pg_sys::InvalidTransactionId
+}
+
 /// At PRE_COMMIT of a membership change: true when it found the gate open (and closed it).
 fn close_open_gate(version: u64) -> bool {
     if !shared::available() {
@@ -110,8 +116,7 @@ fn close_open_gate(version: u64) -> bool {
     st.open_needs_version = st.open_needs_version.max(version);
     let open = shared::gate_locked(&mut st) == shared::Gate::Open && st.fence == shared::FENCE_OPEN;
     if open {
-        st.fence_for_lease("a membership change is being made");
-        st.lease_until = 0;
+        st.revoke_lease("a membership change is being made");
     }
     open
 }
@@ -189,7 +194,6 @@ unsafe extern "C-unwind" fn on_xact(event: pg_sys::XactEvent::Type, _arg: *mut c
     use pg_sys::XactEvent::*;
     match event {
         XACT_EVENT_PRE_COMMIT | XACT_EVENT_PRE_PREPARE => {
-            let wrote = unsafe { pg_sys::GetTopTransactionIdIfAny() } != pg_sys::InvalidTransactionId;
             let change = MEMBERSHIP_CHANGE.load(Ordering::Relaxed);
             if change != 0 && event == XACT_EVENT_PRE_PREPARE {
                 // Its fate would be decided later, by COMMIT or ROLLBACK PREPARED, with the gate
@@ -200,7 +204,7 @@ unsafe extern "C-unwind" fn on_xact(event: pg_sys::XactEvent::Type, _arg: *mut c
                     Some("Run them in a transaction of their own."),
                 );
             }
-            if wrote && guarded_process() {
+            if has_xid() && guarded_process() {
                 if change == 0 || !close_open_gate(change) {
                     wait_at_gate();
                 }
@@ -210,10 +214,10 @@ unsafe extern "C-unwind" fn on_xact(event: pg_sys::XactEvent::Type, _arg: *mut c
         XACT_EVENT_COMMIT | XACT_EVENT_PREPARE => {
             MEMBERSHIP_CHANGE.store(0, Ordering::Relaxed);
             OPEN_NEEDS_BEFORE.store(u64::MAX, Ordering::Relaxed);
-            // (an XID assigned after PRE_COMMIT, by NOTIFY, is checked here all the same)
-            let late_xid =
-                unsafe { pg_sys::GetTopTransactionIdIfAny() } != pg_sys::InvalidTransactionId && guarded_process();
-            if (PASSED_GATE.swap(false, Ordering::Relaxed) || late_xid) && !lease_after_commit() {
+            // Every commit that wrote, including one whose XID came after PRE_COMMIT (NOTIFY),
+            // and COMMIT/ROLLBACK PREPARED (their own transaction has none).
+            let wrote = has_xid() && guarded_process();
+            if (PASSED_GATE.swap(false, Ordering::Relaxed) || wrote) && !lease_after_commit() {
                 withhold_acknowledgement();
             }
         }

@@ -144,17 +144,15 @@ impl Worker {
                     self.last_notice = msg;
                 }
                 let mut st = shared::STATE.exclusive();
-                st.fence_for_lease(&format!("{name} also accepts writes"));
-                st.lease_until = 0;
+                st.revoke_lease(&format!("{name} also accepts writes"));
                 format!("CONFLICT: {name} also writable")
             }
             MasterVerdict::Renew { .. } | MasterVerdict::NoMajority { .. } if !entitled => {
                 {
                     let mut st = shared::STATE.exclusive();
-                    st.fence_for_lease(&format!(
+                    st.revoke_lease(&format!(
                         "this node was promoted outside an election (term {term}): it never holds the master's lease"
                     ));
-                    st.lease_until = 0;
                 }
                 let master = nodes.iter().find(|n| n.is_master).map(|n| n.name.as_str()).unwrap_or("none");
                 self.notice_once(format!(

@@ -167,6 +167,12 @@ impl KeeperState {
         put_str(&mut self.fence_reason, why);
     }
 
+    /// Fenced, saying why, and any lease this node held is over.
+    pub fn revoke_lease(&mut self, why: &str) {
+        self.fence_for_lease(why);
+        self.lease_until = 0;
+    }
+
     /// The vote record as mirrored here (valid once `vote_loaded`).
     pub fn record(&self) -> keeper_core::election::VoteRecord {
         keeper_core::election::VoteRecord {

@@ -23,8 +23,7 @@ impl Worker {
             // Whatever makes this server a master later (an election, pg_ctl promote by
             // hand), it takes writes only once it holds a lease.
             let mut st = shared::STATE.exclusive();
-            st.fence_for_lease("this node was a standby and holds no lease yet");
-            st.lease_until = 0;
+            st.revoke_lease("this node was a standby and holds no lease yet");
         }
         // A win belongs to the term's promotion; a node running as a standby again (a failed
         // promotion, a rejoined old master) must win anew before it holds a lease.

@@ -355,11 +355,10 @@ impl Worker {
                 // member (its vote record exists: pg_keeper.database changed?): then fenced.
                 let mut st = shared::STATE.exclusive();
                 if crate::votes::exists(&me) {
-                    st.fence_for_lease(&format!(
+                    st.revoke_lease(&format!(
                         "pgkeeper is not installed in database \"{}\" (pg_keeper.database)",
                         gucs::database()
                     ));
-                    st.lease_until = 0;
                 } else {
                     st.set_fence(shared::FENCE_OPEN);
                 }
@@ -386,8 +385,7 @@ impl Worker {
             // promoted by hand), it could take commits beside the real master: fenced.
             let mut st = shared::STATE.exclusive();
             if crate::votes::exists(&me) {
-                st.fence_for_lease("this node is not in its node_info (deleted with del_node?)");
-                st.lease_until = 0;
+                st.revoke_lease("this node is not in its node_info (deleted with del_node?)");
             } else {
                 st.set_fence(shared::FENCE_OPEN);
             }
