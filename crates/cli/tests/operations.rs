@@ -71,6 +71,9 @@ fn rejoin_case(name: &str, extra: &[&str]) {
     let (n1, n2) = (cluster.node("node1"), cluster.node("node2"));
     n1.execute("CREATE TABLE before_failover AS SELECT g FROM generate_series(1, 100) g").unwrap();
     wait_replayed(n1, n2).unwrap();
+    // node3 too: a standby that received WAL past the new master's fork point cannot follow
+    // it (issue 11 item 5, open); this test is about rejoining the old master.
+    wait_replayed(n1, cluster.node("node3")).unwrap();
     n1.kill9();
     wait_until(PATIENCE, || n2.is_in_recovery().ok() == Some(false)).expect("failover");
     n2.execute("CREATE TABLE after_failover AS SELECT g FROM generate_series(1, 50) g").unwrap();
@@ -102,6 +105,16 @@ fn rejoin_case(name: &str, extra: &[&str]) {
     assert!(streams_from(n2, "node1"));
     wait_replayed(n2, n1).unwrap();
     assert_eq!(n1.query_one("SELECT count(*) FROM after_failover").unwrap().as_deref(), Some("50"));
+    // node3 sometimes received WAL past node2's fork point and cannot follow it (issue 11
+    // item 5, open): the operator's way out, which status prints, is to rejoin it too.
+    let n3 = cluster.node("node3");
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    if text(&pgkeeper(&["status", &n2.conninfo()])).0.contains("node3: cannot follow") {
+        println!("node3 cannot follow node2 (issue 11 item 5): rejoining it as well");
+        let d3 = n3.data_dir().to_str().unwrap().to_string();
+        let o = pgkeeper(&["rejoin", "--pgdata", &d3, "--name", "node3", &ci]);
+        assert!(o.status.success(), "rejoin of node3 failed:\n{}\n{}", text(&o).0, text(&o).1);
+    }
     // The cluster is whole again: one master, everybody streaming, no warnings.
     wait_until(PATIENCE, || {
         let (out, _) = text(&pgkeeper(&["status", &n2.conninfo()]));
