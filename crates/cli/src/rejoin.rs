@@ -3,6 +3,13 @@
 //! pg_basebackup otherwise, then start it and wait until it streams.
 //!
 //! Runs on the host of the node to rejoin, as root or as the owner of its data directory.
+//! Never two at once on one data directory (a lock file in the temporary directory).
+//!
+//! `--auto` is the worker's automatic rejoin (`pg_keeper.auto_rejoin`, started detached by a
+//! deposed master's worker): it acts only on a deposed master, uses pg_rewind only (checked
+//! with `--dry-run` before anything changes; never a base backup), starts the server again as
+//! it was when the rewind cannot be done, and records the outcome for the worker in
+//! `$PGDATA/pg_keeper.<name>.rejoin`.
 
 use crate::local::{self, as_owner, chown_like, configure_standby, run, save_confs, server_running};
 use crate::status;
@@ -21,9 +28,10 @@ struct Opts {
     basebackup: bool,
     start: bool,
     log: Option<PathBuf>,
+    auto: bool,
 }
 
-const USAGE: &str = "usage: pgkeeper rejoin --pgdata DIR --name NODE CONNINFO [--basebackup] [--no-start] [--log FILE]
+const USAGE: &str = "usage: pgkeeper rejoin --pgdata DIR --name NODE CONNINFO [--basebackup] [--no-start] [--log FILE] [--auto]
   CONNINFO: any node of the cluster (node_info is read there and the current master found)";
 
 fn parse(args: &[String]) -> Result<Opts> {
@@ -34,6 +42,7 @@ fn parse(args: &[String]) -> Result<Opts> {
         basebackup: false,
         start: true,
         log: None,
+        auto: false,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -43,6 +52,7 @@ fn parse(args: &[String]) -> Result<Opts> {
             "--basebackup" => o.basebackup = true,
             "--no-start" => o.start = false,
             "--log" => o.log = Some(it.next().context(USAGE)?.into()),
+            "--auto" => o.auto = true,
             s if s.starts_with("--") => bail!("unknown option {s}\n{USAGE}"),
             s => o.cluster = s.to_string(),
         }
@@ -50,7 +60,21 @@ fn parse(args: &[String]) -> Result<Opts> {
     if o.pgdata.as_os_str().is_empty() || o.name.is_empty() || o.cluster.is_empty() {
         bail!("{USAGE}");
     }
+    if o.auto && o.basebackup {
+        bail!("--auto never makes a base backup\n{USAGE}");
+    }
     Ok(o)
+}
+
+fn log_of(o: &Opts) -> PathBuf {
+    o.log.clone().unwrap_or_else(|| o.pgdata.join("pgkeeper-rejoin.log"))
+}
+
+/// `--auto` could not rewind: start the server again unchanged (still deposed, it says why).
+fn restart_as_it_was(o: &Opts) {
+    if let Err(e) = local::start(&o.pgdata, &log_of(o)) {
+        say(&format!("cannot start the server again: {e:#}"));
+    }
 }
 
 /// pg_rewind needs hint bits WAL-logged: wal_log_hints or data checksums.
@@ -89,9 +113,67 @@ fn basebackup(pgdata: &Path, master_conninfo: &str) -> Result<()> {
     )
 }
 
+/// Held while a rejoin of this data directory runs (released when the process ends, however).
+fn lock(pgdata: &Path) -> Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    use std::os::unix::io::AsRawFd;
+    let canonical = std::fs::canonicalize(pgdata)?;
+    let key: String =
+        canonical.to_string_lossy().chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
+    let path = std::env::temp_dir().join(format!("pgkeeper-rejoin{key}.lock"));
+    // Read-only is enough for flock, so root and the server's user can share the file.
+    let f = match std::fs::File::open(&path) {
+        Ok(f) => f,
+        Err(_) => std::fs::OpenOptions::new().write(true).create(true).truncate(false).mode(0o644).open(&path)?,
+    };
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        bail!("another pgkeeper rejoin of {} is running (lock {})", pgdata.display(), path.display());
+    }
+    Ok(f)
+}
+
+/// The server was stopped for the rewind: a failure from then on is recorded as `failed`
+/// (the worker does not try again by itself), before it as `skipped` (it may, later).
+static STOPPED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// `$PGDATA/pg_keeper.<name>.rejoin`, read by the worker: `ok`, `skipped` or `failed`, the
+/// time, and why.
+fn record_outcome(o: &Opts, r: &Result<()>) {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let stopped = STOPPED.load(std::sync::atomic::Ordering::Relaxed);
+    let text = match r {
+        Ok(()) => format!("ok {now}\n"),
+        Err(e) => format!(
+            "{} {now}\n{}\n",
+            if stopped { "failed" } else { "skipped" },
+            format!("{e:#}").replace('\n', " ")
+        ),
+    };
+    let p = o.pgdata.join(format!("pg_keeper.{}.rejoin", o.name));
+    if std::fs::write(&p, text).is_ok() {
+        let _ = chown_like(&p, &o.pgdata);
+    }
+}
+
 pub fn rejoin(args: &[String]) -> Result<()> {
     let o = parse(args)?;
     anyhow::ensure!(o.pgdata.join("PG_VERSION").exists(), "{} is not a PostgreSQL data directory", o.pgdata.display());
+    let _lock = lock(&o.pgdata)?;
+    let r = rejoin_locked(&o);
+    if !o.auto {
+        // A rejoin by hand supersedes what an automatic one recorded.
+        let _ = std::fs::remove_file(o.pgdata.join(format!("pg_keeper.{}.rejoin", o.name)));
+    }
+    if o.auto {
+        if let Err(e) = &r {
+            say(&format!("automatic rejoin failed: {e:#}"));
+        }
+        record_outcome(&o, &r);
+    }
+    r
+}
+
+fn rejoin_locked(o: &Opts) -> Result<()> {
 
     say(&format!("reading the cluster through {}", o.cluster));
     let report = status::gather(&o.cluster)?;
@@ -115,9 +197,20 @@ pub fn rejoin(args: &[String]) -> Result<()> {
         ),
     };
     say(&format!("current master: {} ({})", master.name, master.conninfo));
+    if o.auto {
+        // Only a deposed master: never the master, never a standby.
+        let me = report.nodes.iter().find(|(n, _)| n.name == o.name).map(|(_, l)| l);
+        match me {
+            Some(Ok(l)) if !l.in_recovery && l.commits.starts_with("deposed") => {}
+            Some(Ok(l)) => bail!("{} is not a deposed master ({}, commits {}): not rejoining it", o.name, l.state, l.commits),
+            Some(Err(e)) => bail!("cannot ask {} whether it is deposed: {e}", o.name),
+            None => bail!("{} is not in node_info", o.name),
+        }
+    }
 
     if server_running(&o.pgdata) {
         say("stopping the local server (it must be down to be rewound)");
+        STOPPED.store(true, std::sync::atomic::Ordering::Relaxed);
         local::stop(&o.pgdata)?;
     }
     let confs = save_confs(&o.pgdata)?;
@@ -131,6 +224,9 @@ pub fn rejoin(args: &[String]) -> Result<()> {
     let mut rewound = false;
     if !o.basebackup {
         if !rewind_possible(&o.pgdata)? {
+            if o.auto {
+                restart_as_it_was(o);
+            }
             bail!(
                 "pg_rewind needs wal_log_hints = on or data checksums, and {} has neither.\n\
                  Re-run with --basebackup to rebuild it from {} (the local data is replaced; the old directory is kept aside).",
@@ -142,6 +238,20 @@ pub fn rejoin(args: &[String]) -> Result<()> {
         // the next checkpoint; before that pg_rewind sees one timeline and rewinds nothing.
         say(&format!("CHECKPOINT on {} so that pg_rewind sees its timeline", master.name));
         status::connect(&source)?.batch_execute("CHECKPOINT").context("CHECKPOINT on the master")?;
+        if o.auto {
+            // Changes nothing: a rewind that cannot be done leaves the server as it was.
+            let dry = run(
+                as_owner(&o.pgdata, "pg_rewind")?
+                    .arg("--target-pgdata")
+                    .arg(&o.pgdata)
+                    .args(["--source-server", &source, "--dry-run"]),
+                "pg_rewind --dry-run",
+            );
+            if let Err(e) = dry {
+                restart_as_it_was(o);
+                bail!("{e:#}: not rewound; run pgkeeper rejoin (perhaps with --basebackup) by hand");
+            }
+        }
         say("pg_rewind from the master (progress below)");
         let r = run(
             as_owner(&o.pgdata, "pg_rewind")?.arg("--target-pgdata").arg(&o.pgdata).args([
@@ -154,6 +264,7 @@ pub fn rejoin(args: &[String]) -> Result<()> {
         );
         match r {
             Ok(()) => rewound = true,
+            Err(e) if o.auto => bail!("{e:#}: the data directory may need pgkeeper rejoin --basebackup"),
             Err(e) => say(&format!("{e:#}; falling back to a new base backup")),
         }
     }
@@ -167,7 +278,7 @@ pub fn rejoin(args: &[String]) -> Result<()> {
         say("not started (--no-start): start the server, it will stream from the master");
         return Ok(());
     }
-    let log = o.log.clone().unwrap_or_else(|| o.pgdata.join("pgkeeper-rejoin.log"));
+    let log = log_of(o);
     local::start(&o.pgdata, &log)?;
     say(&format!("started (log {}); waiting until it streams from {}", log.display(), master.name));
     let t = local::wait_streaming(&master.conninfo, &o.name, &log)?;

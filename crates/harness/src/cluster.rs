@@ -167,6 +167,9 @@ impl ClusterBuilder {
         }
         if self.keeper {
             conf += "shared_preload_libraries = 'pg_keeper'\n";
+            // Tests that look at a deposed master keep it deposed; tests of the automatic
+            // rejoin (the default outside tests) turn it on with a conf line.
+            conf += "pg_keeper.auto_rejoin = off\n";
         }
         for l in &self.conf {
             conf += l;

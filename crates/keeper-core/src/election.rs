@@ -42,6 +42,7 @@
 //!   waited for its replies does not promote ([`may_promote`]).
 
 use crate::failover::is_majority;
+use crate::lsn::Position;
 use crate::Node;
 use std::fmt;
 use std::time::Duration;
@@ -59,6 +60,10 @@ pub struct VoteRecord {
     /// This node won `term` (set by [`VoteRecord::elected_in`]; cleared by a newer term, and
     /// by the adapter when the node runs as a standby again).
     pub elected: bool,
+    /// The standbys the master's last heartbeat said may be elected (`crate::eligibility`):
+    /// None while replication is asynchronous (any node may be), else only these (perhaps
+    /// none). Kept across terms: it describes the WAL, not the election.
+    pub eligible: Option<Vec<String>>,
 }
 
 impl VoteRecord {
@@ -72,12 +77,25 @@ impl VoteRecord {
         if self.elected {
             s.push_str("elected\n");
         }
+        if let Some(e) = &self.eligible {
+            s.push_str("sync");
+            for n in e {
+                s.push(' ');
+                s.push_str(n);
+            }
+            s.push('\n');
+        }
         s
+    }
+
+    /// This record with `elected` set for `term` (the win persisted before the promotion).
+    pub fn won(&self, me: &str, term: Term) -> VoteRecord {
+        VoteRecord { eligible: self.eligible.clone(), ..VoteRecord::elected_in(me, term) }
     }
 
     /// The record of a node that won `term` with the votes it asked for.
     pub fn elected_in(me: &str, term: Term) -> VoteRecord {
-        VoteRecord { term, voted_for: Some(me.to_string()), elected: true }
+        VoteRecord { term, voted_for: Some(me.to_string()), elected: true, eligible: None }
     }
 
     pub fn parse(s: &str) -> Result<VoteRecord, String> {
@@ -86,6 +104,10 @@ impl VoteRecord {
         for line in s.lines().map(str::trim).filter(|l| !l.is_empty()) {
             if line == "elected" {
                 rec.elected = true;
+                continue;
+            }
+            if line == "sync" || line.starts_with("sync ") {
+                rec.eligible = Some(line[4..].split_whitespace().map(str::to_string).collect());
                 continue;
             }
             match line.split_once(' ') {
@@ -139,8 +161,9 @@ pub fn may_hold_lease(rec: &VoteRecord, registered_master: bool) -> bool {
 pub struct VoteRequest {
     pub term: Term,
     pub candidate: String,
-    /// WAL the candidate has received.
+    /// WAL the candidate has received, and its timeline.
     pub candidate_lsn: u64,
+    pub candidate_tli: u32,
     /// The membership version of the node_info the candidate counts over (`membership`).
     pub candidate_membership: crate::membership::Version,
 }
@@ -152,8 +175,10 @@ pub struct VoterView<'a> {
     pub nodes: &'a [Node],
     /// This node accepts writes (not in recovery) and is not a witness: a master never votes.
     pub is_master: bool,
-    /// WAL this node has received (0 for a witness, which has none of the cluster's).
+    /// WAL this node has received (0 for a witness, which has none of the cluster's), and
+    /// its timeline (0 for a witness).
     pub my_lsn: u64,
+    pub my_tli: u32,
     /// Time left of the last master lease this node acknowledged ([`voter_hold`]).
     pub hold_left: Duration,
     /// The membership version of this node's node_info.
@@ -172,8 +197,11 @@ pub enum Refusal {
     AlreadyVoted { term: Term, candidate: String },
     /// The candidate is not in the voter's node_info, is the registered master, or a witness.
     NotEligible,
-    /// The candidate has received less WAL than the voter.
-    Behind { voter_lsn: u64, candidate_lsn: u64 },
+    /// The candidate has received less WAL than the voter (timeline first: [`Position`]).
+    Behind { voter: Position, candidate: Position },
+    /// Synchronous replication is in force and the candidate is not one of the standbys the
+    /// master's last heartbeat named as holding every acknowledged commit.
+    NotSynchronous { eligible: Vec<String> },
     /// The candidate counts over an older membership than the voter's (`membership`).
     OlderMembership { voter: crate::membership::Version, candidate: crate::membership::Version },
 }
@@ -189,11 +217,17 @@ impl fmt::Display for Refusal {
             Refusal::OlderMembership { voter, candidate } => {
                 write!(f, "the candidate has an older node_info (membership version {candidate}, this node {voter})")
             }
-            Refusal::Behind { voter_lsn, candidate_lsn } => write!(
+            Refusal::Behind { voter, candidate } => {
+                write!(f, "the candidate is behind (it has {candidate}, this node {voter})")
+            }
+            Refusal::NotSynchronous { eligible } if eligible.is_empty() => write!(
                 f,
-                "the candidate is behind (it has {}, this node {})",
-                crate::lsn::format(*candidate_lsn),
-                crate::lsn::format(*voter_lsn)
+                "synchronous replication is in force and no standby had every acknowledged commit at the master's last heartbeat: nobody may be elected"
+            ),
+            Refusal::NotSynchronous { eligible } => write!(
+                f,
+                "synchronous replication is in force and the candidate is not a synchronous standby with every acknowledged commit (eligible: {})",
+                eligible.join(", ")
             ),
         }
     }
@@ -215,7 +249,7 @@ pub fn decide_vote(rec: &VoteRecord, req: &VoteRequest, v: &VoterView<'_>) -> (R
     }
     let mut new = rec.clone();
     if req.term > rec.term {
-        new = VoteRecord { term: req.term, voted_for: None, elected: false };
+        new = VoteRecord { term: req.term, voted_for: None, elected: false, eligible: rec.eligible.clone() };
     }
     if !v.nodes.iter().any(|n| n.name == req.candidate && !n.is_master && !n.is_witness) {
         return (Err(Refusal::NotEligible), new);
@@ -228,8 +262,20 @@ pub fn decide_vote(rec: &VoteRecord, req: &VoteRequest, v: &VoterView<'_>) -> (R
     if req.candidate_membership < v.membership {
         return (Err(Refusal::OlderMembership { voter: v.membership, candidate: req.candidate_membership }), new);
     }
-    if req.candidate_lsn < v.my_lsn {
-        return (Err(Refusal::Behind { voter_lsn: v.my_lsn, candidate_lsn: req.candidate_lsn }), new);
+    if let Some(eligible) = &new.eligible {
+        if !eligible.contains(&req.candidate) {
+            return (Err(Refusal::NotSynchronous { eligible: eligible.clone() }), new);
+        }
+    }
+    let mine = Position::new(v.my_tli, v.my_lsn);
+    let theirs = Position::new(req.candidate_tli, req.candidate_lsn);
+    // Under synchronous replication every acknowledged commit is on each eligible standby, so
+    // WAL this voter has past an eligible candidate's (on the same timeline) was never
+    // acknowledged: grant, and the winner fetches it before promoting
+    // ([`fast_forward_source`]), so that this node can follow it.
+    let unacknowledged_lead = new.eligible.is_some() && theirs.tli == mine.tli;
+    if theirs < mine && !unacknowledged_lead {
+        return (Err(Refusal::Behind { voter: mine, candidate: theirs }), new);
     }
     new.voted_for = Some(req.candidate.clone());
     (Ok(()), new)
@@ -241,8 +287,9 @@ pub struct VoteReply {
     pub granted: bool,
     /// The voter's term after the request.
     pub term: Term,
-    /// The voter's received WAL (None for a witness).
+    /// The voter's received WAL (None for a witness), and its timeline.
     pub lsn: Option<u64>,
+    pub tli: u32,
     pub reason: String,
 }
 
@@ -250,24 +297,34 @@ pub struct VoteReply {
 pub enum Tally {
     /// A strict majority of registered nodes voted for the candidate: promote.
     Won { votes: Vec<String> },
-    /// A node that answered holds more WAL: let it stand instead.
-    Yield { to: String, lsn: u64 },
+    /// A node that answered holds more WAL and may be elected: let it stand instead.
+    Yield { to: String, at: Position },
     /// Not enough votes. `newest_term` is the highest term any voter reported.
     Lost { votes: Vec<String>, needed: usize, newest_term: Term },
 }
 
 /// Count the replies (the candidate's own vote among them, under its own name). `two_node`:
 /// pg_keeper.two_node_failover in a two-node registry, where one vote is enough (unsafe: a
-/// cut link then yields two masters; documented so).
-pub fn tally(me: &str, nodes: &[Node], my_lsn: u64, replies: &[(String, VoteReply)], two_node: bool) -> Tally {
+/// cut link then yields two masters; documented so). `eligible`: the candidate's record's
+/// [`VoteRecord::eligible`]: a node ahead that may not be elected is no reason to yield (the
+/// winner fetches its WAL first: [`fast_forward_source`]).
+pub fn tally(
+    me: &str,
+    nodes: &[Node],
+    mine: Position,
+    replies: &[(String, VoteReply)],
+    two_node: bool,
+    eligible: Option<&[String]>,
+) -> Tally {
     let registered = |name: &str| nodes.iter().any(|n| n.name == name);
-    if let Some((who, lsn)) = replies
+    let may_win = |name: &str| eligible.is_none_or(|e| e.iter().any(|x| x == name));
+    if let Some((who, at)) = replies
         .iter()
-        .filter(|(n, _)| n != me && registered(n))
-        .filter_map(|(n, r)| r.lsn.filter(|l| *l > my_lsn).map(|l| (n, l)))
-        .max_by_key(|(_, l)| *l)
+        .filter(|(n, _)| n != me && registered(n) && may_win(n))
+        .filter_map(|(n, r)| r.lsn.map(|l| (n, Position::new(r.tli, l))).filter(|(_, p)| *p > mine))
+        .max_by_key(|(_, p)| *p)
     {
-        return Tally::Yield { to: who.clone(), lsn };
+        return Tally::Yield { to: who.clone(), at };
     }
     let votes: Vec<String> =
         replies.iter().filter(|(n, r)| r.granted && registered(n)).map(|(n, _)| n.clone()).collect();
@@ -277,6 +334,19 @@ pub fn tally(me: &str, nodes: &[Node], my_lsn: u64, replies: &[(String, VoteRepl
     }
     let newest_term = replies.iter().map(|(_, r)| r.term).max().unwrap_or(0);
     Tally::Lost { votes, needed: nodes.len() / 2 + 1, newest_term }
+}
+
+/// The node a winner should fetch WAL from before it promotes (pg_auto_failover's
+/// fast_forward): the replier with the most WAL on the winner's own timeline, if it has more.
+/// Without it, a standby that received WAL the winner lacks (WAL nobody acknowledged: see
+/// [`decide_vote`]) could not follow the new timeline and would need a rewind.
+pub fn fast_forward_source(me: &str, mine: Position, replies: &[(String, VoteReply)]) -> Option<(String, Position)> {
+    replies
+        .iter()
+        .filter(|(n, _)| n != me)
+        .filter_map(|(n, r)| r.lsn.map(|l| (n.clone(), Position::new(r.tli, l))))
+        .filter(|(_, p)| p.tli == mine.tli && p.lsn > mine.lsn)
+        .max_by_key(|(_, p)| *p)
 }
 
 /// When a candidate may count the replies it has without waiting for the others: once this
@@ -438,16 +508,16 @@ mod tests {
     }
 
     fn view<'a>(me: &'a str, nodes: &'a [Node], lsn: u64) -> VoterView<'a> {
-        VoterView { me, nodes, is_master: false, my_lsn: lsn, hold_left: Duration::ZERO, membership: 0 }
+        VoterView { me, nodes, is_master: false, my_lsn: lsn, my_tli: 1, hold_left: Duration::ZERO, membership: 0 }
     }
 
     fn req(term: Term, c: &str, lsn: u64) -> VoteRequest {
-        VoteRequest { term, candidate: c.into(), candidate_lsn: lsn, candidate_membership: 0 }
+        VoteRequest { term, candidate: c.into(), candidate_lsn: lsn, candidate_tli: 1, candidate_membership: 0 }
     }
 
     #[test]
     fn record_round_trips() {
-        for r in [VoteRecord::default(), VoteRecord { term: 7, voted_for: Some("node2".into()), elected: false }] {
+        for r in [VoteRecord::default(), VoteRecord { term: 7, voted_for: Some("node2".into()), elected: false, eligible: None }] {
             assert_eq!(VoteRecord::parse(&r.to_file()).unwrap(), r);
         }
         let won = VoteRecord::elected_in("node2", 4);
@@ -465,11 +535,11 @@ mod tests {
         assert!(may_hold_lease(&VoteRecord::default(), true));
         // A standby promoted by hand: not elected, not the registered master.
         assert!(!may_hold_lease(&VoteRecord::default(), false));
-        let voted = VoteRecord { term: 3, voted_for: Some("b".into()), elected: false };
+        let voted = VoteRecord { term: 3, voted_for: Some("b".into()), elected: false, eligible: None };
         assert!(!may_hold_lease(&voted, false), "standing is not winning");
         assert!(may_hold_lease(&VoteRecord::elected_in("b", 3), false));
         // The registered master after elections happened: only by winning.
-        assert!(!may_hold_lease(&VoteRecord { term: 2, voted_for: None, elected: false }, true));
+        assert!(!may_hold_lease(&VoteRecord { term: 2, voted_for: None, elected: false, eligible: None }, true));
         // A newer term adopted by a vote clears the win.
         let (_, adopted) = decide_vote(&VoteRecord::elected_in("b", 3), &req(4, "c", 10), &view("b", &nodes, 5));
         assert!(!adopted.elected && adopted.term == 4);
@@ -495,10 +565,10 @@ mod tests {
     #[test]
     fn one_vote_per_term() {
         let nodes = cluster();
-        let rec = VoteRecord { term: 1, voted_for: None, elected: false };
+        let rec = VoteRecord { term: 1, voted_for: None, elected: false, eligible: None };
         let (r, rec) = decide_vote(&rec, &req(2, "b", 10), &view("c", &nodes, 5));
         assert_eq!(r, Ok(()));
-        assert_eq!(rec, VoteRecord { term: 2, voted_for: Some("b".into()), elected: false });
+        assert_eq!(rec, VoteRecord { term: 2, voted_for: Some("b".into()), elected: false, eligible: None });
         // Same candidate again (a retry): granted, nothing changes.
         assert_eq!(decide_vote(&rec, &req(2, "b", 10), &view("c", &nodes, 5)), (Ok(()), rec.clone()));
         // Another candidate in the same term: refused.
@@ -516,7 +586,7 @@ mod tests {
         let mut v = view("c", &nodes, 50);
         assert!(matches!(decide_vote(&rec, &req(1, "b", 10), &v).0, Err(Refusal::Behind { .. })));
         // The newer term is adopted even though the vote is refused.
-        assert_eq!(decide_vote(&rec, &req(1, "b", 10), &v).1, VoteRecord { term: 1, voted_for: None, elected: false });
+        assert_eq!(decide_vote(&rec, &req(1, "b", 10), &v).1, VoteRecord { term: 1, voted_for: None, elected: false, eligible: None });
         assert_eq!(decide_vote(&rec, &req(1, "w", 90), &v).0, Err(Refusal::NotEligible));
         assert_eq!(decide_vote(&rec, &req(1, "a", 90), &v).0, Err(Refusal::NotEligible));
         assert_eq!(decide_vote(&rec, &req(1, "zz", 90), &v).0, Err(Refusal::NotEligible));
@@ -528,7 +598,7 @@ mod tests {
     }
 
     fn reply(granted: bool, term: Term, lsn: Option<u64>) -> VoteReply {
-        VoteReply { granted, term, lsn, reason: String::new() }
+        VoteReply { granted, term, lsn, tli: 1, reason: String::new() }
     }
 
     #[test]
@@ -538,16 +608,16 @@ mod tests {
             v.iter().map(|(n, g)| (n.to_string(), reply(*g, 2, if *n == "w" { None } else { Some(10) }))).collect()
         };
         assert!(matches!(
-            tally("b", &nodes, 10, &r(&[("b", true), ("c", true)]), false),
+            tally("b", &nodes, Position::new(1, 10), &r(&[("b", true), ("c", true)]), false, None),
             Tally::Lost { needed: 3, .. }
         ));
         assert!(matches!(
-            tally("b", &nodes, 10, &r(&[("b", true), ("c", true), ("w", true)]), false),
+            tally("b", &nodes, Position::new(1, 10), &r(&[("b", true), ("c", true), ("w", true)]), false, None),
             Tally::Won { .. }
         ));
         // Without its own vote a candidate never wins.
         assert!(matches!(
-            tally("b", &nodes, 10, &r(&[("c", true), ("w", true), ("a", true)]), false),
+            tally("b", &nodes, Position::new(1, 10), &r(&[("c", true), ("w", true), ("a", true)]), false, None),
             Tally::Lost { .. }
         ));
     }
@@ -560,25 +630,84 @@ mod tests {
             ("c".to_string(), reply(false, 2, Some(11))),
             ("w".to_string(), reply(true, 2, None)),
         ];
-        assert_eq!(tally("b", &nodes, 10, &replies, false), Tally::Yield { to: "c".into(), lsn: 11 });
+        assert_eq!(tally("b", &nodes, Position::new(1, 10), &replies, false, None), Tally::Yield { to: "c".into(), at: Position::new(1, 11) });
     }
 
     #[test]
     fn two_node_setting() {
         let nodes = vec![node(1, "a", true, false, false, false), node(2, "b", false, true, false, false)];
         let replies = vec![("b".to_string(), reply(true, 1, Some(1)))];
-        assert!(matches!(tally("b", &nodes, 1, &replies, false), Tally::Lost { .. }));
-        assert!(matches!(tally("b", &nodes, 1, &replies, true), Tally::Won { .. }));
+        assert!(matches!(tally("b", &nodes, Position::new(1, 1), &replies, false, None), Tally::Lost { .. }));
+        assert!(matches!(tally("b", &nodes, Position::new(1, 1), &replies, true, None), Tally::Won { .. }));
+    }
+
+    #[test]
+    fn record_keeps_the_eligible_set() {
+        for e in [Some(vec![]), Some(vec!["b".to_string(), "c".to_string()])] {
+            let r = VoteRecord { term: 3, voted_for: Some("b".into()), elected: true, eligible: e };
+            assert_eq!(VoteRecord::parse(&r.to_file()).unwrap(), r);
+        }
+        let r = VoteRecord { eligible: Some(vec!["b".into()]), ..VoteRecord::default() };
+        assert_eq!(r.won("b", 4).eligible, r.eligible);
+        // A newer term keeps it.
+        let nodes = cluster();
+        let (_, adopted) = decide_vote(&r, &req(5, "c", 10), &view("d", &nodes, 5));
+        assert_eq!((adopted.term, adopted.eligible), (5, r.eligible.clone()));
+    }
+
+    #[test]
+    fn under_synchronous_replication_only_an_eligible_standby_wins() {
+        let nodes = cluster();
+        let rec = VoteRecord { eligible: Some(vec!["b".into()]), ..VoteRecord::default() };
+        // c is the most advanced, but not synchronous: refused by every voter that was told.
+        let (r, new) = decide_vote(&rec, &req(1, "c", 90), &view("d", &nodes, 50));
+        assert_eq!(r, Err(Refusal::NotSynchronous { eligible: vec!["b".into()] }));
+        assert_eq!(new.term, 1);
+        // b is behind this voter, but what the voter has beyond b was never acknowledged.
+        assert_eq!(decide_vote(&rec, &req(1, "b", 10), &view("d", &nodes, 50)).0, Ok(()));
+        // ... on the same timeline only.
+        let mut old_tli = req(1, "b", 10);
+        old_tli.candidate_tli = 0;
+        assert!(matches!(decide_vote(&rec, &old_tli, &view("d", &nodes, 50)).0, Err(Refusal::Behind { .. })));
+        // Nobody eligible: nobody wins.
+        let none = VoteRecord { eligible: Some(vec![]), ..VoteRecord::default() };
+        assert!(matches!(decide_vote(&none, &req(1, "b", 90), &view("d", &nodes, 5)).0, Err(Refusal::NotSynchronous { .. })));
+        // The candidate does not yield to a node ahead that may not win; it fetches its WAL.
+        let replies = vec![
+            ("b".to_string(), reply(true, 1, Some(10))),
+            ("c".to_string(), reply(true, 1, Some(90))),
+            ("w".to_string(), reply(true, 1, None)),
+        ];
+        let eligible = ["b".to_string()];
+        assert!(matches!(tally("b", &nodes, Position::new(1, 10), &replies, false, Some(&eligible)), Tally::Won { .. }));
+        assert!(matches!(tally("b", &nodes, Position::new(1, 10), &replies, false, None), Tally::Yield { .. }));
+        assert_eq!(fast_forward_source("b", Position::new(1, 10), &replies), Some(("c".into(), Position::new(1, 90))));
+        assert_eq!(fast_forward_source("b", Position::new(1, 95), &replies), None);
+        assert_eq!(fast_forward_source("b", Position::new(2, 10), &replies), None, "another timeline's WAL cannot be fetched");
+    }
+
+    #[test]
+    fn wal_of_an_old_timeline_past_the_fork_is_not_ahead() {
+        let nodes = cluster();
+        // c stayed on timeline 1 and received WAL past the fork of timeline 2.
+        let mut r = req(3, "c", 0x9000000);
+        r.candidate_tli = 1;
+        let mut v = view("b", &nodes, 0x5000100);
+        v.my_tli = 2;
+        assert!(matches!(decide_vote(&VoteRecord::default(), &r, &v).0, Err(Refusal::Behind { .. })));
+        // And a candidate on timeline 2 does not yield to it.
+        let replies = vec![("c".to_string(), VoteReply { granted: false, term: 3, lsn: Some(0x9000000), tli: 1, reason: String::new() })];
+        assert!(!matches!(tally("b", &nodes, Position::new(2, 0x5000100), &replies, false, None), Tally::Yield { .. }));
     }
 
     #[test]
     fn promote_only_with_own_vote_in_that_term() {
-        let mine = VoteRecord { term: 3, voted_for: Some("b".into()), elected: false };
+        let mine = VoteRecord { term: 3, voted_for: Some("b".into()), elected: false, eligible: None };
         assert!(may_promote("b", 3, &mine));
         // Voted for another candidate in a newer term while waiting for the replies.
-        assert!(!may_promote("b", 3, &VoteRecord { term: 4, voted_for: Some("c".into()), elected: false }));
+        assert!(!may_promote("b", 3, &VoteRecord { term: 4, voted_for: Some("c".into()), elected: false, eligible: None }));
         // Adopted a newer term without voting.
-        assert!(!may_promote("b", 3, &VoteRecord { term: 4, voted_for: None, elected: false }));
+        assert!(!may_promote("b", 3, &VoteRecord { term: 4, voted_for: None, elected: false, eligible: None }));
         assert!(!may_promote("c", 3, &mine));
     }
 

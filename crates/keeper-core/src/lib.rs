@@ -7,6 +7,7 @@
 
 pub mod conninfo;
 pub mod election;
+pub mod eligibility;
 pub mod failover;
 pub mod lsn;
 pub mod membership;

@@ -20,6 +20,40 @@ pub fn fork_point(history: &str) -> Option<u64> {
         .next_back()
 }
 
+/// The newest timeline switch in a history file: the parent timeline and where it forked.
+pub fn last_switch(history: &str) -> Option<(u32, u64)> {
+    history
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            Some((f.next()?.parse().ok()?, parse(f.next()?)?))
+        })
+        .next_back()
+}
+
+/// A WAL position with its timeline, ordered timeline first (Raft's "last log term, then
+/// index"): WAL of an old timeline past a fork point is history nobody acknowledged under the
+/// newer timeline's master, so a node holding it is less advanced than any node on the newer
+/// timeline, however far its LSN went; on one timeline the LSN decides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub struct Position {
+    pub tli: u32,
+    pub lsn: u64,
+}
+
+impl Position {
+    pub fn new(tli: u32, lsn: u64) -> Position {
+        Position { tli, lsn }
+    }
+}
+
+impl std::fmt::Display for Position {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} on timeline {}", format(self.lsn), self.tli)
+    }
+}
+
 /// A standby can stream from a newly promoted node only if it holds no WAL past the point
 /// where the new timeline forked off; otherwise it must be rewound (pg_rewind) or rebuilt.
 pub fn can_follow(my_lsn: u64, fork: u64) -> bool {
@@ -46,5 +80,15 @@ mod tests {
         assert_eq!(fork_point(""), None);
         assert!(can_follow(0x5000000, 0x5000000));
         assert!(!can_follow(0x5000001, 0x5000000));
+        assert_eq!(last_switch(h), Some((2, 0x5000000)));
+        assert_eq!(last_switch(""), None);
+    }
+
+    #[test]
+    fn positions_order_timeline_first() {
+        // WAL of timeline 1 past the fork of timeline 2 is not "more advanced".
+        assert!(Position::new(1, 0x9000000) < Position::new(2, 0x5000010));
+        assert!(Position::new(2, 0x5000000) < Position::new(2, 0x5000010));
+        assert_eq!(Position::new(2, 5).max(Position::new(1, 9)), Position::new(2, 5));
     }
 }

@@ -12,6 +12,14 @@ pub fn lock_timeout(keepalive_time: Duration) -> Duration {
     (keepalive_time / 4).clamp(Duration::from_millis(50), Duration::from_secs(2))
 }
 
+/// How long a winner fetches WAL from a standby that has more before it promotes
+/// (`election::fast_forward_source`): two rounds, at least 1 s (a WAL receiver reconnect),
+/// at most 10 s. Past it the winner promotes all the same and that standby needs a rewind:
+/// the cluster is without a master meanwhile, so this is kept short.
+pub fn fast_forward_limit(keepalive_time: Duration) -> Duration {
+    (keepalive_time * 2).clamp(Duration::from_secs(1), Duration::from_secs(10))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -21,5 +29,7 @@ mod tests {
         assert_eq!(lock_timeout(Duration::from_secs(1)), Duration::from_millis(250));
         assert_eq!(lock_timeout(Duration::from_millis(100)), Duration::from_millis(50));
         assert_eq!(lock_timeout(Duration::from_secs(60)), Duration::from_secs(2));
+        assert_eq!(fast_forward_limit(Duration::from_millis(200)), Duration::from_secs(1));
+        assert_eq!(fast_forward_limit(Duration::from_secs(30)), Duration::from_secs(10));
     }
 }

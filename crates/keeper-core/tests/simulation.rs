@@ -183,6 +183,7 @@
 //! reached a frozen node is handled at the thaw only if its link is up then; durability of
 //! acknowledged commits across a failover (only the instants of acknowledgements).
 
+use keeper_core::lsn::Position;
 use keeper_core::election::{
     decide_vote, early_count_after, heartbeat_interval, lease_effect, master_lease, master_verdict, may_hold_lease,
     may_promote, next_term, tally, voter_hold, LeaseEffect, MasterVerdict, PeerAnswer, Tally, Term, VoteRecord,
@@ -2392,6 +2393,7 @@ impl Sim {
             term: next_term(&s.rec, s.seen),
             candidate: s.name.clone(),
             candidate_lsn: s.lsn,
+            candidate_tli: 1,
             candidate_membership: self.vote_version(i),
         };
         let view = VoterView {
@@ -2399,6 +2401,7 @@ impl Sim {
             nodes: &s.view,
             is_master: false,
             my_lsn: s.lsn,
+            my_tli: 1,
             hold_left: self.hold_left(i),
             membership: self.vote_version(i),
         };
@@ -2449,10 +2452,11 @@ impl Sim {
         let lsn = self.nodes[i].lsn;
         let mv = self.vote_version(i);
         let req =
-            VoteRequest { term, candidate: self.nodes[i].name.clone(), candidate_lsn: lsn, candidate_membership: mv };
+            VoteRequest { term, candidate: self.nodes[i].name.clone(), candidate_lsn: lsn, candidate_tli: 1, candidate_membership: mv };
         let hold_left = self.hold_left(i);
         let s = &self.nodes[i];
-        let view = VoterView { me: &s.name, nodes: &s.view, is_master: false, my_lsn: lsn, hold_left, membership: mv };
+        let view =
+            VoterView { me: &s.name, nodes: &s.view, is_master: false, my_lsn: lsn, my_tli: 1, hold_left, membership: mv };
         let (res, new) = decide_vote(&s.rec, &req, &view);
         self.persist(i, new);
         if res.is_ok() && self.rules.hold_on_own_vote {
@@ -2479,7 +2483,7 @@ impl Sim {
                 pending += 1;
             }
         }
-        let me = VoteReply { granted: true, term, lsn: Some(lsn), reason: String::new() };
+        let me = VoteReply { granted: true, term, lsn: Some(lsn), tli: 1, reason: String::new() };
         let s = &mut self.nodes[i];
         s.rid = rid;
         let grace = match self.rules.count {
@@ -2510,7 +2514,7 @@ impl Sim {
         let named: Vec<(String, VoteReply)> =
             replies.into_iter().map(|(v, r)| (self.nodes[v].name.clone(), r)).collect();
         let s = &self.nodes[i];
-        let result = tally(&s.name, &s.view, lsn, &named, false);
+        let result = tally(&s.name, &s.view, Position::new(1, lsn), &named, false, None);
         let seen = named.iter().map(|(_, r)| r.term).max().unwrap_or(0);
         self.nodes[i].seen = self.nodes[i].seen.max(seen);
         match result {
@@ -2546,7 +2550,7 @@ impl Sim {
         let Round::Elect { replies, lsn, .. } = &s.round else { return false };
         let named: Vec<(String, VoteReply)> =
             replies.iter().map(|(v, r)| (self.nodes[*v].name.clone(), r.clone())).collect();
-        matches!(tally(&s.name, &s.view, *lsn, &named, false), Tally::Won { .. })
+        matches!(tally(&s.name, &s.view, Position::new(1, *lsn), &named, false, None), Tally::Won { .. })
     }
 
     /// Invariant 2, over every count that said Won (promoted or not). True on a violation.
@@ -2792,6 +2796,7 @@ impl Sim {
             term,
             candidate: self.nodes[from].name.clone(),
             candidate_lsn: lsn,
+            candidate_tli: 1,
             candidate_membership: mv,
         };
         let hold_left = self.hold_left(v);
@@ -2801,7 +2806,7 @@ impl Sim {
         let membership = self.vote_version(v);
         let s = &self.nodes[v];
         let my_lsn = if s.witness || s.master { 0 } else { s.lsn };
-        let view = VoterView { me: &s.name, nodes: &s.view, is_master, my_lsn, hold_left, membership };
+        let view = VoterView { me: &s.name, nodes: &s.view, is_master, my_lsn, my_tli: 1, hold_left, membership };
         decide_vote(&s.rec, &req, &view)
     }
 
@@ -3060,7 +3065,7 @@ impl Sim {
                 let mut done = false;
                 if let Round::Elect { replies, pending, early_ok, .. } = &mut self.nodes[to].round {
                     if !replies.iter().any(|r| r.0 == from) {
-                        replies.push((from, VoteReply { granted, term, lsn, reason: String::new() }));
+                        replies.push((from, VoteReply { granted, term, lsn, tli: 1, reason: String::new() }));
                         *pending -= 1;
                         done = *pending == 0 || (*early_ok && self.won_so_far(to));
                     }

@@ -6,20 +6,22 @@
 //! answers opens its gate (every lease then comes from heartbeats, which set the voters'
 //! holds). The simulation in keeper-core checks these rules.
 
-use crate::election_api::{answer_vote, received_lsn};
+use crate::election_api::{answer_vote, received_position};
 use crate::worker::{shutdown_requested, Worker};
 use crate::{gucs, probe, shared};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use keeper_core::election::{
-    early_count_after, may_promote, next_term, tally, Refusal, Tally, VoteRecord, VoteReply, VoteRequest,
+    early_count_after, fast_forward_source, may_promote, next_term, tally, Refusal, Tally, VoteReply, VoteRequest,
 };
-use keeper_core::{lsn, Node};
+use keeper_core::lsn::Position;
+use keeper_core::Node;
 use pgrx::prelude::*;
 use std::time::{Duration, Instant};
 
-/// One round of requests: the replies (own vote included) and why others refused.
+/// One round of requests: the count, the replies (own vote included) and why others refused.
 struct Ballot {
     tally: Tally,
+    replies: Vec<(String, VoteReply)>,
     refusals: Vec<String>,
 }
 
@@ -43,14 +45,10 @@ impl Worker {
             self.retry_at = Some(Instant::now() + Duration::from_millis(hold_left as u64 + 50));
             return format!("master unreachable, {failed_rounds} rounds; waiting {hold_left} ms for its lease to end");
         }
-        let my_lsn = match crate::tx::transaction(received_lsn) {
-            Ok(Some(l)) => l,
-            Ok(None) => return "not standing: not in recovery".into(),
-            Err(e) => return format!("not standing: cannot read the WAL position: {e}"),
-        };
+        let Some(mine) = received_position() else { return "not standing: not in recovery".into() };
         let seen = shared::STATE.share().seen_term;
-        let term = match crate::votes::current(me) {
-            Ok(rec) => next_term(&rec, seen),
+        let (term, eligible) = match crate::votes::current(me) {
+            Ok(rec) => (next_term(&rec, seen), rec.eligible),
             Err(e) => return format!("not standing: {e}"),
         };
         // Pre-vote, then the vote.
@@ -58,7 +56,8 @@ impl Worker {
             let req = VoteRequest {
                 term,
                 candidate: me.to_string(),
-                candidate_lsn: my_lsn,
+                candidate_lsn: mine.lsn,
+                candidate_tli: mine.tli,
                 candidate_membership: self.membership,
             };
             match crate::tx::transaction(|| answer_vote(me, &req, dry)) {
@@ -67,26 +66,29 @@ impl Worker {
                     shared::note_term(t);
                     if let Refusal::LeaseHeld { .. } = r {
                         self.retry_at = Some(Instant::now() + Duration::from_millis(100));
+                    } else {
+                        self.notice_once(format!("pg_keeper: master unreachable, but this node does not stand: {r}"));
                     }
                     return format!("not standing: own vote refused: {r}");
                 }
                 Err(e) => return format!("not standing: {e}"),
             }
             if !dry {
-                log!("pg_keeper: {me} stands for election in term {term} (WAL received up to {})", lsn::format(my_lsn));
+                log!("pg_keeper: {me} stands for election in term {term} (WAL received up to {mine})");
             }
-            let Some(ballot) = self.ballot(me, nodes, old_master, term, my_lsn, dry) else {
+            let Some(ballot) = self.ballot(me, nodes, old_master, term, mine, dry, eligible.as_deref()) else {
                 return "stopping".into();
             };
             let what = if dry { "pre-vote" } else { "election" };
             match ballot.tally {
-                Tally::Won { votes } if !dry => return self.won(me, nodes, old_master, term, &votes),
+                Tally::Won { votes } if !dry => {
+                    let source = fast_forward_source(me, mine, &ballot.replies);
+                    return self.won(me, nodes, old_master, term, &votes, source);
+                }
                 Tally::Won { .. } => {}
-                Tally::Yield { to, lsn: theirs } => {
+                Tally::Yield { to, at: theirs } => {
                     self.notice_once(format!(
-                        "pg_keeper: not promoting ({what}, term {term}): {to} has more WAL ({} > {}); it should stand",
-                        lsn::format(theirs),
-                        lsn::format(my_lsn)
+                        "pg_keeper: not promoting ({what}, term {term}): {to} has more WAL ({theirs} > {mine}); it should stand"
                     ));
                     return format!("{what} term {term}: yielding to {to}");
                 }
@@ -117,19 +119,24 @@ impl Worker {
         nodes: &[Node],
         old_master: &str,
         term: u64,
-        my_lsn: u64,
+        mine: Position,
         dry: bool,
+        eligible: Option<&[String]>,
     ) -> Option<Ballot> {
         let deadline = self.probe_deadline();
         let membership = self.membership;
         let early = early_count_after(self.settings.keepalive_time);
         let db = gucs::database();
         let two_node = gucs::TWO_NODE_FAILOVER.get();
-        let own = (me.to_string(), VoteReply { granted: true, term, lsn: Some(my_lsn), reason: String::new() });
-        let count = |got: &[(String, Result<VoteReply, String>)]| {
+        let own =
+            (me.to_string(), VoteReply { granted: true, term, lsn: Some(mine.lsn), tli: mine.tli, reason: String::new() });
+        let replies_of = |got: &[(String, Result<VoteReply, String>)]| {
             let mut replies = vec![own.clone()];
             replies.extend(got.iter().filter_map(|(n, r)| r.as_ref().ok().map(|r| (n.clone(), r.clone()))));
-            tally(me, nodes, my_lsn, &replies, two_node)
+            replies
+        };
+        let count = |got: &[(String, Result<VoteReply, String>)]| {
+            tally(me, nodes, mine, &replies_of(got), two_node, eligible)
         };
         let mut pending: FuturesUnordered<_> = nodes
             .iter()
@@ -139,7 +146,7 @@ impl Worker {
                 let name = n.name.clone();
                 async move {
                     let r = match cfg {
-                        Ok(cfg) => probe::request_vote(cfg, deadline, me, term, my_lsn, membership, dry).await,
+                        Ok(cfg) => probe::request_vote(cfg, deadline, me, term, mine, membership, dry).await,
                         Err(e) => Err(e),
                     };
                     (name, r)
@@ -172,10 +179,18 @@ impl Worker {
                 Err(e) => Some(format!("{n}: no answer ({e})")),
             })
             .collect();
-        Some(Ballot { tally: count(&got), refusals })
+        Some(Ballot { tally: count(&got), replies: replies_of(&got), refusals })
     }
 
-    fn won(&mut self, me: &str, nodes: &[Node], old_master: &str, term: u64, votes: &[String]) -> String {
+    fn won(
+        &mut self,
+        me: &str,
+        nodes: &[Node],
+        old_master: &str,
+        term: u64,
+        votes: &[String],
+        fetch_from: Option<(String, Position)>,
+    ) -> String {
         // Still "this term, voted for me"? (We kept answering requests while waiting.) From
         // this check to the end of the promotion, vote like a master. No lease yet: the first
         // heartbeat round a majority answers opens the gate.
@@ -187,12 +202,15 @@ impl Worker {
                 st.promoting = true;
                 st.revoke_lease("elected: its first heartbeat round with a majority opens the gate");
             }
-            (ok, if ok { VoteRecord::elected_in(me, term) } else { rec.clone() })
+            (ok, if ok { rec.won(me, term) } else { rec.clone() })
         });
         match won {
             Ok(true) => {}
             Ok(false) => return format!("election term {term}: a newer term started meanwhile"),
             Err(e) => return format!("election term {term}: {e}"),
+        }
+        if let Some((from, target)) = fetch_from {
+            self.fast_forward(me, nodes, &from, target);
         }
         let state = self.promote(me, old_master, term, votes, nodes.len());
         let mut st = shared::STATE.exclusive();

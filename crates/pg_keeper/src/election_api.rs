@@ -7,6 +7,7 @@ use crate::api::{fail, required};
 use crate::{gucs, registry_sql, shared, votes};
 use keeper_core::election::{decide_vote, may_hold_lease, voter_hold, Refusal, Term, VoteRequest, VoterView};
 use keeper_core::registry::diff;
+use keeper_core::lsn::Position;
 use keeper_core::{lsn, Node};
 use pgrx::prelude::*;
 use std::time::Duration;
@@ -48,55 +49,62 @@ fn in_recovery() -> bool {
     unsafe { pg_sys::RecoveryInProgress() }
 }
 
-/// WAL this server has received: the newest of received and replayed (a standby that
-/// restarted has replayed WAL it did not receive in this life). None on a master.
-pub fn received_lsn() -> Result<Option<u64>, pgrx::spi::Error> {
-    Spi::connect(|c| {
-        c.select(
-            "SELECT CASE WHEN pg_catalog.pg_is_in_recovery() \
-             THEN greatest(pg_catalog.pg_last_wal_receive_lsn(), pg_catalog.pg_last_wal_replay_lsn())::text END",
-            None,
-            &[],
-        )?
-        .first()
-        .get_one::<String>()
-    })
-    .map(|s| s.and_then(|s| lsn::parse(&s)))
+/// WAL this server has received, with its timeline: the newest of received and replayed (a
+/// standby that restarted has replayed WAL it did not receive in this life). None on a master.
+pub fn received_position() -> Option<Position> {
+    if !in_recovery() {
+        return None;
+    }
+    let (mut rtli, mut ptli) = (0u32, 0u32);
+    let received = unsafe { pg_sys::GetWalRcvFlushRecPtr(std::ptr::null_mut(), &mut rtli) };
+    let replayed = unsafe { pg_sys::GetXLogReplayRecPtr(&mut ptli) };
+    let pos = if received > replayed && rtli != 0 {
+        Position::new(rtli, received)
+    } else {
+        Position::new(ptli, replayed)
+    };
+    Some(pos)
 }
 
-/// On a node out of recovery: the WAL position where its timeline began (the switch point in
-/// its newest timeline history file), else its flushed WAL (conservative).
-fn timeline_start_lsn() -> Result<u64, pgrx::spi::Error> {
-    let (history, flushed) = Spi::connect(|c| {
+/// On a node out of recovery: where its timeline began (the switch point in its newest
+/// timeline history file, on the parent timeline), else its flushed WAL on its timeline
+/// (conservative).
+fn timeline_start() -> Result<Position, pgrx::spi::Error> {
+    let (history, flushed, tli) = Spi::connect(|c| {
         let row = c
             .select(
-                "SELECT pg_catalog.pg_read_file('pg_wal/' || substr(pg_catalog.pg_walfile_name(pg_catalog.pg_current_wal_lsn()), 1, 8) || '.history', 0, 1048576, true), \
-                 pg_catalog.pg_current_wal_flush_lsn()::text",
+                "SELECT pg_catalog.pg_read_file('pg_wal/' || t || '.history', 0, 1048576, true), \
+                 pg_catalog.pg_current_wal_flush_lsn()::text, ('x' || t)::bit(32)::bigint \
+                 FROM (SELECT substr(pg_catalog.pg_walfile_name(pg_catalog.pg_current_wal_lsn()), 1, 8) AS t) s",
                 None,
                 &[],
             )?
             .first();
-        Ok::<_, pgrx::spi::Error>((row.get::<String>(1)?, row.get::<String>(2)?))
+        Ok::<_, pgrx::spi::Error>((row.get::<String>(1)?, row.get::<String>(2)?, row.get::<i64>(3)?))
     })?;
-    let flushed = flushed.and_then(|s| lsn::parse(&s)).unwrap_or(u64::MAX);
-    Ok(history.as_deref().and_then(lsn::fork_point).unwrap_or(flushed))
+    let flushed = Position::new(tli.unwrap_or(0) as u32, flushed.and_then(|s| lsn::parse(&s)).unwrap_or(u64::MAX));
+    Ok(history.as_deref().and_then(lsn::last_switch).map(|(t, l)| Position::new(t, l)).unwrap_or(flushed))
 }
 
 /// This node's answer to a vote request, the record persisted before it. Needs a
 /// transaction (SPI reads node_info and the WAL position). Used for the candidate's own vote
 /// too, so that it obeys the same rules. `dry` (a pre-vote): the same rules, nothing persisted
 /// or adopted, so a candidate that cannot win pushes no term up.
-pub fn answer_vote(me: &str, req: &VoteRequest, dry: bool) -> Result<(Result<(), Refusal>, Term, Option<u64>), String> {
+pub fn answer_vote(
+    me: &str,
+    req: &VoteRequest,
+    dry: bool,
+) -> Result<(Result<(), Refusal>, Term, Option<Position>), String> {
     let witness = gucs::WITNESS.get();
     let registry = Spi::connect(registry_sql::read_registry).map_err(|e| e.to_string())?.unwrap_or_default();
     let nodes = registry.nodes;
     let is_master = !in_recovery() && !witness;
-    let mut my_lsn = if witness { None } else { received_lsn().map_err(|e| e.to_string())? };
+    let mut mine = if witness { None } else { received_position() };
     // A writable node that may not hold the lease votes like a standby (below); its WAL up to
     // where its timeline began is what it had received (every commit acknowledged with it as
     // the synchronous standby included): a candidate behind that must be refused.
     if is_master {
-        my_lsn = Some(timeline_start_lsn().map_err(|e| e.to_string())?);
+        mine = Some(timeline_start().map_err(|e| e.to_string())?);
     }
     let registered_master = nodes.iter().any(|n| n.name == me && n.is_master);
     let (answer, term) = votes::with_record(me, |rec, st| {
@@ -113,7 +121,8 @@ pub fn answer_vote(me: &str, req: &VoteRequest, dry: bool) -> Result<(Result<(),
             // replace the real master with the other standby. Between winning and the end of
             // its promotion a candidate votes like a master.
             is_master: (is_master && may_hold_lease(rec, registered_master)) || st.promoting,
-            my_lsn: my_lsn.unwrap_or(0),
+            my_lsn: mine.map_or(0, |p| p.lsn),
+            my_tli: mine.map_or(0, |p| p.tli),
             hold_left: Duration::from_millis((st.hold_until - shared::boot_ms()).max(0) as u64),
             membership: registry.membership,
         };
@@ -124,7 +133,7 @@ pub fn answer_vote(me: &str, req: &VoteRequest, dry: bool) -> Result<(Result<(),
         }
         ((answer, new.term), new)
     })?;
-    Ok((answer, term, my_lsn))
+    Ok((answer, term, mine))
 }
 
 /// A node's state for pollers; with `from_node`, `term` and `lease_ms` it is master mode's
@@ -138,6 +147,7 @@ fn _poll(
     from_node: default!(Option<&str>, "NULL"),
     term: default!(Option<i64>, "NULL"),
     lease_ms: default!(Option<i64>, "NULL"),
+    sync_standbys: default!(Option<Vec<String>>, "NULL"),
 ) -> TableIterator<
     'static,
     (
@@ -160,6 +170,9 @@ fn _poll(
                     None,
                 );
             }
+            if let Some(bad) = sync_standbys.iter().flatten().find(|n| keeper_core::registry::check_name(n).is_err()) {
+                fail(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, format!("invalid node name {bad:?} in sync_standbys"), None);
+            }
             Some((t as u64, Duration::from_millis(ms as u64)))
         }
         _ => None,
@@ -168,6 +181,7 @@ fn _poll(
     let witness = gucs::WITNESS.get();
     let (my_term, gate, elected, membership) = match gucs::node_name() {
         Some(me) if shared::available() => votes::with_record(&me, |rec, st| {
+            let mut new = rec.clone();
             if let Some((t, lease)) = heartbeat {
                 st.seen_term = st.seen_term.max(t);
                 // A heartbeat from an older term is from a master this node may have voted
@@ -175,10 +189,17 @@ fn _poll(
                 if t >= rec.term {
                     let until = shared::boot_ms() + voter_hold(lease).as_millis() as i64;
                     st.hold_until = st.hold_until.max(until);
+                    // Who may be elected, persisted (when it changed) before the answer that
+                    // lets the master count this node (keeper_core::eligibility).
+                    new.eligible = sync_standbys.clone().map(|mut v| {
+                        v.sort();
+                        v.dedup();
+                        v
+                    });
                 }
             }
             let answer = (rec.term, shared::gate_locked(st), may_hold_lease(rec, st.registered_master), st.membership);
-            (answer, rec.clone())
+            (answer, new)
         })
         .unwrap_or_else(|e| fail(PgSqlErrorCode::ERRCODE_DATA_CORRUPTED, format!("pg_keeper vote record: {e}"), None)),
         _ => (0, shared::Gate::Open, false, 0),
@@ -207,8 +228,11 @@ fn request_vote(
     candidate_lsn: Option<&str>,
     dry_run: default!(Option<bool>, "false"),
     candidate_membership: default!(Option<i64>, "0"),
-) -> TableIterator<'static, (name!(granted, bool), name!(term, i64), name!(lsn, Option<String>), name!(reason, String))>
-{
+    candidate_tli: default!(Option<i64>, "0"),
+) -> TableIterator<
+    'static,
+    (name!(granted, bool), name!(term, i64), name!(lsn, Option<String>), name!(reason, String), name!(tli, i64)),
+> {
     let candidate = required(candidate, "candidate");
     let Some(term) = term else { fail(PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED, "term must not be NULL", None) };
     let lsn_text = required(candidate_lsn, "candidate_lsn");
@@ -234,14 +258,20 @@ fn request_vote(
         ),
         None => fail(PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED, "candidate_membership must not be NULL", None),
     };
+    let candidate_tli = match candidate_tli {
+        Some(t) if (0..=u32::MAX as i64).contains(&t) => t as u32,
+        Some(t) => fail(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, format!("invalid timeline {t}"), None),
+        None => fail(PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED, "candidate_tli must not be NULL", None),
+    };
     bound_lock_waits();
     let req = VoteRequest {
         term: term as u64,
         candidate: candidate.to_string(),
         candidate_lsn,
+        candidate_tli,
         candidate_membership: membership,
     };
-    let (answer, now_term, my_lsn) = answer_vote(&me, &req, dry)
+    let (answer, now_term, mine) = answer_vote(&me, &req, dry)
         .unwrap_or_else(|e| fail(PgSqlErrorCode::ERRCODE_IO_ERROR, format!("pg_keeper: cannot vote: {e}"), None));
     let reason = match &answer {
         Ok(()) => {
@@ -252,7 +282,13 @@ fn request_vote(
         }
         Err(r) => r.to_string(),
     };
-    TableIterator::once((answer.is_ok(), now_term as i64, my_lsn.map(lsn::format), reason))
+    TableIterator::once((
+        answer.is_ok(),
+        now_term as i64,
+        mine.map(|p| lsn::format(p.lsn)),
+        reason,
+        mine.map_or(0, |p| p.tli as i64),
+    ))
 }
 
 /// Planned switchover: make this standby stand for election at its worker's next rounds (for

@@ -217,9 +217,12 @@ unsafe extern "C-unwind" fn on_xact(event: pg_sys::XactEvent::Type, _arg: *mut c
             // Every commit that wrote, including one whose XID came after PRE_COMMIT (NOTIFY),
             // and COMMIT/ROLLBACK PREPARED (their own transaction has none).
             let wrote = has_xid() && guarded_process();
-            if (PASSED_GATE.swap(false, Ordering::Relaxed) || wrote) && !lease_after_commit() {
+            if wrote && !unsafe { pg_sys::RecoveryInProgress() } && !on_every_eligible_standby() {
+                withhold_acknowledgement();
+            } else if (PASSED_GATE.swap(false, Ordering::Relaxed) || wrote) && !lease_after_commit() {
                 withhold_acknowledgement();
             }
+            PASSED_GATE.store(false, Ordering::Relaxed);
         }
         XACT_EVENT_ABORT | XACT_EVENT_PARALLEL_ABORT => {
             PASSED_GATE.store(false, Ordering::Relaxed);
@@ -257,6 +260,26 @@ fn lease_after_commit() -> bool {
                 }
             }
             _ => return false,
+        }
+    }
+}
+
+/// Once the commit is durable, for a commit that waited for synchronous replication: is it on
+/// every standby the voters may elect (`crate::eligibility`)? Waits, as for a lease, while
+/// the master has not told a majority yet or one of them lags, and says no after the gate's
+/// longest wait or when the backend is being terminated.
+fn on_every_eligible_standby() -> bool {
+    let started = std::time::Instant::now();
+    let limit = max_wait();
+    loop {
+        if crate::eligibility::commit_reached_every() == Some(true) {
+            return true;
+        }
+        if started.elapsed() >= limit || unsafe { (&raw const pg_sys::ProcDiePending).read_volatile() } != 0 {
+            return false;
+        }
+        if nap(false) {
+            return false;
         }
     }
 }

@@ -12,6 +12,8 @@ pub static KEEPALIVE_TIME: GucSetting<f64> = GucSetting::<f64>::new(5.0);
 pub static KEEPALIVE_COUNT: GucSetting<i32> = GucSetting::<i32>::new(1);
 pub static AFTER_COMMAND: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 pub static TWO_NODE_FAILOVER: GucSetting<bool> = GucSetting::<bool>::new(false);
+pub static AUTO_REJOIN: GucSetting<bool> = GucSetting::<bool>::new(true);
+pub static PGKEEPER_PROGRAM: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 pub static WITNESS: GucSetting<bool> = GucSetting::<bool>::new(false);
 pub static DATABASE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"postgres"));
 // The seed's README also spells these two with an "s"; 0 means "not set".
@@ -66,6 +68,22 @@ pub fn register() {
         GucFlags::default(),
     );
     GucRegistry::define_bool_guc(
+        c"pg_keeper.auto_rejoin",
+        c"A deposed old master turns itself into a standby of the new master (pg_rewind, never a base backup).",
+        c"Runs pgkeeper rejoin --auto, detached, once the new master takes writes. Off: run pgkeeper rejoin by hand.",
+        &AUTO_REJOIN,
+        GucContext::Sighup,
+        GucFlags::SUPERUSER_ONLY,
+    );
+    GucRegistry::define_string_guc(
+        c"pg_keeper.pgkeeper_program",
+        c"Path of the pgkeeper program the automatic rejoin runs.",
+        c"Empty: pgkeeper on the server's PATH, in /usr/local/bin, /usr/bin or beside postgres.",
+        &PGKEEPER_PROGRAM,
+        GucContext::Sighup,
+        GucFlags::SUPERUSER_ONLY,
+    );
+    GucRegistry::define_bool_guc(
         c"pg_keeper.witness",
         c"This server is a witness: it votes and answers polls, holds no data, never promotes.",
         c"Register it on the master with pgkeeper.add_node(name, conninfo, is_witness => true).",
@@ -118,6 +136,10 @@ fn string(s: &GucSetting<Option<CString>>) -> Option<String> {
 
 pub fn node_name() -> Option<String> {
     string(&NODE_NAME)
+}
+
+pub fn pgkeeper_program() -> Option<String> {
+    string(&PGKEEPER_PROGRAM).filter(|s| !s.is_empty())
 }
 
 pub fn after_command() -> Option<String> {

@@ -9,13 +9,17 @@ use std::time::Duration;
 
 mod actions;
 mod api;
+mod auto_rejoin;
 mod candidate;
 mod election_api;
+mod eligibility;
+mod fast_forward;
 mod fence;
 mod gucs;
 mod master;
 mod probe;
 mod registry_sql;
+mod routing;
 mod schema;
 mod shared;
 mod standby;
@@ -34,6 +38,7 @@ pub extern "C-unwind" fn _PG_init() {
     gucs::register();
     shared::init();
     fence::register();
+    routing::register();
     BackgroundWorkerBuilder::new("pg_keeper")
         .set_type("pg_keeper")
         .set_library("pg_keeper")

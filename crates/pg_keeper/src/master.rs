@@ -35,7 +35,7 @@ impl Worker {
             // No heartbeats: they would keep the voters from electing anyone else.
             shared::STATE.exclusive().heartbeats_stopped = true;
             let state = match shared::gate() {
-                shared::Gate::Deposed { by, term } => format!("deposed by {by} (term {term}): needs rejoin"),
+                shared::Gate::Deposed { by, term } => self.auto_rejoin(me, nodes, &by, term),
                 g => shared::gate_name(&g),
             };
             self.publish(Mode::Master, &state, &[]);
@@ -56,7 +56,38 @@ impl Worker {
         // A node promoted outside an election (pg_ctl promote, pg_promote() by hand) holds no
         // lease and sends no heartbeat (a heartbeat would hold the voters from electing the
         // real master's successor); it only watches for a master of a newer term.
-        let heartbeat = entitled.then(|| (me, term, lease.as_millis() as u64));
+        // Who may be elected if this master died now (keeper_core::eligibility): told in the
+        // heartbeat, persisted here too (this node counts in the majority that persists it).
+        let repl = match crate::eligibility::read() {
+            Ok(r) => Some(r),
+            Err(e) => {
+                self.notice_once(format!("pg_keeper: cannot read pg_stat_replication: {e}"));
+                None
+            }
+        };
+        let eligible = match &repl {
+            Some(r) => crate::eligibility::eligible(me, nodes, r),
+            // Unknown: the last set told stays (commits keep its rule).
+            None => self.told.current().cloned().flatten(),
+        };
+        if entitled {
+            self.told.send(eligible.clone());
+            let stored = crate::votes::with_record(me, |rec, _| {
+                ((), keeper_core::election::VoteRecord { eligible: eligible.clone(), ..rec.clone() })
+            });
+            if let Err(e) = stored {
+                warning!("pg_keeper: cannot update the vote record: {e}");
+            }
+            if let Some(r) = &repl {
+                crate::eligibility::publish(&self.told.commit_rule(), r);
+            }
+        }
+        let heartbeat = entitled.then(|| probe::Heartbeat {
+            from: me,
+            term,
+            lease_ms: lease.as_millis() as u64,
+            eligible: eligible.as_deref(),
+        });
         // Renew the lease the moment a majority has answered, not when the slowest (perhaps
         // black-holed) peer's deadline ends the round: the same count as master_verdict's,
         // applied early. An answer from another writable node ends the lease at once and
@@ -98,6 +129,13 @@ impl Worker {
         let Some(results) = probe::block_on_cancellable(&self.rt, join_all(futs), shutdown_requested) else {
             return;
         };
+        // A majority persisted the set this round carried.
+        if entitled && !conflict.get() && is_majority(answered.get(), nodes.len()) {
+            self.told.majority_persisted();
+            if let Some(r) = &repl {
+                crate::eligibility::publish(&self.told.commit_rule(), r);
+            }
+        }
         let answers: Vec<(String, Option<PeerAnswer>)> =
             peers.iter().zip(&results).map(|(n, r)| (n.name.clone(), r.as_ref().ok().map(|s| s.answer))).collect();
         let peer_results: Vec<PeerResult> = peers

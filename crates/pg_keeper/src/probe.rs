@@ -86,18 +86,28 @@ pub struct State {
     pub answer: keeper_core::election::PeerAnswer,
 }
 
-pub async fn state(cfg: Config, deadline: Duration, heartbeat: Option<(&str, u64, u64)>) -> Result<State, String> {
+/// Master mode's heartbeat: who sends it, its term, its lease, and the standbys that may be
+/// elected (None: replication is asynchronous; `keeper_core::eligibility`).
+#[derive(Debug, Clone, Copy)]
+pub struct Heartbeat<'a> {
+    pub from: &'a str,
+    pub term: u64,
+    pub lease_ms: u64,
+    pub eligible: Option<&'a [String]>,
+}
+
+pub async fn state(cfg: Config, deadline: Duration, heartbeat: Option<Heartbeat<'_>>) -> Result<State, String> {
     let start = Instant::now();
-    let (from, term, lease) = match heartbeat {
-        Some((f, t, l)) => (Some(f.to_string()), Some(t as i64), Some(l as i64)),
-        None => (None, None, None),
+    let (from, term, lease, eligible) = match heartbeat {
+        Some(h) => (Some(h.from.to_string()), Some(h.term as i64), Some(h.lease_ms as i64), h.eligible.map(<[String]>::to_vec)),
+        None => (None, None, None, None),
     };
     let answer = with_client(cfg, deadline, |c| async move {
         let row = c
             .query_one(
                 "SELECT in_recovery, fenced, term, witness, deposed, elected, membership \
-                 FROM pgkeeper._poll($1::text, $2::bigint, $3::bigint)",
-                &[&from, &term, &lease],
+                 FROM pgkeeper._poll($1::text, $2::bigint, $3::bigint, $4::text[])",
+                &[&from, &term, &lease, &eligible],
             )
             .await?;
         Ok(peer_answer(&row, 0))
@@ -126,24 +136,25 @@ pub async fn request_vote(
     deadline: Duration,
     candidate: &str,
     term: u64,
-    lsn: u64,
+    at: keeper_core::lsn::Position,
     membership: keeper_core::membership::Version,
     dry: bool,
 ) -> Result<keeper_core::election::VoteReply, String> {
     let candidate = candidate.to_string();
-    let lsn = keeper_core::lsn::format(lsn);
+    let lsn = keeper_core::lsn::format(at.lsn);
     with_client(cfg, deadline, |c| async move {
         let row = c
             .query_one(
-                "SELECT granted, term, lsn, reason \
-                 FROM pgkeeper.request_vote($1::text, $2::bigint, $3::text, $4::boolean, $5::bigint)",
-                &[&candidate, &(term as i64), &lsn, &dry, &(membership as i64)],
+                "SELECT granted, term, lsn, reason, tli \
+                 FROM pgkeeper.request_vote($1::text, $2::bigint, $3::text, $4::boolean, $5::bigint, $6::bigint)",
+                &[&candidate, &(term as i64), &lsn, &dry, &(membership as i64), &(at.tli as i64)],
             )
             .await?;
         Ok(keeper_core::election::VoteReply {
             granted: row.get(0),
             term: row.get::<_, i64>(1).max(0) as u64,
             lsn: row.get::<_, Option<String>>(2).and_then(|s| keeper_core::lsn::parse(&s)),
+            tli: row.get::<_, i64>(4).clamp(0, u32::MAX as i64) as u32,
             reason: row.get::<_, Option<String>>(3).unwrap_or_default(),
         })
     })

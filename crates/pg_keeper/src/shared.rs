@@ -11,6 +11,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 pub const MAX_PEERS: usize = 32;
 pub const NAME_LEN: usize = 64;
 pub const TEXT_LEN: usize = 128;
+pub const ELIGIBLE_LEN: usize = MAX_PEERS * NAME_LEN;
+
+/// Commits are asynchronous (or no rule yet): nothing to check after PostgreSQL's own wait.
+pub const SYNC_RULE_ASYNC: u8 = 0;
+/// Synchronous, but the voters may not all know it yet: commits that waited for synchronous
+/// replication wait for the next heartbeat round a majority answers.
+pub const SYNC_RULE_WAIT: u8 = 1;
+/// Such commits must be on every standby in `sync_pids`.
+pub const SYNC_RULE_ON_EVERY: u8 = 2;
 
 #[derive(Copy, Clone)]
 pub struct PeerState {
@@ -47,6 +56,18 @@ pub struct KeeperState {
     pub term: u64,
     pub voted_for: [u8; NAME_LEN],
     pub elected: bool,
+    /// The record's eligible set (`VoteRecord::eligible`): `eligible_known` false = None;
+    /// else the names, space-separated.
+    pub eligible_known: bool,
+    pub eligible: [u8; ELIGIBLE_LEN],
+    /// Master mode's rule for commits that waited for synchronous replication
+    /// (`keeper_core::eligibility::CommitRule`, checked after the commit in `fence.rs`): one
+    /// of the `SYNC_RULE_*` values; with `SYNC_RULE_ON_EVERY`, the WAL sender pids of the
+    /// standbys that must have the commit, and whether one of them has no WAL sender now.
+    pub sync_rule: u8,
+    pub sync_npids: u32,
+    pub sync_pids: [i32; MAX_PEERS],
+    pub sync_missing: bool,
     /// Master mode: the newest membership version a majority of the nodes has reported
     /// (add_node / del_node make the next change only once the current one is here).
     pub membership_acked: u64,
@@ -116,6 +137,12 @@ impl Default for KeeperState {
             term: 0,
             voted_for: [0; NAME_LEN],
             elected: false,
+            eligible_known: false,
+            eligible: [0; ELIGIBLE_LEN],
+            sync_rule: SYNC_RULE_ASYNC,
+            sync_npids: 0,
+            sync_pids: [0; MAX_PEERS],
+            sync_missing: false,
             membership_acked: 0,
             open_needs_version: 0,
             membership: 0,
@@ -179,6 +206,9 @@ impl KeeperState {
             term: self.term,
             voted_for: Some(get_str(&self.voted_for)).filter(|s| !s.is_empty()),
             elected: self.elected,
+            eligible: self
+                .eligible_known
+                .then(|| get_str(&self.eligible).split_whitespace().map(str::to_string).collect()),
         }
     }
 }

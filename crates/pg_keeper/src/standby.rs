@@ -24,6 +24,8 @@ impl Worker {
             // hand), it takes writes only once it holds a lease.
             let mut st = shared::STATE.exclusive();
             st.revoke_lease("this node was a standby and holds no lease yet");
+            // and what its commits need under synchronous replication is decided anew
+            st.sync_rule = shared::SYNC_RULE_WAIT;
         }
         // A win belongs to the term's promotion; a node running as a standby again (a failed
         // promotion, a rejoined old master) must win anew before it holds a lease.

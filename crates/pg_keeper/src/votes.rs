@@ -84,6 +84,8 @@ pub fn with_record<T>(
         st.term = new.term;
         shared::put_str(&mut st.voted_for, new.voted_for.as_deref().unwrap_or(""));
         st.elected = new.elected;
+        st.eligible_known = new.eligible.is_some();
+        shared::put_str(&mut st.eligible, &new.eligible.as_deref().unwrap_or_default().join(" "));
         st.vote_loaded = true;
     }
     Ok(answer)

@@ -109,6 +109,10 @@ pub(crate) struct Worker {
     /// Master mode: the newest membership version every node has reported (a two-node
     /// cluster runs without the lease only at the current one).
     pub(crate) membership_known_to_all: Option<keeper_core::membership::Version>,
+    /// Master mode: the eligible sets told to the voters (`keeper_core::eligibility`).
+    pub(crate) told: keeper_core::eligibility::Told,
+    /// When this worker last started an automatic rejoin (`auto_rejoin.rs`).
+    pub(crate) rejoin_started: Option<std::time::Instant>,
 }
 
 /// Result of one peer's probe in a round, for shared memory.
@@ -141,6 +145,8 @@ impl Worker {
             membership: 0,
             registry: None,
             membership_known_to_all: None,
+            told: Default::default(),
+            rejoin_started: None,
         }
     }
 

@@ -1,0 +1,85 @@
+//! Issue 2/7 item 3: the old master rejoins by itself (`pg_keeper.auto_rejoin`), with
+//! pg_rewind, and the cluster then survives a second failure.
+
+use keeper_integration::*;
+use std::collections::BTreeSet;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+fn conf() -> Vec<String> {
+    vec![
+        "pg_keeper.keepalive_time = 1".into(),
+        "pg_keeper.keepalive_count = 2".into(),
+        "pg_keeper.auto_rejoin = on".into(),
+        format!("pg_keeper.pgkeeper_program = '{}'", env!("CARGO_BIN_EXE_pgkeeper")),
+    ]
+}
+
+/// A multi-host URI over every node, for a writer that follows the master.
+fn uri(cluster: &Cluster) -> String {
+    let hosts: Vec<String> = cluster.nodes().iter().map(|n| format!("{}:{}", n.addr(), n.port())).collect();
+    format!("postgresql://postgres@{}/postgres?target_session_attrs=read-write&connect_timeout=1", hosts.join(","))
+}
+
+fn master_of(cluster: &Cluster, among: &[&str]) -> Option<String> {
+    among.iter().find(|n| cluster.node(n).is_in_recovery().ok() == Some(false)).map(|n| n.to_string())
+}
+
+#[test]
+fn killed_master_started_again_rejoins_by_itself_and_the_cluster_fails_over_again() {
+    let conf = conf();
+    let conf: Vec<&str> = conf.iter().map(String::as_str).collect();
+    let cluster = keeper_cluster("ar-kill", 2, Some("FIRST 1 (node2, node3, node1)"), &conf);
+    let n1 = cluster.node("node1");
+    for n in ["node2", "node3"] {
+        wait_title(cluster.node(n), "standby (connected to node1)").unwrap();
+    }
+    n1.execute(WRITES_TABLE).unwrap();
+    let writer = Writer::start(&uri(&cluster), Duration::from_millis(20));
+    std::thread::sleep(Duration::from_secs(2));
+    n1.kill9();
+    wait_until(PATIENCE, || master_of(&cluster, &["node2", "node3"]).is_some()).expect("a new master");
+    let first = master_of(&cluster, &["node2", "node3"]).unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+
+    // The old master comes back: deposed, it turns itself into a standby of the new master.
+    let started = Instant::now();
+    n1.start().unwrap();
+    wait_until(Duration::from_secs(120), || streams_from(cluster.node(&first), "node1"))
+        .unwrap_or_else(|_| panic!("node1 rejoins by itself:\n{}", n1.log_tail(60)));
+    let rejoin_s = started.elapsed().as_secs_f64();
+    wait_until(PATIENCE, || n1.log_contents().contains("is a standby of")).expect("the helper reports its outcome");
+    let log = n1.log_contents();
+    assert!(log.contains("rejoining it automatically"), "{}", n1.log_tail(60));
+    assert!(log.contains("is a standby of") && log.contains("(pg_rewind;"), "rewound, no base backup:\n{}", n1.log_tail(60));
+    assert!(!log.contains("pg_basebackup from the master"), "{}", n1.log_tail(60));
+    let outcome = std::fs::read_to_string(n1.data_dir().join("pg_keeper.node1.rejoin")).unwrap_or_default();
+    assert!(outcome.starts_with("ok "), "{outcome}");
+    assert!(n1.is_in_recovery().unwrap());
+    // node_info and status agree: node1 is a standby, the new master is the master.
+    wait_until(PATIENCE, || {
+        node_info(cluster.node(&first)).iter().any(|r| r.1 == first && r.2 == "t")
+    })
+    .expect("node_info names the new master");
+    let o = Command::new(env!("CARGO_BIN_EXE_pgkeeper")).args(["status", &cluster.node(&first).conninfo()]).output().unwrap();
+    let table = String::from_utf8_lossy(&o.stdout).into_owned();
+    let row1 = table.lines().find(|l| l.starts_with("node1")).unwrap_or_default().to_string();
+    assert!(row1.contains("standby") && !row1.contains("unreachable"), "{table}");
+    eprintln!("auto-rejoin: node1 streamed from {first} {rejoin_s:.1} s after its start");
+
+    // The second failure: the new master killed; another node is elected.
+    std::thread::sleep(Duration::from_secs(3));
+    let killed_at = Instant::now();
+    cluster.node(&first).kill9();
+    let others: Vec<&str> = ["node1", "node2", "node3"].into_iter().filter(|n| *n != first).collect();
+    wait_until(PATIENCE, || master_of(&cluster, &others).is_some()).expect("a second failover");
+    let second = master_of(&cluster, &others).unwrap();
+    let failover_s = killed_at.elapsed().as_secs_f64();
+    eprintln!("second failover: {second} writable {failover_s:.1} s after {first} was killed");
+    std::thread::sleep(Duration::from_secs(3));
+    let acked = writer.stop();
+    let have: BTreeSet<i64> = rows(cluster.node(&second)).into_iter().collect();
+    let lost: Vec<&i64> = acked.iter().filter(|id| !have.contains(id)).collect();
+    assert!(lost.is_empty(), "{} acknowledged rows missing on {second}", lost.len());
+    assert!(acked.len() > 50, "the writer went on ({} rows)", acked.len());
+}

@@ -1,0 +1,69 @@
+//! Issue 2/7 item 4: clients never stick to a deposed master. After a freeze-and-thaw
+//! failover the old master is back, deposed, and listed first (node_info order); libpq with
+//! `target_session_attrs=read-write` and `=primary` must reach the new master and commit.
+//! Clients here are psql (libpq itself), as applications would be.
+
+use keeper_integration::*;
+use std::process::Command;
+use std::time::Duration;
+
+fn pgkeeper(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_pgkeeper")).args(args).output().expect("run pgkeeper")
+}
+
+/// Insert `id` through libpq with `conninfo`; the port of the server that committed it.
+fn psql_insert(conninfo: &str, id: i64) -> Result<String, String> {
+    let o = Command::new(keeper_harness::pg_bindir().join("psql"))
+        .args([conninfo, "-XAtqc"])
+        .arg(format!("INSERT INTO pgk_writes (id) VALUES ({id}) RETURNING inet_server_port()"))
+        .env("PGCONNECT_TIMEOUT", "3")
+        .output()
+        .map_err(|e| e.to_string())?;
+    if o.status.success() {
+        Ok(String::from_utf8_lossy(&o.stdout).trim().to_string())
+    } else {
+        Err(String::from_utf8_lossy(&o.stderr).into_owned())
+    }
+}
+
+#[test]
+fn clients_skip_a_deposed_master_listed_first() {
+    let cluster = keeper_cluster("rt-deposed", 2, None, &["pg_keeper.keepalive_time = 1", "pg_keeper.keepalive_count = 2"]);
+    let n1 = cluster.node("node1");
+    for n in ["node2", "node3"] {
+        wait_title(cluster.node(n), "standby (connected to node1)").unwrap();
+    }
+    n1.execute(WRITES_TABLE).unwrap();
+    n1.sigstop();
+    wait_until(PATIENCE, || ["node2", "node3"].iter().any(|n| cluster.node(n).is_in_recovery().ok() == Some(false)))
+        .expect("a standby elected");
+    n1.sigcont();
+    wait_log(n1, "was elected master in term").unwrap();
+    let new = ["node2", "node3"].into_iter().find(|n| cluster.node(n).is_in_recovery().ok() == Some(false)).unwrap();
+    let new_port = cluster.node(new).port().to_string();
+
+    let o = pgkeeper(&["uri", &cluster.node(new).conninfo()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let uri = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    assert!(uri.contains(&format!("{}:{},", n1.addr(), n1.port())), "the old master is listed first: {uri}");
+    let hosts = ["node1", "node2", "node3"].map(|n| cluster.node(n).addr().to_string()).join(",");
+    let ports = ["node1", "node2", "node3"].map(|n| cluster.node(n).port().to_string()).join(",");
+    let mut id = 0;
+    for attrs in ["read-write", "primary"] {
+        let by_uri = uri.replace("target_session_attrs=read-write", &format!("target_session_attrs={attrs}"));
+        let by_kv = format!("host={hosts} port={ports} user=postgres dbname=postgres target_session_attrs={attrs}");
+        for conninfo in [by_uri, by_kv] {
+            id += 1;
+            let port = psql_insert(&conninfo, id).unwrap_or_else(|e| panic!("{conninfo}: {e}"));
+            assert_eq!(port, new_port, "{conninfo} committed on the new master");
+        }
+    }
+    assert_eq!(rows(cluster.node(new)).len(), 4);
+    // The old master itself says why it refuses, and stays reachable for the operator's tools.
+    let e = psql_insert(&n1.conninfo(), 99).unwrap_err();
+    assert!(e.contains("no longer the master") && e.contains(new), "{e}");
+    let o = pgkeeper(&["status", &n1.conninfo()]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success() && out.contains("deposed"), "{out}{}", String::from_utf8_lossy(&o.stderr));
+    std::thread::sleep(Duration::from_millis(10));
+}

@@ -1,0 +1,110 @@
+//! Issue 2/7 item 1: under synchronous replication only a standby that holds every
+//! acknowledged commit may be elected. Five nodes, `FIRST 1 (node2, node3, node4, node5,
+//! node1)`: a commit is on node1 and node2 only, and a majority (3) can leave both out.
+//!
+//! To make the others lack acknowledged commits, the master's WAL senders to node3..node5 are
+//! frozen (SIGSTOP) for a while: node2 keeps acknowledging, the others fall behind.
+
+use keeper_integration::*;
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+const CONF: &[&str] = &["pg_keeper.keepalive_time = 1", "pg_keeper.keepalive_count = 3"];
+const SYNC: &str = "FIRST 1 (node2, node3, node4, node5, node1)";
+
+/// Freeze (or thaw) node1's WAL senders to these standbys.
+fn signal_senders(master: &Node, to: &[&str], sig: &str) {
+    let list = to.iter().map(|n| format!("'{n}'")).collect::<Vec<_>>().join(",");
+    let pids = master
+        .query(&format!("SELECT pid FROM pg_stat_replication WHERE application_name IN ({list})"))
+        .expect("pg_stat_replication");
+    assert_eq!(pids.len(), to.len(), "a WAL sender per standby: {pids:?}");
+    for p in pids {
+        let pid = p[0].clone().unwrap();
+        let ok = std::process::Command::new("kill").args([sig, &pid]).status().unwrap().success();
+        assert!(ok, "kill {sig} {pid}");
+    }
+}
+
+/// A cluster with a writer on node1 that has had node2 acknowledge for `secs` while node3..5
+/// received nothing. Returns the cluster and the writer (still running).
+fn behind_the_sync_standby(name: &str, secs: u64) -> (Cluster, Writer) {
+    let cluster = keeper_cluster(name, 4, Some(SYNC), CONF);
+    let n1 = cluster.node("node1");
+    for n in &cluster.nodes()[1..] {
+        wait_title(n, "standby (connected to node1)").unwrap();
+    }
+    n1.execute(WRITES_TABLE).unwrap();
+    for n in &cluster.nodes()[1..] {
+        wait_replayed(n1, n).unwrap();
+    }
+    // The heartbeat names node2 as the one eligible standby, and every voter persisted it.
+    for n in &cluster.nodes()[1..] {
+        let f = n.data_dir().join(format!("pg_keeper.{}.vote", n.name()));
+        wait_until(PATIENCE, || std::fs::read_to_string(&f).is_ok_and(|s| s.contains("sync node2\n")))
+            .unwrap_or_else(|_| panic!("{} persists the eligible set: {:?}", n.name(), std::fs::read_to_string(&f)));
+    }
+    let writer = Writer::start(&n1.conninfo(), Duration::from_millis(20));
+    std::thread::sleep(Duration::from_secs(1));
+    signal_senders(n1, &["node3", "node4", "node5"], "-STOP");
+    std::thread::sleep(Duration::from_secs(secs));
+    (cluster, writer)
+}
+
+fn missing(on: &Node, acked: &[i64]) -> Vec<i64> {
+    let have: BTreeSet<i64> = rows(on).into_iter().collect();
+    acked.iter().copied().filter(|id| !have.contains(id)).collect()
+}
+
+/// The master and its only synchronous standby die together: node3..node5, which lack
+/// acknowledged commits, elect nobody, and say why.
+#[test]
+fn master_and_its_synchronous_standby_killed_together_elect_nobody_lacking_a_commit() {
+    let (cluster, mut writer) = behind_the_sync_standby("se-both", 2);
+    let (n1, n2) = (cluster.node("node1"), cluster.node("node2"));
+    n1.kill9_all();
+    n2.kill9_all();
+    writer.halt();
+    let acked = writer.acked();
+    assert!(acked.len() > 20, "the writer was acknowledged ({} rows)", acked.len());
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(20) {
+        for w in writable(&cluster) {
+            let lost = missing(cluster.node(&w), &acked);
+            assert!(lost.is_empty(), "{w} was elected without {} acknowledged rows", lost.len());
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(writable(&cluster).is_empty(), "no standby holds every acknowledged commit");
+    // Each says why it does not stand.
+    for n in ["node3", "node4", "node5"] {
+        let log = cluster.node(n).log_contents();
+        assert!(log.contains("not a synchronous standby with every acknowledged commit (eligible: node2)"), "{n}: {}", cluster.node(n).log_tail(30));
+    }
+    let title = worker(cluster.node("node3")).map(|w| w.1).unwrap_or_default();
+    assert!(title.contains("synchronous"), "{title}");
+}
+
+/// The synchronous standby frozen when the master dies: nobody else is elected while it is
+/// frozen; thawed, it is elected with every acknowledged row, and the others follow it.
+#[test]
+fn a_frozen_synchronous_standby_is_waited_for_and_elected() {
+    let (cluster, mut writer) = behind_the_sync_standby("se-slow", 2);
+    let (n1, n2) = (cluster.node("node1"), cluster.node("node2"));
+    n2.sigstop();
+    n1.kill9_all();
+    writer.halt();
+    let acked = writer.acked();
+    assert!(acked.len() > 20, "the writer was acknowledged ({} rows)", acked.len());
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(8) {
+        assert!(writable(&cluster).is_empty(), "a standby lacking commits was elected: {:?}", writable(&cluster));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    n2.sigcont();
+    wait_until(PATIENCE, || writable(&cluster) == vec!["node2".to_string()]).expect("node2 elected");
+    assert_eq!(missing(n2, &acked), Vec::<i64>::new());
+    for other in ["node3", "node4", "node5"] {
+        wait_until(PATIENCE, || streams_from(n2, other)).unwrap_or_else(|_| panic!("{other} follows node2"));
+    }
+}
