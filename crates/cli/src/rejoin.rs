@@ -31,7 +31,8 @@ struct Opts {
     auto: bool,
 }
 
-const USAGE: &str = "usage: pgkeeper rejoin --pgdata DIR --name NODE CONNINFO [--basebackup] [--no-start] [--log FILE] [--auto]
+const USAGE: &str =
+    "usage: pgkeeper rejoin --pgdata DIR --name NODE CONNINFO [--basebackup] [--no-start] [--log FILE] [--auto]
   CONNINFO: any node of the cluster (node_info is read there and the current master found)";
 
 fn parse(args: &[String]) -> Result<Opts> {
@@ -143,11 +144,9 @@ fn record_outcome(o: &Opts, r: &Result<()>) {
     let stopped = STOPPED.load(std::sync::atomic::Ordering::Relaxed);
     let text = match r {
         Ok(()) => format!("ok {now}\n"),
-        Err(e) => format!(
-            "{} {now}\n{}\n",
-            if stopped { "failed" } else { "skipped" },
-            format!("{e:#}").replace('\n', " ")
-        ),
+        Err(e) => {
+            format!("{} {now}\n{}\n", if stopped { "failed" } else { "skipped" }, format!("{e:#}").replace('\n', " "))
+        }
     };
     let p = o.pgdata.join(format!("pg_keeper.{}.rejoin", o.name));
     if std::fs::write(&p, text).is_ok() {
@@ -174,7 +173,6 @@ pub fn rejoin(args: &[String]) -> Result<()> {
 }
 
 fn rejoin_locked(o: &Opts) -> Result<()> {
-
     say(&format!("reading the cluster through {}", o.cluster));
     let report = status::gather(&o.cluster)?;
     anyhow::ensure!(
@@ -202,7 +200,9 @@ fn rejoin_locked(o: &Opts) -> Result<()> {
         let me = report.nodes.iter().find(|(n, _)| n.name == o.name).map(|(_, l)| l);
         match me {
             Some(Ok(l)) if !l.in_recovery && l.commits.starts_with("deposed") => {}
-            Some(Ok(l)) => bail!("{} is not a deposed master ({}, commits {}): not rejoining it", o.name, l.state, l.commits),
+            Some(Ok(l)) => {
+                bail!("{} is not a deposed master ({}, commits {}): not rejoining it", o.name, l.state, l.commits)
+            }
             Some(Err(e)) => bail!("cannot ask {} whether it is deposed: {e}", o.name),
             None => bail!("{} is not in node_info", o.name),
         }
@@ -241,10 +241,11 @@ fn rejoin_locked(o: &Opts) -> Result<()> {
         if o.auto {
             // Changes nothing: a rewind that cannot be done leaves the server as it was.
             let dry = run(
-                as_owner(&o.pgdata, "pg_rewind")?
-                    .arg("--target-pgdata")
-                    .arg(&o.pgdata)
-                    .args(["--source-server", &source, "--dry-run"]),
+                as_owner(&o.pgdata, "pg_rewind")?.arg("--target-pgdata").arg(&o.pgdata).args([
+                    "--source-server",
+                    &source,
+                    "--dry-run",
+                ]),
                 "pg_rewind --dry-run",
             );
             if let Err(e) = dry {

@@ -138,7 +138,7 @@ pub fn switchover(args: &[String]) -> Result<()> {
     // so the target can be elected without waiting for its lease to run out.
     say(&format!("{} steps down (refuses commits from now on)", master.name));
     let stepped = status::connect(&master.conninfo)
-        .and_then(|mut c| Ok(c.query_one("SELECT pgkeeper.step_down()", &[])?.get::<_, i32>(0)));
+        .and_then(|mut c| Ok(c.query_one("SELECT pgkeeper.step_down($1::text)", &[&o.to])?.get::<_, i32>(0)));
     say(&format!("stopping {} (clean shutdown: its WAL is shipped before it exits)", master.name));
     let stopped = stepped.and_then(|released| {
         say(&format!("{released} node(s) released their vote hold"));

@@ -51,17 +51,22 @@ fn killed_master_started_again_rejoins_by_itself_and_the_cluster_fails_over_agai
     wait_until(PATIENCE, || n1.log_contents().contains("is a standby of")).expect("the helper reports its outcome");
     let log = n1.log_contents();
     assert!(log.contains("rejoining it automatically"), "{}", n1.log_tail(60));
-    assert!(log.contains("is a standby of") && log.contains("(pg_rewind;"), "rewound, no base backup:\n{}", n1.log_tail(60));
+    assert!(
+        log.contains("is a standby of") && log.contains("(pg_rewind;"),
+        "rewound, no base backup:\n{}",
+        n1.log_tail(60)
+    );
     assert!(!log.contains("pg_basebackup from the master"), "{}", n1.log_tail(60));
     let outcome = std::fs::read_to_string(n1.data_dir().join("pg_keeper.node1.rejoin")).unwrap_or_default();
     assert!(outcome.starts_with("ok "), "{outcome}");
     assert!(n1.is_in_recovery().unwrap());
     // node_info and status agree: node1 is a standby, the new master is the master.
-    wait_until(PATIENCE, || {
-        node_info(cluster.node(&first)).iter().any(|r| r.1 == first && r.2 == "t")
-    })
-    .expect("node_info names the new master");
-    let o = Command::new(env!("CARGO_BIN_EXE_pgkeeper")).args(["status", &cluster.node(&first).conninfo()]).output().unwrap();
+    wait_until(PATIENCE, || node_info(cluster.node(&first)).iter().any(|r| r.1 == first && r.2 == "t"))
+        .expect("node_info names the new master");
+    let o = Command::new(env!("CARGO_BIN_EXE_pgkeeper"))
+        .args(["status", &cluster.node(&first).conninfo()])
+        .output()
+        .unwrap();
     let table = String::from_utf8_lossy(&o.stdout).into_owned();
     let row1 = table.lines().find(|l| l.starts_with("node1")).unwrap_or_default().to_string();
     assert!(row1.contains("standby") && !row1.contains("unreachable"), "{table}");
@@ -82,4 +87,75 @@ fn killed_master_started_again_rejoins_by_itself_and_the_cluster_fails_over_agai
     let lost: Vec<&i64> = acked.iter().filter(|id| !have.contains(id)).collect();
     assert!(lost.is_empty(), "{} acknowledged rows missing on {second}", lost.len());
     assert!(acked.len() > 50, "the writer went on ({} rows)", acked.len());
+}
+
+/// Issue 2/7 item 5: five nodes under `FIRST 1` over every node, a writer, the master frozen
+/// until a standby is elected, ten times. After each failover every other standby streams
+/// from the new master with no rejoin (the winner fetches WAL a standby has beyond it), and
+/// the old master, thawed and deposed, rejoins by itself with pg_rewind every time.
+#[test]
+fn ten_freeze_failovers_leave_nobody_behind() {
+    let conf = conf();
+    let conf: Vec<&str> = conf.iter().map(String::as_str).collect();
+    let cluster = keeper_cluster("ar-ten", 4, Some("FIRST 1 (node2, node3, node4, node5, node1)"), &conf);
+    let all = ["node1", "node2", "node3", "node4", "node5"];
+    for n in &all[1..] {
+        wait_title(cluster.node(n), "standby (connected to node1)").unwrap();
+    }
+    cluster.node("node1").execute(WRITES_TABLE).unwrap();
+    let writer = Writer::start(&uri(&cluster), Duration::from_millis(10));
+    let mut master = "node1".to_string();
+    let (mut failovers, mut rejoins) = (Vec::new(), Vec::new());
+    for round in 1..=10 {
+        std::thread::sleep(Duration::from_secs(2));
+        let old = cluster.node(&master);
+        let others: Vec<&str> = all.iter().copied().filter(|n| *n != master).collect();
+        let cannot_follow: Vec<usize> =
+            others.iter().map(|n| log_lines(cluster.node(n), "cannot follow new master").len()).collect();
+        let rewinds_before = log_lines(old, "is a standby of").len();
+        let frozen_at = Instant::now();
+        old.sigstop();
+        wait_until(PATIENCE, || master_of(&cluster, &others).is_some())
+            .unwrap_or_else(|_| panic!("round {round}: nobody elected while {master} is frozen"));
+        let new = master_of(&cluster, &others).unwrap();
+        failovers.push(frozen_at.elapsed().as_secs_f64());
+        old.sigcont();
+        let thawed_at = Instant::now();
+        for s in others.iter().filter(|n| **n != new) {
+            wait_until(PATIENCE, || streams_from(cluster.node(&new), s))
+                .unwrap_or_else(|_| panic!("round {round}: {s} streams from {new}:\n{}", cluster.node(s).log_tail(30)));
+        }
+        for (s, before) in others.iter().zip(&cannot_follow) {
+            let now = log_lines(cluster.node(s), "cannot follow new master").len();
+            assert_eq!(now, *before, "round {round}: {s} was left behind:\n{}", cluster.node(s).log_tail(30));
+        }
+        wait_until(Duration::from_secs(120), || {
+            streams_from(cluster.node(&new), &master) && log_lines(old, "is a standby of").len() > rewinds_before
+        })
+        .unwrap_or_else(|_| panic!("round {round}: {master} rejoins by itself:\n{}", old.log_tail(60)));
+        rejoins.push(thawed_at.elapsed().as_secs_f64());
+        let last = log_lines(old, "is a standby of").pop().unwrap();
+        assert!(last.contains("(pg_rewind;"), "round {round}: {last}");
+        eprintln!(
+            "round {round}: {master} frozen, {new} elected after {:.1} s; {master} rejoined in {:.1} s",
+            failovers.last().unwrap(),
+            rejoins.last().unwrap()
+        );
+        master = new;
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    let acked = writer.stop();
+    let have: BTreeSet<i64> = rows(cluster.node(&master)).into_iter().collect();
+    let lost: Vec<&i64> = acked.iter().filter(|id| !have.contains(id)).collect();
+    assert!(lost.is_empty(), "{} acknowledged rows missing on {master}", lost.len());
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        v[v.len() / 2]
+    };
+    eprintln!(
+        "10 freeze failovers: elected after median {:.1} s; old master rejoined (pg_rewind 10 of 10) after median {:.1} s; {} rows acknowledged, none lost",
+        median(&mut failovers),
+        median(&mut rejoins),
+        acked.len()
+    );
 }

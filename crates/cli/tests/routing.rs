@@ -28,7 +28,8 @@ fn psql_insert(conninfo: &str, id: i64) -> Result<String, String> {
 
 #[test]
 fn clients_skip_a_deposed_master_listed_first() {
-    let cluster = keeper_cluster("rt-deposed", 2, None, &["pg_keeper.keepalive_time = 1", "pg_keeper.keepalive_count = 2"]);
+    let cluster =
+        keeper_cluster("rt-deposed", 2, None, &["pg_keeper.keepalive_time = 1", "pg_keeper.keepalive_count = 2"]);
     let n1 = cluster.node("node1");
     for n in ["node2", "node3"] {
         wait_title(cluster.node(n), "standby (connected to node1)").unwrap();

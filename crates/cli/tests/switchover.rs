@@ -124,3 +124,23 @@ fn switchover_refusals() {
     assert_eq!(writable(&cluster), vec!["node1".to_string()]);
     assert!(streams_from(n1, "node2"));
 }
+
+/// Under synchronous replication only the synchronous standby may be elected in a failover;
+/// a switchover may target another standby: the stepping-down master makes it eligible
+/// (`step_down(to_node)`), and the switchover waits until it has all the master's WAL.
+#[test]
+fn switchover_to_a_standby_that_is_not_the_synchronous_one() {
+    let cluster =
+        keeper_cluster("cli-switch-async", 2, Some("FIRST 1 (node2, node3, node1)"), &["pg_keeper.keepalive_time = 1"]);
+    let (n1, n3) = (cluster.node("node1"), cluster.node("node3"));
+    n1.execute(WRITES_TABLE).unwrap();
+    n1.execute("INSERT INTO pgk_writes (id) SELECT generate_series(1, 100)").unwrap();
+    wait_until(PATIENCE, || streams_from(n1, "node2") && streams_from(n1, "node3")).unwrap();
+    let vote = n3.data_dir().join("pg_keeper.node3.vote");
+    wait_until(PATIENCE, || std::fs::read_to_string(&vote).is_ok_and(|s| s.contains("sync node2\n")))
+        .expect("node3 knows node2 is the eligible one");
+    switch(&cluster, "node1", "node3");
+    assert!(!n3.is_in_recovery().unwrap());
+    assert_eq!(rows(n3).len(), 100);
+    wait_until(PATIENCE, || streams_from(n3, "node1") && streams_from(n3, "node2")).expect("everyone follows node3");
+}

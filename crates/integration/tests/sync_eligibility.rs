@@ -79,7 +79,11 @@ fn master_and_its_synchronous_standby_killed_together_elect_nobody_lacking_a_com
     // Each says why it does not stand.
     for n in ["node3", "node4", "node5"] {
         let log = cluster.node(n).log_contents();
-        assert!(log.contains("not a synchronous standby with every acknowledged commit (eligible: node2)"), "{n}: {}", cluster.node(n).log_tail(30));
+        assert!(
+            log.contains("not a synchronous standby with every acknowledged commit (eligible: node2)"),
+            "{n}: {}",
+            cluster.node(n).log_tail(30)
+        );
     }
     let title = worker(cluster.node("node3")).map(|w| w.1).unwrap_or_default();
     assert!(title.contains("synchronous"), "{title}");

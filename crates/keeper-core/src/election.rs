@@ -517,7 +517,10 @@ mod tests {
 
     #[test]
     fn record_round_trips() {
-        for r in [VoteRecord::default(), VoteRecord { term: 7, voted_for: Some("node2".into()), elected: false, eligible: None }] {
+        for r in [
+            VoteRecord::default(),
+            VoteRecord { term: 7, voted_for: Some("node2".into()), elected: false, eligible: None },
+        ] {
             assert_eq!(VoteRecord::parse(&r.to_file()).unwrap(), r);
         }
         let won = VoteRecord::elected_in("node2", 4);
@@ -586,7 +589,10 @@ mod tests {
         let mut v = view("c", &nodes, 50);
         assert!(matches!(decide_vote(&rec, &req(1, "b", 10), &v).0, Err(Refusal::Behind { .. })));
         // The newer term is adopted even though the vote is refused.
-        assert_eq!(decide_vote(&rec, &req(1, "b", 10), &v).1, VoteRecord { term: 1, voted_for: None, elected: false, eligible: None });
+        assert_eq!(
+            decide_vote(&rec, &req(1, "b", 10), &v).1,
+            VoteRecord { term: 1, voted_for: None, elected: false, eligible: None }
+        );
         assert_eq!(decide_vote(&rec, &req(1, "w", 90), &v).0, Err(Refusal::NotEligible));
         assert_eq!(decide_vote(&rec, &req(1, "a", 90), &v).0, Err(Refusal::NotEligible));
         assert_eq!(decide_vote(&rec, &req(1, "zz", 90), &v).0, Err(Refusal::NotEligible));
@@ -630,7 +636,10 @@ mod tests {
             ("c".to_string(), reply(false, 2, Some(11))),
             ("w".to_string(), reply(true, 2, None)),
         ];
-        assert_eq!(tally("b", &nodes, Position::new(1, 10), &replies, false, None), Tally::Yield { to: "c".into(), at: Position::new(1, 11) });
+        assert_eq!(
+            tally("b", &nodes, Position::new(1, 10), &replies, false, None),
+            Tally::Yield { to: "c".into(), at: Position::new(1, 11) }
+        );
     }
 
     #[test]
@@ -671,7 +680,10 @@ mod tests {
         assert!(matches!(decide_vote(&rec, &old_tli, &view("d", &nodes, 50)).0, Err(Refusal::Behind { .. })));
         // Nobody eligible: nobody wins.
         let none = VoteRecord { eligible: Some(vec![]), ..VoteRecord::default() };
-        assert!(matches!(decide_vote(&none, &req(1, "b", 90), &view("d", &nodes, 5)).0, Err(Refusal::NotSynchronous { .. })));
+        assert!(matches!(
+            decide_vote(&none, &req(1, "b", 90), &view("d", &nodes, 5)).0,
+            Err(Refusal::NotSynchronous { .. })
+        ));
         // The candidate does not yield to a node ahead that may not win; it fetches its WAL.
         let replies = vec![
             ("b".to_string(), reply(true, 1, Some(10))),
@@ -679,11 +691,18 @@ mod tests {
             ("w".to_string(), reply(true, 1, None)),
         ];
         let eligible = ["b".to_string()];
-        assert!(matches!(tally("b", &nodes, Position::new(1, 10), &replies, false, Some(&eligible)), Tally::Won { .. }));
+        assert!(matches!(
+            tally("b", &nodes, Position::new(1, 10), &replies, false, Some(&eligible)),
+            Tally::Won { .. }
+        ));
         assert!(matches!(tally("b", &nodes, Position::new(1, 10), &replies, false, None), Tally::Yield { .. }));
         assert_eq!(fast_forward_source("b", Position::new(1, 10), &replies), Some(("c".into(), Position::new(1, 90))));
         assert_eq!(fast_forward_source("b", Position::new(1, 95), &replies), None);
-        assert_eq!(fast_forward_source("b", Position::new(2, 10), &replies), None, "another timeline's WAL cannot be fetched");
+        assert_eq!(
+            fast_forward_source("b", Position::new(2, 10), &replies),
+            None,
+            "another timeline's WAL cannot be fetched"
+        );
     }
 
     #[test]
@@ -696,7 +715,10 @@ mod tests {
         v.my_tli = 2;
         assert!(matches!(decide_vote(&VoteRecord::default(), &r, &v).0, Err(Refusal::Behind { .. })));
         // And a candidate on timeline 2 does not yield to it.
-        let replies = vec![("c".to_string(), VoteReply { granted: false, term: 3, lsn: Some(0x9000000), tli: 1, reason: String::new() })];
+        let replies = vec![(
+            "c".to_string(),
+            VoteReply { granted: false, term: 3, lsn: Some(0x9000000), tli: 1, reason: String::new() },
+        )];
         assert!(!matches!(tally("b", &nodes, Position::new(2, 0x5000100), &replies, false, None), Tally::Yield { .. }));
     }
 
@@ -705,7 +727,11 @@ mod tests {
         let mine = VoteRecord { term: 3, voted_for: Some("b".into()), elected: false, eligible: None };
         assert!(may_promote("b", 3, &mine));
         // Voted for another candidate in a newer term while waiting for the replies.
-        assert!(!may_promote("b", 3, &VoteRecord { term: 4, voted_for: Some("c".into()), elected: false, eligible: None }));
+        assert!(!may_promote(
+            "b",
+            3,
+            &VoteRecord { term: 4, voted_for: Some("c".into()), elected: false, eligible: None }
+        ));
         // Adopted a newer term without voting.
         assert!(!may_promote("b", 3, &VoteRecord { term: 4, voted_for: None, elected: false, eligible: None }));
         assert!(!may_promote("c", 3, &mine));

@@ -5,7 +5,7 @@
 //! PostgreSQL waited for. A majority of voters can leave all of those out (5 nodes, `FIRST 1`:
 //! the commit is on 2, a majority is 3), so "the most advanced voter wins" can lose it. The
 //! rule: the master names in each heartbeat the standbys that hold every acknowledged commit
-//! (the eligible set: PostgreSQL's synchronous standbys that have flushed past the newest
+//! (the eligible set: PostgreSQL's synchronous standbys that have every
 //! acknowledged commit); every voter persists it with its vote record and votes only for a
 //! member ([`crate::election::decide_vote`]). The argument:
 //!
@@ -34,24 +34,46 @@ pub struct WalSender {
     pub name: String,
     /// PostgreSQL waits for it: `sync_state` is `sync` (FIRST k) or `quorum` (ANY k).
     pub waited_for: bool,
-    /// WAL the standby has flushed.
+    /// WAL the standby has written, flushed and applied.
+    pub at: Released,
+}
+
+/// WAL positions by synchronous-commit level: up to where PostgreSQL released commits that
+/// wait for `remote_write`, `on` (flush) and `remote_apply` (`WalSndCtl->lsn`); or what a
+/// standby reports it wrote, flushed and applied.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Released {
+    pub write: u64,
     pub flush: u64,
+    pub apply: u64,
+}
+
+impl Released {
+    /// At least as far as `other` at every level.
+    pub fn covers(&self, other: &Released) -> bool {
+        self.write >= other.write && self.flush >= other.flush && self.apply >= other.apply
+    }
 }
 
 /// The eligible set the master tells the voters now. None when replication is asynchronous
 /// (`synchronous_standby_names` empty: any node may be elected). Else the registered standbys
-/// PostgreSQL waits for that have flushed at least `acknowledged` (the newest WAL position up
-/// to which PostgreSQL released waiting commits): perhaps none, while a standby that just
+/// PostgreSQL waits for that have, at each level (write, flush, apply), what PostgreSQL
+/// released waiting commits for (`acknowledged`): perhaps none, while a standby that just
 /// became synchronous catches up. With ANY k every quorum member is named, so a commit is
 /// acknowledged only once each of them has it (ANY k then waits for all of its listed
 /// standbys that stream: use FIRST k for the fastest commits).
-pub fn eligible_now(synchronous: bool, senders: &[WalSender], acknowledged: u64, registered: &[&str]) -> Option<Vec<String>> {
+pub fn eligible_now(
+    synchronous: bool,
+    senders: &[WalSender],
+    acknowledged: Released,
+    registered: &[&str],
+) -> Option<Vec<String>> {
     if !synchronous {
         return None;
     }
     let mut set: Vec<String> = senders
         .iter()
-        .filter(|s| s.waited_for && s.flush >= acknowledged && registered.contains(&s.name.as_str()))
+        .filter(|s| s.waited_for && s.at.covers(&acknowledged) && registered.contains(&s.name.as_str()))
         .map(|s| s.name.clone())
         .collect();
     set.sort();
@@ -126,7 +148,11 @@ mod tests {
     use super::*;
 
     fn ws(name: &str, waited_for: bool, flush: u64) -> WalSender {
-        WalSender { name: name.into(), waited_for, flush }
+        WalSender { name: name.into(), waited_for, at: Released { write: flush + 10, flush, apply: flush } }
+    }
+
+    fn upto(flush: u64) -> Released {
+        Released { write: flush, flush, apply: 0 }
     }
 
     fn set(v: &[&str]) -> Option<Vec<String>> {
@@ -137,10 +163,16 @@ mod tests {
     fn eligible_are_the_caught_up_synchronous_standbys() {
         let reg = ["n2", "n3", "n4"];
         let senders = [ws("n2", true, 100), ws("n3", false, 200), ws("n4", true, 90), ws("x", true, 500)];
-        assert_eq!(eligible_now(false, &senders, 100, &reg), None);
-        assert_eq!(eligible_now(true, &senders, 100, &reg), set(&["n2"]));
-        assert_eq!(eligible_now(true, &senders, 90, &reg), set(&["n2", "n4"]));
-        assert_eq!(eligible_now(true, &senders, 101, &reg), set(&[]));
+        assert_eq!(eligible_now(false, &senders, upto(100), &reg), None);
+        assert_eq!(eligible_now(true, &senders, upto(100), &reg), set(&["n2"]));
+        assert_eq!(eligible_now(true, &senders, upto(90), &reg), set(&["n2", "n4"]));
+        assert_eq!(eligible_now(true, &senders, upto(101), &reg), set(&[]));
+        // Written ahead of what is flushed is no lag: commits waiting for a flush were
+        // released at the flush level (comparing the flush with the write level made the set
+        // empty under load, and no failover possible).
+        let ahead = Released { write: 105, flush: 100, apply: 0 };
+        assert_eq!(eligible_now(true, &senders, ahead, &reg), set(&["n2"]));
+        assert_eq!(eligible_now(true, &senders, Released { write: 111, flush: 100, apply: 0 }, &reg), set(&[]));
     }
 
     #[test]

@@ -183,13 +183,13 @@
 //! reached a frozen node is handled at the thaw only if its link is up then; durability of
 //! acknowledged commits across a failover (only the instants of acknowledgements).
 
-use keeper_core::lsn::Position;
 use keeper_core::election::{
     decide_vote, early_count_after, heartbeat_interval, lease_effect, master_lease, master_verdict, may_hold_lease,
     may_promote, next_term, tally, voter_hold, LeaseEffect, MasterVerdict, PeerAnswer, Tally, Term, VoteRecord,
     VoteReply, VoteRequest, VoterView,
 };
 use keeper_core::failover::{is_majority, Decision, FailoverConfig, StandbyMode};
+use keeper_core::lsn::Position;
 use keeper_core::membership;
 use keeper_core::polling::{Indirect, RoundObservation};
 use keeper_core::registry::Selector;
@@ -2451,12 +2451,24 @@ impl Sim {
         let term = next_term(&self.nodes[i].rec, self.nodes[i].seen);
         let lsn = self.nodes[i].lsn;
         let mv = self.vote_version(i);
-        let req =
-            VoteRequest { term, candidate: self.nodes[i].name.clone(), candidate_lsn: lsn, candidate_tli: 1, candidate_membership: mv };
+        let req = VoteRequest {
+            term,
+            candidate: self.nodes[i].name.clone(),
+            candidate_lsn: lsn,
+            candidate_tli: 1,
+            candidate_membership: mv,
+        };
         let hold_left = self.hold_left(i);
         let s = &self.nodes[i];
-        let view =
-            VoterView { me: &s.name, nodes: &s.view, is_master: false, my_lsn: lsn, my_tli: 1, hold_left, membership: mv };
+        let view = VoterView {
+            me: &s.name,
+            nodes: &s.view,
+            is_master: false,
+            my_lsn: lsn,
+            my_tli: 1,
+            hold_left,
+            membership: mv,
+        };
         let (res, new) = decide_vote(&s.rec, &req, &view);
         self.persist(i, new);
         if res.is_ok() && self.rules.hold_on_own_vote {

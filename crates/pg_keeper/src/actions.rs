@@ -20,12 +20,19 @@ pub fn promote() -> Result<bool, String> {
 /// SYSTEM refuses to run through SPI, hence this route.
 #[cfg(not(any(feature = "pg13", feature = "pg14")))]
 pub fn alter_system(name: &str, value: Option<&str>) -> Result<(), String> {
+    crate::tx::transaction(|| alter_system_here(name, value)).map_err(|e| e.to_string())
+}
+
+/// The same, in the transaction already running (a SQL function's): ALTER SYSTEM writes the
+/// file at once, whatever becomes of the transaction. Errors are PostgreSQL ERRORs.
+#[cfg(not(any(feature = "pg13", feature = "pg14")))]
+pub fn alter_system_here(name: &str, value: Option<&str>) -> Result<(), String> {
     let name_c = CString::new(name).map_err(|e| e.to_string())?;
     let value_c = match value {
         Some(v) => Some(CString::new(v).map_err(|e| e.to_string())?),
         None => None,
     };
-    crate::tx::transaction(|| unsafe {
+    unsafe {
         let set = pg_sys::palloc0(std::mem::size_of::<pg_sys::VariableSetStmt>()) as *mut pg_sys::VariableSetStmt;
         (*set).type_ = pg_sys::NodeTag::T_VariableSetStmt;
         (*set).name = pg_sys::pstrdup(name_c.as_ptr());
@@ -45,14 +52,18 @@ pub fn alter_system(name: &str, value: Option<&str>) -> Result<(), String> {
         (*stmt).type_ = pg_sys::NodeTag::T_AlterSystemStmt;
         (*stmt).setstmt = set;
         pg_sys::AlterSystemSetConfigFile(stmt);
-        Ok::<(), String>(())
-    })
-    .map_err(|e| e.to_string())
+    }
+    Ok(())
 }
 
 #[cfg(any(feature = "pg13", feature = "pg14"))]
 pub fn alter_system(_name: &str, _value: Option<&str>) -> Result<(), String> {
     Err("ALTER SYSTEM from the worker is implemented for PostgreSQL 15 and later".into())
+}
+
+#[cfg(any(feature = "pg13", feature = "pg14"))]
+pub fn alter_system_here(_name: &str, _value: Option<&str>) -> Result<(), String> {
+    Err("ALTER SYSTEM from pg_keeper is implemented for PostgreSQL 15 and later".into())
 }
 
 /// What pg_reload_conf() does: SIGHUP to the postmaster, which passes it on.

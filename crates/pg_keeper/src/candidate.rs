@@ -113,6 +113,7 @@ impl Worker {
     /// `early_count_after(keepalive_time)` has passed, stop as soon as the replies so far win:
     /// a silent node must not hold every election for the whole deadline (candidates of other
     /// ranks would stand meanwhile, and each newer term voids the one running).
+    #[allow(clippy::too_many_arguments)]
     fn ballot(
         &mut self,
         me: &str,
@@ -128,16 +129,17 @@ impl Worker {
         let early = early_count_after(self.settings.keepalive_time);
         let db = gucs::database();
         let two_node = gucs::TWO_NODE_FAILOVER.get();
-        let own =
-            (me.to_string(), VoteReply { granted: true, term, lsn: Some(mine.lsn), tli: mine.tli, reason: String::new() });
+        let own = (
+            me.to_string(),
+            VoteReply { granted: true, term, lsn: Some(mine.lsn), tli: mine.tli, reason: String::new() },
+        );
         let replies_of = |got: &[(String, Result<VoteReply, String>)]| {
             let mut replies = vec![own.clone()];
             replies.extend(got.iter().filter_map(|(n, r)| r.as_ref().ok().map(|r| (n.clone(), r.clone()))));
             replies
         };
-        let count = |got: &[(String, Result<VoteReply, String>)]| {
-            tally(me, nodes, mine, &replies_of(got), two_node, eligible)
-        };
+        let count =
+            |got: &[(String, Result<VoteReply, String>)]| tally(me, nodes, mine, &replies_of(got), two_node, eligible);
         let mut pending: FuturesUnordered<_> = nodes
             .iter()
             .filter(|n| n.name != me && n.name != old_master)

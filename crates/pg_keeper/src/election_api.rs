@@ -6,8 +6,8 @@
 use crate::api::{fail, required};
 use crate::{gucs, registry_sql, shared, votes};
 use keeper_core::election::{decide_vote, may_hold_lease, voter_hold, Refusal, Term, VoteRequest, VoterView};
-use keeper_core::registry::diff;
 use keeper_core::lsn::Position;
+use keeper_core::registry::diff;
 use keeper_core::{lsn, Node};
 use pgrx::prelude::*;
 use std::time::Duration;
@@ -58,11 +58,8 @@ pub fn received_position() -> Option<Position> {
     let (mut rtli, mut ptli) = (0u32, 0u32);
     let received = unsafe { pg_sys::GetWalRcvFlushRecPtr(std::ptr::null_mut(), &mut rtli) };
     let replayed = unsafe { pg_sys::GetXLogReplayRecPtr(&mut ptli) };
-    let pos = if received > replayed && rtli != 0 {
-        Position::new(rtli, received)
-    } else {
-        Position::new(ptli, replayed)
-    };
+    let pos =
+        if received > replayed && rtli != 0 { Position::new(rtli, received) } else { Position::new(ptli, replayed) };
     Some(pos)
 }
 
@@ -171,7 +168,11 @@ fn _poll(
                 );
             }
             if let Some(bad) = sync_standbys.iter().flatten().find(|n| keeper_core::registry::check_name(n).is_err()) {
-                fail(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, format!("invalid node name {bad:?} in sync_standbys"), None);
+                fail(
+                    PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+                    format!("invalid node name {bad:?} in sync_standbys"),
+                    None,
+                );
             }
             Some((t as u64, Duration::from_millis(ms as u64)))
         }
@@ -215,6 +216,37 @@ fn _poll(
         !recovery && !witness && elected,
         membership as i64,
     ))
+}
+
+/// Having voted for `candidate` (a standby, before it can win): take WAL from it rather than
+/// from the old master, at once and before answering (see Worker::stream_from_candidate,
+/// the worker's fallback, for why). ALTER SYSTEM from this transaction; a failure is logged
+/// and changes nothing else.
+fn stream_from_candidate(me: &str, candidate: &str) {
+    if !in_recovery() || gucs::WITNESS.get() || candidate == me {
+        return;
+    }
+    let node = Spi::connect(registry_sql::read_nodes)
+        .ok()
+        .flatten()
+        .and_then(|nodes| nodes.into_iter().find(|n| n.name == candidate && !n.is_witness));
+    let Some(node) = node else { return };
+    let Ok(value) = crate::standby::primary_conninfo_for(me, &node) else { return };
+    if crate::actions::config_option(c"primary_conninfo") == value {
+        return;
+    }
+    let done = PgTryBuilder::new(|| crate::actions::alter_system_here("primary_conninfo", Some(&value)))
+        .catch_others(|e| Err(format!("{e:?}")))
+        .execute();
+    match done {
+        Ok(()) => {
+            crate::actions::reload_config();
+            log!("pg_keeper: voted for {candidate}: streaming from it rather than from the old master");
+        }
+        Err(e) => warning!("pg_keeper: cannot stream from {candidate}: {e}"),
+    }
+    // and the worker re-checks at once
+    shared::notify_worker(false, false);
 }
 
 /// Grant or refuse this node's vote to `candidate` for `term`. The answer is persisted
@@ -277,6 +309,7 @@ fn request_vote(
         Ok(()) => {
             if !dry {
                 log!("pg_keeper: voted for {candidate} in term {term}");
+                stream_from_candidate(&me, candidate);
             }
             String::new()
         }
@@ -312,8 +345,11 @@ fn stand_for_election() -> bool {
 /// release every node's vote hold, so that the target can be elected at once. Safe because
 /// the lease those holds protect no longer matters: this node takes no write anyway.
 /// Returns how many other nodes released their hold.
+/// `to_node`: the switchover's target. It becomes eligible under synchronous replication on
+/// this node and on every node that releases its hold (the switchover makes sure it has
+/// all of this master's WAL before it stands; this master acknowledges nothing from now on).
 #[pg_extern(volatile, parallel_unsafe)]
-fn step_down() -> i32 {
+fn step_down(to_node: default!(Option<&str>, "NULL")) -> i32 {
     if in_recovery() || gucs::WITNESS.get() {
         fail(PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE, "step_down runs on the master", None);
     }
@@ -329,12 +365,22 @@ fn step_down() -> i32 {
             );
         }
     }
+    if let Some(t) = to_node {
+        if let Err(e) = keeper_core::registry::check_name(t) {
+            fail(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, e.to_string(), None);
+        }
+    }
     let term = {
         let mut st = shared::STATE.exclusive();
         st.set_fence(shared::FENCE_STEPPED_DOWN);
         st.heartbeats_stopped = false;
         st.term
     };
+    if let Some(t) = to_node {
+        if let Err(e) = make_eligible(&me, t) {
+            warning!("pg_keeper: {e}");
+        }
+    }
     log!("pg_keeper: stepping down for a planned switchover: commits are refused from now on");
     // Wake the worker and wait for a round that saw the flag (it sends no heartbeat); a
     // round in progress ends within its probe deadline.
@@ -356,7 +402,7 @@ fn step_down() -> i32 {
     let futs = nodes.iter().filter(|n| n.name != me).map(|n| {
         let cfg = crate::probe::config(&n.conninfo, Some(&db));
         let me = me.clone();
-        async move { crate::probe::release(cfg?, deadline, &me, term).await }
+        async move { crate::probe::release(cfg?, deadline, &me, term, to_node).await }
     });
     let results = crate::probe::runtime().block_on(futures_util::future::join_all(futs));
     results.iter().filter(|r| r.is_ok()).count() as i32
@@ -365,7 +411,7 @@ fn step_down() -> i32 {
 /// The other side of step_down: the master `from_node` of `term` takes no more writes, so
 /// the hold its heartbeats put on this node's vote ends now.
 #[pg_extern(volatile, parallel_unsafe)]
-fn _release(from_node: Option<&str>, term: Option<i64>) -> bool {
+fn _release(from_node: Option<&str>, term: Option<i64>, candidate: default!(Option<&str>, "NULL")) -> bool {
     let from = required(from_node, "from_node");
     let Some(term) = term else { fail(PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED, "term must not be NULL", None) };
     let Some(me) = gucs::node_name() else { return false };
@@ -376,10 +422,33 @@ fn _release(from_node: Option<&str>, term: Option<i64>) -> bool {
     if term < 0 || (term as u64) < my_term {
         return false;
     }
+    if let Some(c) = candidate {
+        if keeper_core::registry::check_name(c).is_err() {
+            return false;
+        }
+        if let Err(e) = make_eligible(&me, c) {
+            warning!("pg_keeper: {e}");
+            return false;
+        }
+    }
     let now = shared::boot_ms();
     shared::STATE.exclusive().hold_until = now;
     log!("pg_keeper: {from} stepped down (term {term}): vote hold released");
     true
+}
+
+/// Add `who` to this node's eligible set (when synchronous replication restricts it).
+fn make_eligible(me: &str, who: &str) -> Result<(), String> {
+    votes::with_record(me, |rec, _| {
+        let mut new = rec.clone();
+        if let Some(set) = &mut new.eligible {
+            if !set.iter().any(|n| n == who) {
+                set.push(who.to_string());
+                set.sort();
+            }
+        }
+        ((), new)
+    })
 }
 
 /// On a witness: replace the local copy of node_info with the master's rows. Returns the

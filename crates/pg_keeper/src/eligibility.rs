@@ -8,7 +8,7 @@
 //! (written / applied for `remote_write` / `remote_apply`).
 
 use crate::shared;
-use keeper_core::eligibility::{eligible_now, CommitRule, WalSender};
+use keeper_core::eligibility::{eligible_now, CommitRule, Released, WalSender};
 use keeper_core::{Node, SyncConfig};
 use pgrx::prelude::*;
 
@@ -18,7 +18,7 @@ pub struct Replication {
     /// WAL sender pid of each standby, by application_name.
     pub pids: Vec<(String, i32)>,
     /// [`released_up_to`], read before the rows.
-    pub acknowledged: u64,
+    pub acknowledged: Released,
 }
 
 pub fn read() -> Result<Replication, String> {
@@ -29,15 +29,19 @@ pub fn read() -> Result<Replication, String> {
             let mut out = Vec::new();
             for row in c.select(
                 "SELECT application_name, pid, sync_state IN ('sync', 'quorum'), \
-                 coalesce(flush_lsn, '0/0')::text FROM pg_catalog.pg_stat_replication",
+                 coalesce(write_lsn, '0/0')::text, coalesce(flush_lsn, '0/0')::text, \
+                 coalesce(replay_lsn, '0/0')::text FROM pg_catalog.pg_stat_replication",
                 None,
                 &[],
             )? {
+                let lsn = |i: usize| {
+                    row.get::<String>(i).map(|s| s.and_then(|s| keeper_core::lsn::parse(&s)).unwrap_or(0))
+                };
                 out.push((
                     row.get::<String>(1)?.unwrap_or_default(),
                     row.get::<i32>(2)?.unwrap_or(0),
                     row.get::<bool>(3)?.unwrap_or(false),
-                    row.get::<String>(4)?.and_then(|s| keeper_core::lsn::parse(&s)).unwrap_or(0),
+                    Released { write: lsn(4)?, flush: lsn(5)?, apply: lsn(6)? },
                 ));
             }
             Ok::<_, pgrx::spi::Error>(out)
@@ -46,20 +50,22 @@ pub fn read() -> Result<Replication, String> {
     .map_err(|e| e.to_string())?;
     Ok(Replication {
         acknowledged,
-        senders: rows.iter().map(|(n, _, w, f)| WalSender { name: n.clone(), waited_for: *w, flush: *f }).collect(),
+        senders: rows.iter().map(|(n, _, w, f)| WalSender { name: n.clone(), waited_for: *w, at: *f }).collect(),
         pids: rows.iter().map(|(n, p, _, _)| (n.clone(), *p)).collect(),
     })
 }
 
-/// The newest WAL position up to which PostgreSQL released commits waiting for synchronous
-/// replication (any mode): every acknowledged synchronous commit ends at or before it.
-pub fn released_up_to() -> u64 {
+/// Up to where PostgreSQL released commits waiting for synchronous replication, per level
+/// (`WalSndCtl->lsn[SYNC_REP_WAIT_WRITE / FLUSH / APPLY]`): every acknowledged synchronous
+/// commit ends at or before the position of the level it waited for.
+pub fn released_up_to() -> Released {
     unsafe {
         let ctl = pg_sys::WalSndCtl;
         if ctl.is_null() {
-            return 0;
+            return Released::default();
         }
-        (*ctl).lsn.iter().map(|l| std::ptr::read_volatile(l)).max().unwrap_or(0)
+        let l = |i: usize| std::ptr::read_volatile(&(*ctl).lsn[i]);
+        Released { write: l(0), flush: l(1), apply: l(2) }
     }
 }
 
@@ -67,7 +73,8 @@ pub fn released_up_to() -> u64 {
 pub fn eligible(me: &str, nodes: &[Node], repl: &Replication) -> Option<Vec<String>> {
     let configured = matches!(SyncConfig::parse(&crate::sync_state::sync_names_now()), Ok(Some(_)));
     let synchronous = configured || repl.senders.iter().any(|s| s.waited_for);
-    let registered: Vec<&str> = nodes.iter().filter(|n| n.name != me && !n.is_witness).map(|n| n.name.as_str()).collect();
+    let registered: Vec<&str> =
+        nodes.iter().filter(|n| n.name != me && !n.is_witness).map(|n| n.name.as_str()).collect();
     eligible_now(synchronous, &repl.senders, repl.acknowledged, &registered)
 }
 

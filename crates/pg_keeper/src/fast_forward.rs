@@ -3,9 +3,9 @@
 //! streaming from that standby for a bounded time (`keeper_core::timing::fast_forward_limit`).
 //! Then that standby can follow the new timeline without a rewind.
 
+use crate::actions;
 use crate::election_api::received_position;
 use crate::worker::{shutdown_requested, Worker};
-use crate::actions;
 use keeper_core::conninfo::ConnInfo;
 use keeper_core::lsn::Position;
 use keeper_core::Node;

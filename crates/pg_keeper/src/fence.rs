@@ -217,12 +217,12 @@ unsafe extern "C-unwind" fn on_xact(event: pg_sys::XactEvent::Type, _arg: *mut c
             // Every commit that wrote, including one whose XID came after PRE_COMMIT (NOTIFY),
             // and COMMIT/ROLLBACK PREPARED (their own transaction has none).
             let wrote = has_xid() && guarded_process();
-            if wrote && !unsafe { pg_sys::RecoveryInProgress() } && !on_every_eligible_standby() {
-                withhold_acknowledgement();
-            } else if (PASSED_GATE.swap(false, Ordering::Relaxed) || wrote) && !lease_after_commit() {
+            let passed = PASSED_GATE.swap(false, Ordering::Relaxed);
+            // On every standby that may be elected (synchronous commits), then under the lease.
+            let sync_ok = !wrote || unsafe { pg_sys::RecoveryInProgress() } || on_every_eligible_standby();
+            if !sync_ok || ((passed || wrote) && !lease_after_commit()) {
                 withhold_acknowledgement();
             }
-            PASSED_GATE.store(false, Ordering::Relaxed);
         }
         XACT_EVENT_ABORT | XACT_EVENT_PARALLEL_ABORT => {
             PASSED_GATE.store(false, Ordering::Relaxed);

@@ -82,7 +82,7 @@ impl Worker {
                 crate::eligibility::publish(&self.told.commit_rule(), r);
             }
         }
-        let heartbeat = entitled.then(|| probe::Heartbeat {
+        let heartbeat = entitled.then_some(probe::Heartbeat {
             from: me,
             term,
             lease_ms: lease.as_millis() as u64,
@@ -169,6 +169,7 @@ impl Worker {
                 warning!(
                     "pg_keeper: {name} was elected master in term {t} (this node's term is {term}): this node stops taking writes for good; rejoin it as a standby (pgkeeper rejoin)"
                 );
+                crate::routing::end_wal_senders();
                 format!("deposed by {name} (term {t}): needs rejoin")
             }
             MasterVerdict::OtherMaster { name, term: t, newer: false } => {

@@ -99,7 +99,9 @@ pub struct Heartbeat<'a> {
 pub async fn state(cfg: Config, deadline: Duration, heartbeat: Option<Heartbeat<'_>>) -> Result<State, String> {
     let start = Instant::now();
     let (from, term, lease, eligible) = match heartbeat {
-        Some(h) => (Some(h.from.to_string()), Some(h.term as i64), Some(h.lease_ms as i64), h.eligible.map(<[String]>::to_vec)),
+        Some(h) => {
+            (Some(h.from.to_string()), Some(h.term as i64), Some(h.lease_ms as i64), h.eligible.map(<[String]>::to_vec))
+        }
         None => (None, None, None, None),
     };
     let answer = with_client(cfg, deadline, |c| async move {
@@ -162,10 +164,19 @@ pub async fn request_vote(
 }
 
 /// Tell a node that this master (stepping down) takes no more writes (`pgkeeper._release`).
-pub async fn release(cfg: Config, deadline: Duration, me: &str, term: u64) -> Result<bool, String> {
+pub async fn release(
+    cfg: Config,
+    deadline: Duration,
+    me: &str,
+    term: u64,
+    candidate: Option<&str>,
+) -> Result<bool, String> {
     let me = me.to_string();
+    let candidate = candidate.map(str::to_string);
     with_client(cfg, deadline, |c| async move {
-        c.query_one("SELECT pgkeeper._release($1::text, $2::bigint)", &[&me, &(term as i64)]).await.map(|r| r.get(0))
+        c.query_one("SELECT pgkeeper._release($1::text, $2::bigint, $3::text)", &[&me, &(term as i64), &candidate])
+            .await
+            .map(|r| r.get(0))
     })
     .await
 }

@@ -13,7 +13,51 @@ use keeper_core::{Node, SyncConfig};
 use pgrx::prelude::*;
 use std::time::Duration;
 
+/// primary_conninfo for streaming from `node` as `me`.
+pub(crate) fn primary_conninfo_for(me: &str, node: &Node) -> Result<String, String> {
+    let mut ci = ConnInfo::parse(&node.conninfo).map_err(|e| e.to_string())?;
+    ci.set("application_name", me);
+    ci.remove("dbname");
+    Ok(ci.to_string())
+}
+
+/// Point primary_conninfo at `node` (as `me`), and reload: PostgreSQL restarts its WAL
+/// receiver when the value changed.
+pub(crate) fn stream_from(me: &str, node: &Node) -> Result<(), String> {
+    let value = primary_conninfo_for(me, node)?;
+    if actions::config_option(c"primary_conninfo") == value {
+        return Ok(());
+    }
+    actions::alter_system("primary_conninfo", Some(&value))?;
+    actions::reload_config();
+    Ok(())
+}
+
 impl Worker {
+    /// Right after this standby granted a vote (in a newer term than the last one handled):
+    /// take WAL from that candidate (cascading) instead of the old master. A frozen old
+    /// master that thaws would otherwise go on shipping this standby its WAL, past the fork
+    /// point of the candidate's timeline, before anyone noticed it is deposed (and its clean
+    /// shutdown for a rejoin ships all of it): this standby could no longer follow the new
+    /// master. WAL this standby has beyond the candidate's the winner fetches from it first
+    /// (`fast_forward.rs`); until the promotion its WAL receiver is refused (it asks for WAL
+    /// the candidate does not have yet) and retries.
+    pub(crate) fn stream_from_candidate(&mut self, me: &str) {
+        let (term, voted) = {
+            let st = shared::STATE.share();
+            (st.term, shared::get_str(&st.voted_for))
+        };
+        if voted.is_empty() || voted == me || term <= self.candidate_term || unsafe { !pg_sys::RecoveryInProgress() } {
+            return;
+        }
+        self.candidate_term = term;
+        let Some(node) = self.registry_nodes().into_iter().find(|n| n.name == voted && !n.is_witness) else { return };
+        match stream_from(me, &node) {
+            Ok(()) => log!("pg_keeper: voted for {voted} in term {term}: streaming from it rather than from the old master"),
+            Err(e) => warning!("pg_keeper: cannot stream from {voted}: {e}"),
+        }
+    }
+
     pub(crate) fn standby_round(&mut self, me: &str, nodes: &[Node]) {
         let Some(master) = nodes.iter().find(|n| n.is_master && n.name != me) else {
             self.publish(Mode::Standby, "no master in node_info", &[]);
@@ -333,17 +377,10 @@ impl Worker {
                 return format!("cannot follow {new}: needs rejoin");
             }
         }
-        let mut ci = match ConnInfo::parse(&node.conninfo) {
-            Ok(c) => c,
-            Err(e) => return format!("new master {new}: {e}"),
-        };
-        ci.set("application_name", me);
-        ci.remove("dbname");
-        if let Err(e) = actions::alter_system("primary_conninfo", Some(&ci.to_string())) {
+        if let Err(e) = stream_from(me, node) {
             warning!("pg_keeper: cannot set primary_conninfo: {e}");
             return format!("cannot follow {new}: {e}");
         }
-        actions::reload_config();
         log!("pg_keeper: following new master \"{new}\" (primary_conninfo updated)");
         self.following = Some(new.to_string());
         self.standby = Default::default();

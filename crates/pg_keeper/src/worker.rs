@@ -113,6 +113,8 @@ pub(crate) struct Worker {
     pub(crate) told: keeper_core::eligibility::Told,
     /// When this worker last started an automatic rejoin (`auto_rejoin.rs`).
     pub(crate) rejoin_started: Option<std::time::Instant>,
+    /// The newest term in which this standby streamed from the candidate it voted for.
+    pub(crate) candidate_term: u64,
 }
 
 /// Result of one peer's probe in a round, for shared memory.
@@ -124,6 +126,11 @@ pub(crate) struct PeerResult {
 }
 
 impl Worker {
+    /// The node_info this worker read last.
+    pub(crate) fn registry_nodes(&self) -> Vec<keeper_core::Node> {
+        self.registry.as_ref().map(|r| r.nodes.clone()).unwrap_or_default()
+    }
+
     fn new() -> Worker {
         Worker {
             rt: probe::runtime(),
@@ -147,6 +154,7 @@ impl Worker {
             membership_known_to_all: None,
             told: Default::default(),
             rejoin_started: None,
+            candidate_term: 0,
         }
     }
 
@@ -184,6 +192,11 @@ impl Worker {
                 self.load_settings();
             }
             self.check_after_command();
+            if self.mode == Some(Mode::Standby) {
+                if let Some(me) = gucs::node_name() {
+                    self.stream_from_candidate(&me);
+                }
+            }
             // A registry change or new settings start a round at once; otherwise keep time.
             if !(registry_changed || reload || self.hurry) && Instant::now() < next_round {
                 continue;

@@ -64,10 +64,7 @@ pub fn run(runs: usize, out: &Path) -> Result<()> {
 
 /// One timed `pgbench -N` run; its tps (without the initial connection time).
 fn measure(master: &Node) -> Result<f64> {
-    let o = pgbench(
-        master,
-        &["-n", "-N", "-c", &CLIENTS.to_string(), "-j", "2", "-T", &SECONDS.to_string()],
-    )?;
+    let o = pgbench(master, &["-n", "-N", "-c", &CLIENTS.to_string(), "-j", "2", "-T", &SECONDS.to_string()])?;
     o.lines()
         .find(|l| l.starts_with("tps =") && l.contains("without initial connection time"))
         .and_then(|l| l.split_whitespace().nth(2))
