@@ -112,3 +112,47 @@ fn a_frozen_synchronous_standby_is_waited_for_and_elected() {
         wait_until(PATIENCE, || streams_from(n2, other)).unwrap_or_else(|_| panic!("{other} follows node2"));
     }
 }
+
+/// A standby ahead of the synchronous one (it received WAL nobody acknowledged) is no reason
+/// to elect nobody, nor is it left behind: the synchronous standby wins, fetches that WAL
+/// from it first, then promotes, and the other streams from it with no rewind.
+#[test]
+fn the_winner_fetches_what_a_standby_ahead_of_it_has() {
+    let cluster = keeper_cluster("se-ahead", 2, Some("FIRST 1 (node2, node3, node1)"), CONF);
+    let (n1, n2, n3) = (cluster.node("node1"), cluster.node("node2"), cluster.node("node3"));
+    for n in [n2, n3] {
+        wait_title(n, "standby (connected to node1)").unwrap();
+    }
+    n1.execute(WRITES_TABLE).unwrap();
+    wait_replayed(n1, n2).unwrap();
+    wait_replayed(n1, n3).unwrap();
+    // node2 stops receiving: commits wait for it (never acknowledged), node3 gets their WAL.
+    signal_senders(n1, &["node2"], "-STOP");
+    let conninfo = n1.conninfo();
+    for i in 0..4 {
+        let ci = conninfo.clone();
+        std::thread::spawn(move || {
+            if let Ok(mut c) = postgres::Client::connect(&ci, postgres::NoTls) {
+                let _ = c.execute(
+                    "INSERT INTO pgk_writes (id) SELECT generate_series($1::bigint * 1000, $1::bigint * 1000 + 999)",
+                    &[&(i as i64 + 1)],
+                );
+            }
+        });
+    }
+    let lsn = |n: &Node| {
+        n.query_one("SELECT pg_last_wal_receive_lsn() - '0/0'::pg_lsn")
+            .unwrap()
+            .unwrap_or_default()
+            .parse::<f64>()
+            .unwrap_or(0.0)
+    };
+    wait_until(PATIENCE, || lsn(n3) > lsn(n2) + 1000.0).expect("node3 ahead of node2");
+    n1.kill9_all();
+    wait_until(PATIENCE, || writable(&cluster) == vec!["node2".to_string()])
+        .unwrap_or_else(|_| panic!("node2 elected:\n{}\n--- node3\n{}", n2.log_tail(40), n3.log_tail(20)));
+    assert!(!log_lines(n2, "fetched WAL up to").is_empty(), "{}", n2.log_tail(40));
+    wait_until(PATIENCE, || streams_from(n2, "node3"))
+        .unwrap_or_else(|_| panic!("node3 follows node2:\n{}", n3.log_tail(30)));
+    assert!(log_lines(n3, "cannot follow").is_empty(), "{}", n3.log_tail(30));
+}

@@ -34,9 +34,8 @@ pub fn read() -> Result<Replication, String> {
                 None,
                 &[],
             )? {
-                let lsn = |i: usize| {
-                    row.get::<String>(i).map(|s| s.and_then(|s| keeper_core::lsn::parse(&s)).unwrap_or(0))
-                };
+                let lsn =
+                    |i: usize| row.get::<String>(i).map(|s| s.and_then(|s| keeper_core::lsn::parse(&s)).unwrap_or(0));
                 out.push((
                     row.get::<String>(1)?.unwrap_or_default(),
                     row.get::<i32>(2)?.unwrap_or(0),

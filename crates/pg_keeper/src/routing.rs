@@ -100,7 +100,9 @@ pub fn end_wal_senders() {
         })
     });
     match ended {
-        Ok(Some(n)) if n > 0 => log!("pg_keeper: deposed: ended {n} WAL sender(s); standbys stream from the new master"),
+        Ok(Some(n)) if n > 0 => {
+            log!("pg_keeper: deposed: ended {n} WAL sender(s); standbys stream from the new master")
+        }
         Ok(_) => {}
         Err(e) => warning!("pg_keeper: cannot end the WAL senders: {e}"),
     }

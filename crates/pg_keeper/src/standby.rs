@@ -22,15 +22,15 @@ pub(crate) fn primary_conninfo_for(me: &str, node: &Node) -> Result<String, Stri
 }
 
 /// Point primary_conninfo at `node` (as `me`), and reload: PostgreSQL restarts its WAL
-/// receiver when the value changed.
-pub(crate) fn stream_from(me: &str, node: &Node) -> Result<(), String> {
+/// receiver when the value changed. False when it pointed there already.
+pub(crate) fn stream_from(me: &str, node: &Node) -> Result<bool, String> {
     let value = primary_conninfo_for(me, node)?;
     if actions::config_option(c"primary_conninfo") == value {
-        return Ok(());
+        return Ok(false);
     }
     actions::alter_system("primary_conninfo", Some(&value))?;
     actions::reload_config();
-    Ok(())
+    Ok(true)
 }
 
 impl Worker {
@@ -53,7 +53,10 @@ impl Worker {
         self.candidate_term = term;
         let Some(node) = self.registry_nodes().into_iter().find(|n| n.name == voted && !n.is_witness) else { return };
         match stream_from(me, &node) {
-            Ok(()) => log!("pg_keeper: voted for {voted} in term {term}: streaming from it rather than from the old master"),
+            Ok(false) => {}
+            Ok(true) => {
+                log!("pg_keeper: voted for {voted} in term {term}: streaming from it rather than from the old master")
+            }
             Err(e) => warning!("pg_keeper: cannot stream from {voted}: {e}"),
         }
     }
@@ -377,7 +380,7 @@ impl Worker {
                 return format!("cannot follow {new}: needs rejoin");
             }
         }
-        if let Err(e) = stream_from(me, node) {
+        if let Err(e) = stream_from(me, node).map(|_| ()) {
             warning!("pg_keeper: cannot set primary_conninfo: {e}");
             return format!("cannot follow {new}: {e}");
         }
