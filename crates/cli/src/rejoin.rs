@@ -3,7 +3,7 @@
 //! pg_basebackup otherwise, then start it and wait until it streams.
 //!
 //! Runs on the host of the node to rejoin, as root or as the owner of its data directory.
-//! Never two at once on one data directory (a lock file in the temporary directory).
+//! Never two at once on one data directory (an flock on the directory).
 //!
 //! `--auto` is the worker's automatic rejoin (`pg_keeper.auto_rejoin`, started detached by a
 //! deposed master's worker): it acts only on a deposed master, uses pg_rewind only (checked
@@ -114,23 +114,16 @@ fn basebackup(pgdata: &Path, master_conninfo: &str) -> Result<()> {
     )
 }
 
-/// Held while a rejoin of this data directory runs (released when the process ends, however).
+/// Held while a rejoin of this data directory runs (released when the process ends,
+/// however): an flock on the directory itself, so that every rejoin of it sees it whatever
+/// its temporary directory (systemd's PrivateTmp) and whoever runs it (root, the owner).
 fn lock(pgdata: &Path) -> Result<std::fs::File> {
-    use std::os::unix::fs::OpenOptionsExt;
     use std::os::unix::io::AsRawFd;
-    let canonical = std::fs::canonicalize(pgdata)?;
-    let key: String =
-        canonical.to_string_lossy().chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
-    let path = std::env::temp_dir().join(format!("pgkeeper-rejoin{key}.lock"));
-    // Read-only is enough for flock, so root and the server's user can share the file.
-    let f = match std::fs::File::open(&path) {
-        Ok(f) => f,
-        Err(_) => std::fs::OpenOptions::new().write(true).create(true).truncate(false).mode(0o644).open(&path)?,
-    };
-    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-        bail!("another pgkeeper rejoin of {} is running (lock {})", pgdata.display(), path.display());
+    let dir = std::fs::File::open(pgdata).with_context(|| format!("cannot open {}", pgdata.display()))?;
+    if unsafe { libc::flock(dir.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        bail!("another pgkeeper rejoin of {} is running", pgdata.display());
     }
-    Ok(f)
+    Ok(dir)
 }
 
 /// The server was stopped for the rewind: a failure from then on is recorded as `failed`

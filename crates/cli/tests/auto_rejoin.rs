@@ -159,3 +159,34 @@ fn ten_freeze_failovers_leave_nobody_behind() {
         acked.len()
     );
 }
+
+/// When pg_rewind cannot be used (neither wal_log_hints nor data checksums), the automatic
+/// rejoin changes nothing: the old master is started again as it was, stays deposed (no
+/// commit, no client session), and its status says why; it does not try again by itself.
+#[test]
+fn an_old_master_that_cannot_be_rewound_stays_deposed_and_says_why() {
+    let mut conf = conf();
+    conf.push("wal_log_hints = off".into());
+    let conf: Vec<&str> = conf.iter().map(String::as_str).collect();
+    let cluster = keeper_cluster("ar-norewind", 2, None, &conf);
+    let n1 = cluster.node("node1");
+    for n in ["node2", "node3"] {
+        wait_title(cluster.node(n), "standby (connected to node1)").unwrap();
+    }
+    n1.kill9();
+    wait_until(PATIENCE, || master_of(&cluster, &["node2", "node3"]).is_some()).expect("a new master");
+    n1.start().unwrap();
+    let state = || n1.query_one("SELECT state FROM pgkeeper.status()").ok().flatten().unwrap_or_default();
+    wait_until(Duration::from_secs(120), || state().contains("automatic rejoin failed"))
+        .unwrap_or_else(|_| panic!("{}\n{}", state(), n1.log_tail(40)));
+    let s = state();
+    assert!(s.contains("wal_log_hints"), "{s}");
+    assert!(!n1.is_in_recovery().unwrap(), "started again as it was");
+    let outcome = std::fs::read_to_string(n1.data_dir().join("pg_keeper.node1.rejoin")).unwrap_or_default();
+    assert!(outcome.starts_with("failed "), "{outcome}");
+    let e = format!("{:#}", n1.execute("CREATE TABLE after_failed_rejoin (id int)").unwrap_err());
+    assert!(e.contains("no longer the master"), "{e}");
+    // Not retried: one attempt in the log after a while.
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(log_lines(n1, "rejoining it automatically").len(), 1, "{}", n1.log_tail(40));
+}

@@ -64,6 +64,9 @@ pub struct VoteRecord {
     /// None while replication is asynchronous (any node may be), else only these (perhaps
     /// none). Kept across terms: it describes the WAL, not the election.
     pub eligible: Option<Vec<String>>,
+    /// The term of the heartbeat that carried `eligible`: a set from an older term (an old
+    /// master not yet aware it is deposed) never replaces it ([`VoteRecord::told`]).
+    pub eligible_term: Term,
 }
 
 impl VoteRecord {
@@ -85,17 +88,33 @@ impl VoteRecord {
             }
             s.push('\n');
         }
+        if self.eligible_term > 0 {
+            s.push_str(&format!("sync_term {}\n", self.eligible_term));
+        }
         s
+    }
+
+    /// This record after a heartbeat of `term` said who may be elected: adopted unless the
+    /// set it has came with a newer term.
+    pub fn told(&self, term: Term, eligible: Option<Vec<String>>) -> VoteRecord {
+        if term < self.eligible_term {
+            return self.clone();
+        }
+        VoteRecord { eligible, eligible_term: term, ..self.clone() }
     }
 
     /// This record with `elected` set for `term` (the win persisted before the promotion).
     pub fn won(&self, me: &str, term: Term) -> VoteRecord {
-        VoteRecord { eligible: self.eligible.clone(), ..VoteRecord::elected_in(me, term) }
+        VoteRecord {
+            eligible: self.eligible.clone(),
+            eligible_term: self.eligible_term,
+            ..VoteRecord::elected_in(me, term)
+        }
     }
 
     /// The record of a node that won `term` with the votes it asked for.
     pub fn elected_in(me: &str, term: Term) -> VoteRecord {
-        VoteRecord { term, voted_for: Some(me.to_string()), elected: true, eligible: None }
+        VoteRecord { term, voted_for: Some(me.to_string()), elected: true, eligible: None, eligible_term: 0 }
     }
 
     pub fn parse(s: &str) -> Result<VoteRecord, String> {
@@ -116,6 +135,9 @@ impl VoteRecord {
                     seen_term = true;
                 }
                 Some(("voted_for", c)) => rec.voted_for = Some(c.trim().to_string()),
+                Some(("sync_term", t)) => {
+                    rec.eligible_term = t.trim().parse().map_err(|_| format!("bad sync_term {t:?}"))?
+                }
                 _ => return Err(format!("unexpected line {line:?}")),
             }
         }
@@ -249,7 +271,13 @@ pub fn decide_vote(rec: &VoteRecord, req: &VoteRequest, v: &VoterView<'_>) -> (R
     }
     let mut new = rec.clone();
     if req.term > rec.term {
-        new = VoteRecord { term: req.term, voted_for: None, elected: false, eligible: rec.eligible.clone() };
+        new = VoteRecord {
+            term: req.term,
+            voted_for: None,
+            elected: false,
+            eligible: rec.eligible.clone(),
+            eligible_term: rec.eligible_term,
+        };
     }
     if !v.nodes.iter().any(|n| n.name == req.candidate && !n.is_master && !n.is_witness) {
         return (Err(Refusal::NotEligible), new);
@@ -317,10 +345,12 @@ pub fn tally(
     eligible: Option<&[String]>,
 ) -> Tally {
     let registered = |name: &str| nodes.iter().any(|n| n.name == name);
-    let may_win = |name: &str| eligible.is_none_or(|e| e.iter().any(|x| x == name));
+    // Restricted: every eligible node has every acknowledged commit, so WAL any node has
+    // beyond this one was never acknowledged: no reason to yield (that node may not even
+    // know it is eligible, and would never stand); the winner fetches it.
     if let Some((who, at)) = replies
         .iter()
-        .filter(|(n, _)| n != me && registered(n) && may_win(n))
+        .filter(|(n, _)| eligible.is_none() && n != me && registered(n))
         .filter_map(|(n, r)| r.lsn.map(|l| (n, Position::new(r.tli, l))).filter(|(_, p)| *p > mine))
         .max_by_key(|(_, p)| *p)
     {
@@ -519,7 +549,7 @@ mod tests {
     fn record_round_trips() {
         for r in [
             VoteRecord::default(),
-            VoteRecord { term: 7, voted_for: Some("node2".into()), elected: false, eligible: None },
+            VoteRecord { term: 7, voted_for: Some("node2".into()), elected: false, eligible: None, eligible_term: 0 },
         ] {
             assert_eq!(VoteRecord::parse(&r.to_file()).unwrap(), r);
         }
@@ -538,11 +568,15 @@ mod tests {
         assert!(may_hold_lease(&VoteRecord::default(), true));
         // A standby promoted by hand: not elected, not the registered master.
         assert!(!may_hold_lease(&VoteRecord::default(), false));
-        let voted = VoteRecord { term: 3, voted_for: Some("b".into()), elected: false, eligible: None };
+        let voted =
+            VoteRecord { term: 3, voted_for: Some("b".into()), elected: false, eligible: None, eligible_term: 0 };
         assert!(!may_hold_lease(&voted, false), "standing is not winning");
         assert!(may_hold_lease(&VoteRecord::elected_in("b", 3), false));
         // The registered master after elections happened: only by winning.
-        assert!(!may_hold_lease(&VoteRecord { term: 2, voted_for: None, elected: false, eligible: None }, true));
+        assert!(!may_hold_lease(
+            &VoteRecord { term: 2, voted_for: None, elected: false, eligible: None, eligible_term: 0 },
+            true
+        ));
         // A newer term adopted by a vote clears the win.
         let (_, adopted) = decide_vote(&VoteRecord::elected_in("b", 3), &req(4, "c", 10), &view("b", &nodes, 5));
         assert!(!adopted.elected && adopted.term == 4);
@@ -568,10 +602,13 @@ mod tests {
     #[test]
     fn one_vote_per_term() {
         let nodes = cluster();
-        let rec = VoteRecord { term: 1, voted_for: None, elected: false, eligible: None };
+        let rec = VoteRecord { term: 1, voted_for: None, elected: false, eligible: None, eligible_term: 0 };
         let (r, rec) = decide_vote(&rec, &req(2, "b", 10), &view("c", &nodes, 5));
         assert_eq!(r, Ok(()));
-        assert_eq!(rec, VoteRecord { term: 2, voted_for: Some("b".into()), elected: false, eligible: None });
+        assert_eq!(
+            rec,
+            VoteRecord { term: 2, voted_for: Some("b".into()), elected: false, eligible: None, eligible_term: 0 }
+        );
         // Same candidate again (a retry): granted, nothing changes.
         assert_eq!(decide_vote(&rec, &req(2, "b", 10), &view("c", &nodes, 5)), (Ok(()), rec.clone()));
         // Another candidate in the same term: refused.
@@ -591,7 +628,7 @@ mod tests {
         // The newer term is adopted even though the vote is refused.
         assert_eq!(
             decide_vote(&rec, &req(1, "b", 10), &v).1,
-            VoteRecord { term: 1, voted_for: None, elected: false, eligible: None }
+            VoteRecord { term: 1, voted_for: None, elected: false, eligible: None, eligible_term: 0 }
         );
         assert_eq!(decide_vote(&rec, &req(1, "w", 90), &v).0, Err(Refusal::NotEligible));
         assert_eq!(decide_vote(&rec, &req(1, "a", 90), &v).0, Err(Refusal::NotEligible));
@@ -653,7 +690,7 @@ mod tests {
     #[test]
     fn record_keeps_the_eligible_set() {
         for e in [Some(vec![]), Some(vec!["b".to_string(), "c".to_string()])] {
-            let r = VoteRecord { term: 3, voted_for: Some("b".into()), elected: true, eligible: e };
+            let r = VoteRecord { term: 3, voted_for: Some("b".into()), elected: true, eligible: e, eligible_term: 3 };
             assert_eq!(VoteRecord::parse(&r.to_file()).unwrap(), r);
         }
         let r = VoteRecord { eligible: Some(vec!["b".into()]), ..VoteRecord::default() };
@@ -662,6 +699,16 @@ mod tests {
         let nodes = cluster();
         let (_, adopted) = decide_vote(&r, &req(5, "c", 10), &view("d", &nodes, 5));
         assert_eq!((adopted.term, adopted.eligible), (5, r.eligible.clone()));
+    }
+
+    #[test]
+    fn a_set_from_an_older_term_never_replaces_a_newer_one() {
+        let r = VoteRecord::default().told(2, Some(vec!["a".into()]));
+        assert_eq!((r.eligible_term, r.eligible.as_deref()), (2, Some(&["a".to_string()][..])));
+        // The deposed master of term 1, not yet aware, still heartbeats.
+        assert_eq!(r.told(1, Some(vec!["b".into()])), r);
+        assert_eq!(r.told(3, None).eligible, None);
+        assert_eq!(VoteRecord::parse(&r.to_file()).unwrap(), r);
     }
 
     #[test]
@@ -696,6 +743,9 @@ mod tests {
             Tally::Won { .. }
         ));
         assert!(matches!(tally("b", &nodes, Position::new(1, 10), &replies, false, None), Tally::Yield { .. }));
+        // Nor to an eligible one: every eligible node has every acknowledged commit.
+        let both = ["b".to_string(), "c".to_string()];
+        assert!(matches!(tally("b", &nodes, Position::new(1, 10), &replies, false, Some(&both)), Tally::Won { .. }));
         assert_eq!(fast_forward_source("b", Position::new(1, 10), &replies), Some(("c".into(), Position::new(1, 90))));
         assert_eq!(fast_forward_source("b", Position::new(1, 95), &replies), None);
         assert_eq!(
@@ -724,16 +774,21 @@ mod tests {
 
     #[test]
     fn promote_only_with_own_vote_in_that_term() {
-        let mine = VoteRecord { term: 3, voted_for: Some("b".into()), elected: false, eligible: None };
+        let mine =
+            VoteRecord { term: 3, voted_for: Some("b".into()), elected: false, eligible: None, eligible_term: 0 };
         assert!(may_promote("b", 3, &mine));
         // Voted for another candidate in a newer term while waiting for the replies.
         assert!(!may_promote(
             "b",
             3,
-            &VoteRecord { term: 4, voted_for: Some("c".into()), elected: false, eligible: None }
+            &VoteRecord { term: 4, voted_for: Some("c".into()), elected: false, eligible: None, eligible_term: 0 }
         ));
         // Adopted a newer term without voting.
-        assert!(!may_promote("b", 3, &VoteRecord { term: 4, voted_for: None, elected: false, eligible: None }));
+        assert!(!may_promote(
+            "b",
+            3,
+            &VoteRecord { term: 4, voted_for: None, elected: false, eligible: None, eligible_term: 0 }
+        ));
         assert!(!may_promote("c", 3, &mine));
     }
 

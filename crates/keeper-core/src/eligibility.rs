@@ -49,9 +49,17 @@ pub struct Released {
 }
 
 impl Released {
-    /// At least as far as `other` at every level.
+    /// Holds every commit released up to `other`: written as far as the write level and
+    /// flushed as far as the flush level. (Not the apply level: a commit waiting for
+    /// `remote_apply` ends at or before the flush level's position, and the WAL is what an
+    /// election needs; requiring the replay would empty the set whenever replay lags.)
     pub fn covers(&self, other: &Released) -> bool {
-        self.write >= other.write && self.flush >= other.flush && self.apply >= other.apply
+        self.write >= other.write && self.flush >= other.flush
+    }
+
+    /// Every level raised to at least `floor`.
+    pub fn at_least(&self, floor: u64) -> Released {
+        Released { write: self.write.max(floor), flush: self.flush.max(floor), apply: self.apply.max(floor) }
     }
 }
 

@@ -67,7 +67,8 @@ impl Worker {
         if let Some((what, why)) = outcome(me) {
             if what == "failed" {
                 self.notice_once(format!("pg_keeper: automatic rejoin failed: {why}; run pgkeeper rejoin"));
-                return format!("{base}: automatic rejoin failed ({why}); needs pgkeeper rejoin");
+                // (the state is cut at 127 bytes: what to do first, then why)
+                return format!("{base}: needs pgkeeper rejoin: automatic rejoin failed: {why}");
             }
         }
         if self.rejoin_started.is_some_and(|t| t.elapsed() < self.settings.keepalive_time * 10) {

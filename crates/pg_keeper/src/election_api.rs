@@ -192,11 +192,14 @@ fn _poll(
                     st.hold_until = st.hold_until.max(until);
                     // Who may be elected, persisted (when it changed) before the answer that
                     // lets the master count this node (keeper_core::eligibility).
-                    new.eligible = sync_standbys.clone().map(|mut v| {
-                        v.sort();
-                        v.dedup();
-                        v
-                    });
+                    new = new.told(
+                        t,
+                        sync_standbys.clone().map(|mut v| {
+                            v.sort();
+                            v.dedup();
+                            v
+                        }),
+                    );
                 }
             }
             let answer = (rec.term, shared::gate_locked(st), may_hold_lease(rec, st.registered_master), st.membership);
@@ -235,10 +238,9 @@ fn stream_from_candidate(me: &str, candidate: &str) {
     if crate::actions::config_option(c"primary_conninfo") == value {
         return;
     }
-    let done = PgTryBuilder::new(|| crate::actions::alter_system_here("primary_conninfo", Some(&value)))
-        .catch_others(|e| Err(format!("{e:?}")))
-        .execute();
-    match done {
+    // (a PostgreSQL ERROR here fails this request after the vote was persisted: the
+    // candidate does not count it; catching it without a subtransaction would leave locks)
+    match crate::actions::alter_system_here("primary_conninfo", Some(&value)) {
         Ok(()) => {
             crate::actions::reload_config();
             log!("pg_keeper: voted for {candidate}: streaming from it rather than from the old master");
@@ -377,7 +379,7 @@ fn step_down(to_node: default!(Option<&str>, "NULL")) -> i32 {
         st.term
     };
     if let Some(t) = to_node {
-        if let Err(e) = make_eligible(&me, t) {
+        if let Err(e) = make_eligible(&me, t, term) {
             warning!("pg_keeper: {e}");
         }
     }
@@ -426,7 +428,7 @@ fn _release(from_node: Option<&str>, term: Option<i64>, candidate: default!(Opti
         if keeper_core::registry::check_name(c).is_err() {
             return false;
         }
-        if let Err(e) = make_eligible(&me, c) {
+        if let Err(e) = make_eligible(&me, c, term as u64) {
             warning!("pg_keeper: {e}");
             return false;
         }
@@ -437,10 +439,14 @@ fn _release(from_node: Option<&str>, term: Option<i64>, candidate: default!(Opti
     true
 }
 
-/// Add `who` to this node's eligible set (when synchronous replication restricts it).
-fn make_eligible(me: &str, who: &str) -> Result<(), String> {
+/// Add `who` to this node's eligible set (when synchronous replication restricts it), as
+/// the master of `term` says: not over a set from a newer term.
+fn make_eligible(me: &str, who: &str, term: Term) -> Result<(), String> {
     votes::with_record(me, |rec, _| {
         let mut new = rec.clone();
+        if term < rec.eligible_term {
+            return ((), new);
+        }
         if let Some(set) = &mut new.eligible {
             if !set.iter().any(|n| n == who) {
                 set.push(who.to_string());

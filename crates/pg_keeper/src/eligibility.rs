@@ -21,9 +21,9 @@ pub struct Replication {
     pub acknowledged: Released,
 }
 
-pub fn read() -> Result<Replication, String> {
+pub fn read(floor: u64) -> Result<Replication, String> {
     // The release position first: every row read after it has flushed at least as far.
-    let acknowledged = released_up_to();
+    let acknowledged = released_up_to().at_least(floor);
     let rows = crate::tx::transaction(|| {
         Spi::connect(|c| {
             let mut out = Vec::new();
@@ -105,10 +105,11 @@ pub fn publish(rule: &CommitRule, repl: &Replication) {
 /// A backend, after its commit is durable: is a commit that waited for synchronous
 /// replication on every standby the rule names? True when no rule applies (asynchronous,
 /// a commit that did not wait, not a master).
-pub fn commit_reached_every() -> Option<bool> {
+/// `end`: where the commit record ends (for PREPARE and COMMIT / ROLLBACK PREPARED, whose
+/// record end is not exported: the WAL flushed now, which is past it).
+pub fn commit_reached_every(end: u64) -> Option<bool> {
     use pg_sys::SyncCommitLevel::*;
     let level = unsafe { pg_sys::synchronous_commit } as u32;
-    let end = unsafe { pg_sys::XactLastCommitEnd };
     if level <= SYNCHRONOUS_COMMIT_LOCAL_FLUSH || end == 0 || !shared::available() {
         return Some(true);
     }

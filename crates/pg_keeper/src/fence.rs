@@ -219,7 +219,15 @@ unsafe extern "C-unwind" fn on_xact(event: pg_sys::XactEvent::Type, _arg: *mut c
             let wrote = has_xid() && guarded_process();
             let passed = PASSED_GATE.swap(false, Ordering::Relaxed);
             // On every standby that may be elected (synchronous commits), then under the lease.
-            let sync_ok = !wrote || unsafe { pg_sys::RecoveryInProgress() } || on_every_eligible_standby();
+            // (PREPARE and COMMIT / ROLLBACK PREPARED: their record end is not exported; the
+            // WAL flushed now is past it)
+            let end = if wrote && event == XACT_EVENT_COMMIT {
+                unsafe { pg_sys::XactLastCommitEnd }
+            } else {
+                unsafe { pg_sys::GetFlushRecPtr(std::ptr::null_mut()) }
+            };
+            let sync_ok =
+                !(wrote || passed) || unsafe { pg_sys::RecoveryInProgress() } || on_every_eligible_standby(end);
             if !sync_ok || ((passed || wrote) && !lease_after_commit()) {
                 withhold_acknowledgement();
             }
@@ -268,11 +276,11 @@ fn lease_after_commit() -> bool {
 /// every standby the voters may elect (`crate::eligibility`)? Waits, as for a lease, while
 /// the master has not told a majority yet or one of them lags, and says no after the gate's
 /// longest wait or when the backend is being terminated.
-fn on_every_eligible_standby() -> bool {
+fn on_every_eligible_standby(end: u64) -> bool {
     let started = std::time::Instant::now();
     let limit = max_wait();
     loop {
-        if crate::eligibility::commit_reached_every() == Some(true) {
+        if crate::eligibility::commit_reached_every(end) == Some(true) {
             return true;
         }
         if started.elapsed() >= limit || unsafe { (&raw const pg_sys::ProcDiePending).read_volatile() } != 0 {

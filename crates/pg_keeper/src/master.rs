@@ -58,7 +58,10 @@ impl Worker {
         // real master's successor); it only watches for a master of a newer term.
         // Who may be elected if this master died now (keeper_core::eligibility): told in the
         // heartbeat, persisted here too (this node counts in the majority that persists it).
-        let repl = match crate::eligibility::read() {
+        // Commits acknowledged before this server became master (or before it restarted)
+        // are not in WalSndCtl, which starts at zero: none ends past the WAL it had then.
+        let floor = *self.ack_floor.get_or_insert_with(|| unsafe { pg_sys::GetFlushRecPtr(std::ptr::null_mut()) });
+        let repl = match crate::eligibility::read(floor) {
             Ok(r) => Some(r),
             Err(e) => {
                 self.notice_once(format!("pg_keeper: cannot read pg_stat_replication: {e}"));
@@ -72,9 +75,7 @@ impl Worker {
         };
         if entitled {
             self.told.send(eligible.clone());
-            let stored = crate::votes::with_record(me, |rec, _| {
-                ((), keeper_core::election::VoteRecord { eligible: eligible.clone(), ..rec.clone() })
-            });
+            let stored = crate::votes::with_record(me, |rec, _| ((), rec.told(term, eligible.clone())));
             if let Err(e) = stored {
                 warning!("pg_keeper: cannot update the vote record: {e}");
             }

@@ -60,6 +60,7 @@ pub struct KeeperState {
     /// else the names, space-separated.
     pub eligible_known: bool,
     pub eligible: [u8; ELIGIBLE_LEN],
+    pub eligible_term: u64,
     /// Master mode's rule for commits that waited for synchronous replication
     /// (`keeper_core::eligibility::CommitRule`, checked after the commit in `fence.rs`): one
     /// of the `SYNC_RULE_*` values; with `SYNC_RULE_ON_EVERY`, the WAL sender pids of the
@@ -139,6 +140,7 @@ impl Default for KeeperState {
             elected: false,
             eligible_known: false,
             eligible: [0; ELIGIBLE_LEN],
+            eligible_term: 0,
             sync_rule: SYNC_RULE_ASYNC,
             sync_npids: 0,
             sync_pids: [0; MAX_PEERS],
@@ -209,6 +211,7 @@ impl KeeperState {
             eligible: self
                 .eligible_known
                 .then(|| get_str(&self.eligible).split_whitespace().map(str::to_string).collect()),
+            eligible_term: self.eligible_term,
         }
     }
 }

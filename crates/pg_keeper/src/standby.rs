@@ -51,6 +51,8 @@ impl Worker {
             return;
         }
         self.candidate_term = term;
+        // Whatever the election gives, the next rounds check the upstream against the master.
+        self.following = None;
         let Some(node) = self.registry_nodes().into_iter().find(|n| n.name == voted && !n.is_witness) else { return };
         match stream_from(me, &node) {
             Ok(false) => {}
@@ -74,6 +76,7 @@ impl Worker {
             // and what its commits need under synchronous replication is decided anew
             st.sync_rule = shared::SYNC_RULE_WAIT;
         }
+        self.ack_floor = None;
         // A win belongs to the term's promotion; a node running as a standby again (a failed
         // promotion, a rejoined old master) must win anew before it holds a lease.
         // (not while the promotion it won is still under way: pg_promote gave up waiting)

@@ -85,6 +85,7 @@ pub fn with_record<T>(
         shared::put_str(&mut st.voted_for, new.voted_for.as_deref().unwrap_or(""));
         st.elected = new.elected;
         st.eligible_known = new.eligible.is_some();
+        st.eligible_term = new.eligible_term;
         shared::put_str(&mut st.eligible, &new.eligible.as_deref().unwrap_or_default().join(" "));
         st.vote_loaded = true;
     }

@@ -115,6 +115,9 @@ pub(crate) struct Worker {
     pub(crate) rejoin_started: Option<std::time::Instant>,
     /// The newest term in which this standby streamed from the candidate it voted for.
     pub(crate) candidate_term: u64,
+    /// Master mode: the WAL flushed when this server started its master rounds
+    /// (`eligibility::read`); None in standby mode.
+    pub(crate) ack_floor: Option<u64>,
 }
 
 /// Result of one peer's probe in a round, for shared memory.
@@ -155,6 +158,7 @@ impl Worker {
             told: Default::default(),
             rejoin_started: None,
             candidate_term: 0,
+            ack_floor: None,
         }
     }
 
