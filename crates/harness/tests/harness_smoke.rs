@@ -168,7 +168,8 @@ fn abandoned_base_dirs_are_swept() {
     let bystander_pid = bystander.id() as i32;
 
     let cluster = ClusterBuilder::new("sweeper").standbys(0).keeper(false).build().expect("build");
-    let killed = proc::gone(server_pid);
+    // (the sweep that ran may be another test's, in another thread: give its kill a moment)
+    let killed = wait_until(Duration::from_secs(5), || proc::gone(server_pid)).is_ok();
     let spared = proc::alive(bystander_pid);
     for p in [&mut server, &mut bystander] {
         let _ = p.kill();
