@@ -68,3 +68,35 @@ fn clients_skip_a_deposed_master_listed_first() {
     assert!(o.status.success() && out.contains("deposed"), "{out}{}", String::from_utf8_lossy(&o.stderr));
     std::thread::sleep(Duration::from_millis(10));
 }
+
+/// A deposed master that restarts while the new master is down stays deposed: it refuses
+/// clients and commits from its start, though nobody tells it again (the deposition is on
+/// disk, `$PGDATA/pg_keeper.<node>.deposed`).
+#[test]
+fn a_deposed_master_restarted_alone_stays_deposed() {
+    let cluster =
+        keeper_cluster("rt-restart", 2, None, &["pg_keeper.keepalive_time = 1", "pg_keeper.keepalive_count = 2"]);
+    let n1 = cluster.node("node1");
+    for n in ["node2", "node3"] {
+        wait_title(cluster.node(n), "standby (connected to node1)").unwrap();
+    }
+    n1.execute(WRITES_TABLE).unwrap();
+    n1.sigstop();
+    wait_until(PATIENCE, || ["node2", "node3"].iter().any(|n| cluster.node(n).is_in_recovery().ok() == Some(false)))
+        .expect("a standby elected");
+    n1.sigcont();
+    wait_log(n1, "was elected master in term").unwrap();
+    let new = ["node2", "node3"].into_iter().find(|n| cluster.node(n).is_in_recovery().ok() == Some(false)).unwrap();
+    // The new master and the other standby go down; the old master restarts alone.
+    for n in ["node2", "node3"] {
+        cluster.node(n).kill9();
+    }
+    n1.kill9();
+    n1.start().unwrap();
+    let e = psql_insert(&n1.conninfo(), 1).unwrap_err();
+    assert!(e.contains("no longer the master") && e.contains(new), "{e}");
+    let commits = n1.query_one("SELECT commits FROM pgkeeper.status()").unwrap().unwrap_or_default();
+    assert!(commits.starts_with("deposed by"), "{commits}");
+    let e = format!("{:#}", n1.execute("CREATE TABLE after_restart (id int)").unwrap_err());
+    assert!(e.contains("no longer the master"), "{e}");
+}

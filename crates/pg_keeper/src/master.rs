@@ -28,7 +28,9 @@ impl Worker {
         self.master_rounds += 1;
         let (term, fence, entitled) = {
             // (registered_master was set from this round's node_info by Worker::round)
-            let st = shared::STATE.share();
+            let mut st = shared::STATE.exclusive();
+            // (resolves a gate nobody read since the start: a master deposed before it stays so)
+            shared::gate_locked(&mut st);
             (st.term, st.fence, may_hold_lease(&st.record(), st.registered_master))
         };
         if fence == shared::FENCE_DEPOSED || fence == shared::FENCE_STEPPED_DOWN {
@@ -166,6 +168,9 @@ impl Worker {
                     st.set_fence(shared::FENCE_DEPOSED);
                     shared::put_str(&mut st.deposed_by, name);
                     st.deposed_term = *t;
+                }
+                if let Err(e) = crate::votes::store_deposed(me, name, *t) {
+                    warning!("pg_keeper: {e}");
                 }
                 warning!(
                     "pg_keeper: {name} was elected master in term {t} (this node's term is {term}): this node stops taking writes for good; rejoin it as a standby (pgkeeper rejoin)"

@@ -346,8 +346,16 @@ pub fn gate_locked(st: &mut KeeperState) -> Gate {
 /// (its vote record exists: the worker writes it at its first registered round) starts
 /// fenced; any other server (never in a cluster, or its worker never ran) is not fenced.
 fn resolve_membership(st: &mut KeeperState) {
-    let member = crate::gucs::node_name().is_some_and(|me| crate::votes::exists(&me));
-    if member {
+    let me = crate::gucs::node_name();
+    let member = me.as_deref().is_some_and(crate::votes::exists);
+    // A master deposed before this start stays deposed (a rejoined node starts in recovery).
+    let deposed =
+        me.as_deref().filter(|_| unsafe { !pg_sys::RecoveryInProgress() }).and_then(crate::votes::load_deposed);
+    if let (true, Some((by, term))) = (member, deposed) {
+        st.fence = FENCE_DEPOSED;
+        put_str(&mut st.deposed_by, &by);
+        st.deposed_term = term;
+    } else if member {
         st.fence = FENCE_LEASE;
         if get_str(&st.fence_reason).is_empty() {
             put_str(

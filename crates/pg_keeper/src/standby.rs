@@ -77,6 +77,8 @@ impl Worker {
             st.sync_rule = shared::SYNC_RULE_WAIT;
         }
         self.ack_floor = None;
+        // Running as a standby: rejoined, no longer a deposed master.
+        crate::votes::clear_deposed(me);
         // A win belongs to the term's promotion; a node running as a standby again (a failed
         // promotion, a rejoined old master) must win anew before it holds a lease.
         // (not while the promotion it won is still under way: pg_promote gave up waiting)

@@ -62,6 +62,33 @@ pub fn store_settled(node: &str, version: u64) -> Result<(), String> {
     durable_write(&settled_path(node), &format!("{version}\n"))
 }
 
+/// `$PGDATA/pg_keeper.<node>.deposed` (`NAME TERM`): this master was deposed by NAME in
+/// TERM. Read when the server starts out of recovery, so that a deposed master that
+/// restarts refuses clients and commits at once (before it hears from the new master, which
+/// it may never reach); removed once it runs as a standby (rejoined).
+fn deposed_path(node: &str) -> PathBuf {
+    path(node).with_extension("deposed")
+}
+
+pub fn store_deposed(node: &str, by: &str, term: u64) -> Result<(), String> {
+    durable_write(&deposed_path(node), &format!("{by} {term}\n"))
+}
+
+pub fn load_deposed(node: &str) -> Option<(String, u64)> {
+    let s = std::fs::read_to_string(deposed_path(node)).ok()?;
+    let (by, term) = s.trim().split_once(' ')?;
+    Some((by.to_string(), term.trim().parse().ok()?))
+}
+
+pub fn clear_deposed(node: &str) {
+    let p = deposed_path(node);
+    if p.exists() {
+        if let Err(e) = std::fs::remove_file(&p) {
+            pgrx::warning!("pg_keeper: cannot remove {}: {e}", p.display());
+        }
+    }
+}
+
 /// Run `decide` on the current record (and the shared state, under the same lock: the vote
 /// hold is read and set there); persist the record it returns (when it differs) before
 /// returning its answer. Err when the record cannot be read or written: then nothing was
