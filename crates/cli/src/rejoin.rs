@@ -71,7 +71,8 @@ fn log_of(o: &Opts) -> PathBuf {
     o.log.clone().unwrap_or_else(|| o.pgdata.join("pgkeeper-rejoin.log"))
 }
 
-/// `--auto` could not rewind: start the server again unchanged (still deposed, it says why).
+/// `--auto` could not rewind: start the server again unchanged (still deposed, it says why;
+/// after a failed real rewind the start may fail, and says so).
 fn restart_as_it_was(o: &Opts) {
     if let Err(e) = local::start(&o.pgdata, &log_of(o)) {
         say(&format!("cannot start the server again: {e:#}"));
@@ -160,7 +161,11 @@ pub fn rejoin(args: &[String]) -> Result<()> {
         if let Err(e) = &r {
             say(&format!("automatic rejoin failed: {e:#}"));
         }
+        // Recorded before the server starts again: its worker must find it.
         record_outcome(&o, &r);
+        if r.is_err() && STOPPED.load(std::sync::atomic::Ordering::Relaxed) && !server_running(&o.pgdata) {
+            restart_as_it_was(&o);
+        }
     }
     r
 }
@@ -217,9 +222,6 @@ fn rejoin_locked(o: &Opts) -> Result<()> {
     let mut rewound = false;
     if !o.basebackup {
         if !rewind_possible(&o.pgdata)? {
-            if o.auto {
-                restart_as_it_was(o);
-            }
             bail!(
                 "pg_rewind needs wal_log_hints = on or data checksums, and {} has neither.\n\
                  Re-run with --basebackup to rebuild it from {} (the local data is replaced; the old directory is kept aside).",
@@ -242,7 +244,6 @@ fn rejoin_locked(o: &Opts) -> Result<()> {
                 "pg_rewind --dry-run",
             );
             if let Err(e) = dry {
-                restart_as_it_was(o);
                 bail!("{e:#}: not rewound; run pgkeeper rejoin (perhaps with --basebackup) by hand");
             }
         }

@@ -68,6 +68,22 @@ pub fn released_up_to() -> Released {
     }
 }
 
+/// What the set was computed from, for the log.
+pub fn describe(r: &Replication) -> String {
+    let f = keeper_core::lsn::format;
+    let mut s = format!("released write {} flush {}", f(r.acknowledged.write), f(r.acknowledged.flush));
+    for w in &r.senders {
+        s.push_str(&format!(
+            "; {}{} write {} flush {}",
+            w.name,
+            if w.waited_for { " (waited for)" } else { "" },
+            f(w.at.write),
+            f(w.at.flush)
+        ));
+    }
+    s
+}
+
 /// The set to tell the voters now (None: asynchronous).
 pub fn eligible(me: &str, nodes: &[Node], repl: &Replication) -> Option<Vec<String>> {
     let configured = matches!(SyncConfig::parse(&crate::sync_state::sync_names_now()), Ok(Some(_)));

@@ -75,6 +75,15 @@ impl Worker {
             // Unknown: the last set told stays (commits keep its rule).
             None => self.told.current().cloned().flatten(),
         };
+        if entitled && self.told.current() != Some(&eligible) {
+            let what = match &eligible {
+                None => "any node (replication is asynchronous)".to_string(),
+                Some(v) if v.is_empty() => "nobody".to_string(),
+                Some(v) => v.join(", "),
+            };
+            let facts = repl.as_ref().map(crate::eligibility::describe).unwrap_or_default();
+            log!("pg_keeper: who may be elected if this master fails: {what} ({facts})");
+        }
         if entitled {
             self.told.send(eligible.clone());
             let stored = crate::votes::with_record(me, |rec, _| ((), rec.told(term, eligible.clone())));
@@ -169,6 +178,7 @@ impl Worker {
                     shared::put_str(&mut st.deposed_by, name);
                     st.deposed_term = *t;
                 }
+                // On disk before it is said: a restart from now on finds it deposed.
                 if let Err(e) = crate::votes::store_deposed(me, name, *t) {
                     warning!("pg_keeper: {e}");
                 }
