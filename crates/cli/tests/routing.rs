@@ -26,21 +26,27 @@ fn psql_insert(conninfo: &str, id: i64) -> Result<String, String> {
     }
 }
 
-#[test]
-fn clients_skip_a_deposed_master_listed_first() {
-    let cluster =
-        keeper_cluster("rt-deposed", 2, None, &["pg_keeper.keepalive_time = 1", "pg_keeper.keepalive_count = 2"]);
+/// node1 frozen until a standby is elected, then thawed: it is deposed. The new master.
+fn freeze_and_thaw_failover(cluster: &Cluster) -> &'static str {
     let n1 = cluster.node("node1");
     for n in ["node2", "node3"] {
         wait_title(cluster.node(n), "standby (connected to node1)").unwrap();
     }
     n1.execute(WRITES_TABLE).unwrap();
     n1.sigstop();
-    wait_until(PATIENCE, || ["node2", "node3"].iter().any(|n| cluster.node(n).is_in_recovery().ok() == Some(false)))
-        .expect("a standby elected");
+    let elected = || ["node2", "node3"].into_iter().find(|n| cluster.node(n).is_in_recovery().ok() == Some(false));
+    wait_until(PATIENCE, || elected().is_some()).expect("a standby elected");
     n1.sigcont();
     wait_log(n1, "was elected master in term").unwrap();
-    let new = ["node2", "node3"].into_iter().find(|n| cluster.node(n).is_in_recovery().ok() == Some(false)).unwrap();
+    elected().unwrap()
+}
+
+#[test]
+fn clients_skip_a_deposed_master_listed_first() {
+    let cluster =
+        keeper_cluster("rt-deposed", 2, None, &["pg_keeper.keepalive_time = 1", "pg_keeper.keepalive_count = 2"]);
+    let n1 = cluster.node("node1");
+    let new = freeze_and_thaw_failover(&cluster);
     let new_port = cluster.node(new).port().to_string();
 
     let o = pgkeeper(&["uri", &cluster.node(new).conninfo()]);
@@ -77,16 +83,7 @@ fn a_deposed_master_restarted_alone_stays_deposed() {
     let cluster =
         keeper_cluster("rt-restart", 2, None, &["pg_keeper.keepalive_time = 1", "pg_keeper.keepalive_count = 2"]);
     let n1 = cluster.node("node1");
-    for n in ["node2", "node3"] {
-        wait_title(cluster.node(n), "standby (connected to node1)").unwrap();
-    }
-    n1.execute(WRITES_TABLE).unwrap();
-    n1.sigstop();
-    wait_until(PATIENCE, || ["node2", "node3"].iter().any(|n| cluster.node(n).is_in_recovery().ok() == Some(false)))
-        .expect("a standby elected");
-    n1.sigcont();
-    wait_log(n1, "was elected master in term").unwrap();
-    let new = ["node2", "node3"].into_iter().find(|n| cluster.node(n).is_in_recovery().ok() == Some(false)).unwrap();
+    let new = freeze_and_thaw_failover(&cluster);
     // The new master and the other standby go down; the old master restarts alone.
     for n in ["node2", "node3"] {
         cluster.node(n).kill9();

@@ -168,11 +168,22 @@ fn abandoned_base_dirs_are_swept() {
     let bystander_pid = bystander.id() as i32;
 
     let cluster = ClusterBuilder::new("sweeper").standbys(0).keeper(false).build().expect("build");
-    // (the sweep that ran may be another test's, in another thread: give its kill a moment)
-    let killed = wait_until(Duration::from_secs(5), || proc::gone(server_pid)).is_ok();
-    let spared = proc::alive(bystander_pid);
+    // (the sweep that ran may be another test's, in another thread: give its kill a moment.
+    // By command line, not pid alone: once reaped, a pid is soon reused on a busy machine,
+    // pid_max being 32768 here.)
+    let is = |pid: i32, arg: &std::path::Path| {
+        proc::alive(pid) && proc::cmdline(pid).is_some_and(|c| c.contains(&arg.display().to_string()))
+    };
+    let killed = wait_until(Duration::from_secs(5), || !is(server_pid, &data)).is_ok();
+    let spared = is(bystander_pid, &abandoned.join("node1/server.log"));
+    // (never signal a pid that is no longer ours)
+    if is(server_pid, &data) {
+        let _ = server.kill();
+    }
+    if is(bystander_pid, &abandoned.join("node1/server.log")) {
+        let _ = bystander.kill();
+    }
     for p in [&mut server, &mut bystander] {
-        let _ = p.kill();
         let _ = p.wait();
     }
     assert!(killed, "its server still runs");

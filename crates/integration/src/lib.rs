@@ -357,3 +357,18 @@ pub fn secs_after(a: std::time::SystemTime, b: std::time::SystemTime) -> f64 {
         Err(e) => -e.duration().as_secs_f64(),
     }
 }
+
+/// Send `sig` (`-STOP`, `-CONT`) to `master`'s WAL senders to these standbys: freezes what
+/// they receive while the master and the others go on. Asserts one sender per standby.
+pub fn signal_wal_senders(master: &Node, to: &[&str], sig: &str) {
+    let list = to.iter().map(|n| format!("'{n}'")).collect::<Vec<_>>().join(",");
+    let pids = master
+        .query(&format!("SELECT pid FROM pg_stat_replication WHERE application_name IN ({list})"))
+        .expect("pg_stat_replication");
+    assert_eq!(pids.len(), to.len(), "a WAL sender per standby: {pids:?}");
+    for p in pids {
+        let pid = p[0].clone().unwrap();
+        let ok = std::process::Command::new("kill").args([sig, &pid]).status().unwrap().success();
+        assert!(ok, "kill {sig} {pid}");
+    }
+}

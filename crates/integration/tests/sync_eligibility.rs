@@ -12,20 +12,6 @@ use std::time::{Duration, Instant};
 const CONF: &[&str] = &["pg_keeper.keepalive_time = 1", "pg_keeper.keepalive_count = 3"];
 const SYNC: &str = "FIRST 1 (node2, node3, node4, node5, node1)";
 
-/// Freeze (or thaw) node1's WAL senders to these standbys.
-fn signal_senders(master: &Node, to: &[&str], sig: &str) {
-    let list = to.iter().map(|n| format!("'{n}'")).collect::<Vec<_>>().join(",");
-    let pids = master
-        .query(&format!("SELECT pid FROM pg_stat_replication WHERE application_name IN ({list})"))
-        .expect("pg_stat_replication");
-    assert_eq!(pids.len(), to.len(), "a WAL sender per standby: {pids:?}");
-    for p in pids {
-        let pid = p[0].clone().unwrap();
-        let ok = std::process::Command::new("kill").args([sig, &pid]).status().unwrap().success();
-        assert!(ok, "kill {sig} {pid}");
-    }
-}
-
 /// A cluster with a writer on node1 that has had node2 acknowledge for `secs` while node3..5
 /// received nothing. Returns the cluster and the writer (still running).
 fn behind_the_sync_standby(name: &str, secs: u64) -> (Cluster, Writer) {
@@ -46,7 +32,7 @@ fn behind_the_sync_standby(name: &str, secs: u64) -> (Cluster, Writer) {
     }
     let writer = Writer::start(&n1.conninfo(), Duration::from_millis(20));
     std::thread::sleep(Duration::from_secs(1));
-    signal_senders(n1, &["node3", "node4", "node5"], "-STOP");
+    signal_wal_senders(n1, &["node3", "node4", "node5"], "-STOP");
     std::thread::sleep(Duration::from_secs(secs));
     (cluster, writer)
 }
@@ -134,7 +120,7 @@ fn the_winner_fetches_what_a_standby_ahead_of_it_has() {
     wait_replayed(n1, n2).unwrap();
     wait_replayed(n1, n3).unwrap();
     // node2 stops receiving: commits wait for it (never acknowledged), node3 gets their WAL.
-    signal_senders(n1, &["node2"], "-STOP");
+    signal_wal_senders(n1, &["node2"], "-STOP");
     let conninfo = n1.conninfo();
     for i in 0..4 {
         let ci = conninfo.clone();

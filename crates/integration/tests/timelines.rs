@@ -7,15 +7,6 @@ use std::time::Duration;
 
 const CONF: &[&str] = &["pg_keeper.keepalive_time = 1", "pg_keeper.keepalive_count = 2"];
 
-/// Freeze (or thaw) node1's WAL senders to these standbys.
-fn signal_senders(master: &Node, to: &[&str], sig: &str) {
-    let list = to.iter().map(|n| format!("'{n}'")).collect::<Vec<_>>().join(",");
-    for p in master.query(&format!("SELECT pid FROM pg_stat_replication WHERE application_name IN ({list})")).unwrap() {
-        let pid = p[0].clone().unwrap();
-        assert!(std::process::Command::new("kill").args([sig, &pid]).status().unwrap().success());
-    }
-}
-
 fn lsn_of(n: &Node) -> String {
     n.query_one("SELECT greatest(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn())::text")
         .unwrap()
@@ -35,7 +26,7 @@ fn wal_of_an_old_timeline_past_the_fork_never_wins() {
         wait_replayed(n1, n).unwrap();
     }
     // node3 alone receives a lot more WAL of timeline 1 ...
-    signal_senders(n1, &["node2", "node4", "node5"], "-STOP");
+    signal_wal_senders(n1, &["node2", "node4", "node5"], "-STOP");
     n1.execute("INSERT INTO pgk_writes (id) SELECT generate_series(1, 20000)").unwrap();
     wait_replayed(n1, n3).unwrap();
     // ... and is down when the master dies: the others elect one of them, on timeline 2.

@@ -290,13 +290,18 @@ pub fn decide_vote(rec: &VoteRecord, req: &VoteRequest, v: &VoterView<'_>) -> (R
     if req.candidate_membership < v.membership {
         return (Err(Refusal::OlderMembership { voter: v.membership, candidate: req.candidate_membership }), new);
     }
+    let mine = Position::new(v.my_tli, v.my_lsn);
+    let theirs = Position::new(req.candidate_tli, req.candidate_lsn);
     if let Some(eligible) = &new.eligible {
-        if !eligible.contains(&req.candidate) {
+        // An eligible voter holds every acknowledged commit of its set; a candidate with at
+        // least its WAL on its timeline holds them too. (Two voters whose sets differ, one
+        // told of a degrade and one not, would otherwise refuse each other forever.) The
+        // sets a majority relies on are still enforced by the voters that hold them.
+        let has_all_i_have = eligible.iter().any(|n| n == v.me) && theirs.tli == mine.tli && theirs >= mine;
+        if !eligible.contains(&req.candidate) && !has_all_i_have {
             return (Err(Refusal::NotSynchronous { eligible: eligible.clone() }), new);
         }
     }
-    let mine = Position::new(v.my_tli, v.my_lsn);
-    let theirs = Position::new(req.candidate_tli, req.candidate_lsn);
     // Under synchronous replication every acknowledged commit is on each eligible standby, so
     // WAL this voter has past an eligible candidate's (on the same timeline) was never
     // acknowledged: grant, and the winner fetches it before promoting
@@ -725,6 +730,12 @@ mod tests {
         let mut old_tli = req(1, "b", 10);
         old_tli.candidate_tli = 0;
         assert!(matches!(decide_vote(&rec, &old_tli, &view("d", &nodes, 50)).0, Err(Refusal::Behind { .. })));
+        // An eligible voter grants a candidate that has all its WAL, eligible or not.
+        assert_eq!(decide_vote(&rec, &req(1, "c", 90), &view("b", &nodes, 50)).0, Ok(()));
+        assert!(matches!(
+            decide_vote(&rec, &req(1, "c", 40), &view("b", &nodes, 50)).0,
+            Err(Refusal::NotSynchronous { .. })
+        ));
         // Nobody eligible: nobody wins.
         let none = VoteRecord { eligible: Some(vec![]), ..VoteRecord::default() };
         assert!(matches!(
