@@ -67,6 +67,14 @@ fn parse(args: &[String]) -> Result<Opts> {
     Ok(o)
 }
 
+/// `pg_rewind --target-pgdata PGDATA --source-server SOURCE EXTRA...`, as the directory's owner.
+fn pg_rewind(pgdata: &Path, source: &str, extra: &[&str], what: &str) -> Result<()> {
+    run(
+        as_owner(pgdata, "pg_rewind")?.arg("--target-pgdata").arg(pgdata).args(["--source-server", source]).args(extra),
+        what,
+    )
+}
+
 fn log_of(o: &Opts) -> PathBuf {
     o.log.clone().unwrap_or_else(|| o.pgdata.join("pgkeeper-rejoin.log"))
 }
@@ -235,28 +243,13 @@ fn rejoin_locked(o: &Opts) -> Result<()> {
         status::connect(&source)?.batch_execute("CHECKPOINT").context("CHECKPOINT on the master")?;
         if o.auto {
             // Changes nothing: a rewind that cannot be done leaves the server as it was.
-            let dry = run(
-                as_owner(&o.pgdata, "pg_rewind")?.arg("--target-pgdata").arg(&o.pgdata).args([
-                    "--source-server",
-                    &source,
-                    "--dry-run",
-                ]),
-                "pg_rewind --dry-run",
-            );
+            let dry = pg_rewind(&o.pgdata, &source, &["--dry-run"], "pg_rewind --dry-run");
             if let Err(e) = dry {
                 bail!("{e:#}: not rewound; run pgkeeper rejoin (perhaps with --basebackup) by hand");
             }
         }
         say("pg_rewind from the master (progress below)");
-        let r = run(
-            as_owner(&o.pgdata, "pg_rewind")?.arg("--target-pgdata").arg(&o.pgdata).args([
-                "--source-server",
-                &source,
-                "--progress",
-                "--no-sync",
-            ]),
-            "pg_rewind",
-        );
+        let r = pg_rewind(&o.pgdata, &source, &["--progress", "--no-sync"], "pg_rewind");
         match r {
             Ok(()) => rewound = true,
             Err(e) if o.auto => bail!("{e:#}: the data directory may need pgkeeper rejoin --basebackup"),
