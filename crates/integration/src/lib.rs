@@ -135,6 +135,25 @@ pub fn wait_replayed(master: &Node, standby: &Node) -> Result<()> {
         .map_err(|_| anyhow!("{} did not replay up to {lsn}", standby.name()))
 }
 
+/// Wait until each of these standbys has persisted, from the master's heartbeat, that exactly
+/// `eligible` may be elected (its vote record's `sync` line): the precondition of every test
+/// that relies on voters refusing a node outside the eligible set.
+pub fn wait_eligible_persisted(master: &Node, standbys: &[&Node], eligible: &[&str]) -> Result<()> {
+    let line = format!("sync {}\n", eligible.join(" "));
+    for n in standbys {
+        let f = n.data_dir().join(format!("pg_keeper.{}.vote", n.name()));
+        wait_until(PATIENCE, || std::fs::read_to_string(&f).is_ok_and(|s| s.contains(&line))).map_err(|_| {
+            anyhow!(
+                "{} never persisted {line:?}: {:?}\n--- the master's \"who may be elected\" ---\n{}",
+                n.name(),
+                std::fs::read_to_string(&f),
+                log_lines(master, "who may be elected").join("\n")
+            )
+        })?;
+    }
+    Ok(())
+}
+
 /// A client inserting 1, 2, 3, ... into `pgk_writes` on one node, each on a fresh connection,
 /// recording every id whose COMMIT was acknowledged (even if the acknowledgement comes late).
 pub struct Writer {

@@ -59,16 +59,7 @@ fn hand_promoted_standby_takes_no_commits(name: &str, sync: Option<&str>) {
     if sync.is_some() {
         // Under synchronous replication only node3 may be elected once node2 left: wait
         // until node3 knows it (the master's heartbeat names it, node3 persisted it).
-        let f = n3.data_dir().join("pg_keeper.node3.vote");
-        wait_until(PATIENCE, || std::fs::read_to_string(&f).is_ok_and(|s| s.contains("sync node3\n"))).unwrap_or_else(
-            |_| {
-                panic!(
-                    "node3 never learnt it is eligible: {:?}\n{}",
-                    std::fs::read_to_string(&f),
-                    log_lines(n1, "who may be elected").join("\n")
-                )
-            },
-        );
+        wait_eligible_persisted(n1, &[n3], &["node3"]).unwrap();
     }
     n1.kill9();
     let t1 = Instant::now();

@@ -25,11 +25,8 @@ fn behind_the_sync_standby(name: &str, secs: u64) -> (Cluster, Writer) {
         wait_replayed(n1, n).unwrap();
     }
     // The heartbeat names node2 as the one eligible standby, and every voter persisted it.
-    for n in &cluster.nodes()[1..] {
-        let f = n.data_dir().join(format!("pg_keeper.{}.vote", n.name()));
-        wait_until(PATIENCE, || std::fs::read_to_string(&f).is_ok_and(|s| s.contains("sync node2\n")))
-            .unwrap_or_else(|_| panic!("{} persists the eligible set: {:?}", n.name(), std::fs::read_to_string(&f)));
-    }
+    let standbys: Vec<&Node> = cluster.nodes()[1..].iter().collect();
+    wait_eligible_persisted(n1, &standbys, &["node2"]).unwrap();
     let writer = Writer::start(&n1.conninfo(), Duration::from_millis(20));
     std::thread::sleep(Duration::from_secs(1));
     signal_wal_senders(n1, &["node3", "node4", "node5"], "-STOP");
@@ -119,6 +116,9 @@ fn the_winner_fetches_what_a_standby_ahead_of_it_has() {
     n1.execute(WRITES_TABLE).unwrap();
     wait_replayed(n1, n2).unwrap();
     wait_replayed(n1, n3).unwrap();
+    // Else node3 refuses node2 as behind it, stands itself, and node2 (eligible) grants it:
+    // safe (node3 has all node2 has) but not the schedule this test is about.
+    wait_eligible_persisted(n1, &[n2, n3], &["node2"]).unwrap();
     // node2 stops receiving: commits wait for it (never acknowledged), node3 gets their WAL.
     signal_wal_senders(n1, &["node2"], "-STOP");
     let conninfo = n1.conninfo();
