@@ -1,4 +1,4 @@
-//! Compiles `csrc/port.c` against the headers of the PostgreSQL this build targets: the
+//! Compiles `csrc/port.c` and `csrc/reply.c` against the headers of the PostgreSQL this build targets: the
 //! pg_config that cargo-pgrx names (PGRX_PG_CONFIG_PATH), else the one ~/.pgrx/config.toml
 //! registers for the enabled pgNN feature, else `pg_config` on the PATH.
 
@@ -28,6 +28,7 @@ fn pg_config() -> String {
 
 fn main() {
     println!("cargo:rerun-if-changed=csrc/port.c");
+    println!("cargo:rerun-if-changed=csrc/reply.c");
     println!("cargo:rerun-if-env-changed=PGRX_PG_CONFIG_PATH");
     let pg_config = pg_config();
     let out = Command::new(&pg_config)
@@ -36,5 +37,5 @@ fn main() {
         .unwrap_or_else(|e| panic!("cannot run {pg_config}: {e}"));
     assert!(out.status.success(), "{pg_config} --includedir-server failed");
     let include = String::from_utf8(out.stdout).expect("utf-8 path").trim().to_string();
-    cc::Build::new().file("csrc/port.c").include(&include).warnings(false).compile("pgk_port");
+    cc::Build::new().file("csrc/port.c").file("csrc/reply.c").include(&include).warnings(false).compile("pgk_port");
 }

@@ -205,7 +205,7 @@ fn rejoin_locked(o: &Opts) -> Result<()> {
         // Only a deposed master: never the master, never a standby.
         let me = report.nodes.iter().find(|(n, _)| n.name == o.name).map(|(_, l)| l);
         match me {
-            Some(Ok(l)) if !l.in_recovery && l.commits.starts_with("deposed") => {}
+            Some(Ok(l)) if !l.in_recovery && l.gate == keeper_core::gate::GateKind::Deposed => {}
             Some(Ok(l)) => {
                 bail!("{} is not a deposed master ({}, commits {}): not rejoining it", o.name, l.state, l.commits)
             }

@@ -2,8 +2,9 @@
 //! once, each within a deadline: role, keeper mode and state, timeline, WAL positions, lag,
 //! and warnings for anything wrong.
 
-use anyhow::{Context, Result};
+use anyhow::{anyhow, Context, Result};
 use keeper_core::conninfo::ConnInfo;
+use keeper_core::gate::{Attention, GateKind};
 use keeper_core::lsn;
 use serde_json::{json, Value};
 use std::str::FromStr;
@@ -62,7 +63,7 @@ pub fn node_info(conninfo: &str) -> Result<Vec<NodeRow>> {
 }
 
 /// What one node says about itself.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Live {
     pub in_recovery: bool,
     pub mode: String,
@@ -77,15 +78,17 @@ pub struct Live {
     pub upstream: Option<String>,
     /// Master: synchronous standbys (name -> sync_state).
     pub sync_standbys: Vec<(String, String)>,
-    /// Election term, and the commit gate ("open", "fenced", "deposed by ...").
+    /// Election term, and the commit gate (`commits`: for people, "deposed by node2 (term 3)").
     pub term: i64,
     pub commits: String,
+    pub gate: GateKind,
+    pub attention: Attention,
 }
 
 impl Live {
     /// Acknowledges writes now: not a standby, not a witness, commit gate open.
     pub fn writable(&self) -> bool {
-        !self.in_recovery && self.mode != "witness" && self.commits == "open"
+        !self.in_recovery && self.mode != "witness" && self.gate == GateKind::Open
     }
 }
 
@@ -100,7 +103,7 @@ SELECT pg_is_in_recovery(), s.mode, s.state, s.sync_state,
        pg_last_wal_replay_lsn()::text,
        (SELECT status FROM pg_stat_wal_receiver),
        (SELECT sender_host || ':' || sender_port FROM pg_stat_wal_receiver),
-       s.term, s.commits
+       s.term, s.commits, s.gate::text, s.attention::text
 FROM pgkeeper.status() s";
 
 pub fn live(conninfo: &str) -> Result<Live> {
@@ -119,6 +122,9 @@ pub fn live(conninfo: &str) -> Result<Live> {
         sync_standbys: Vec::new(),
         term: r.get(9),
         commits: r.get(10),
+        gate: GateKind::parse(r.get(11)).ok_or_else(|| anyhow!("unknown gate {:?}", r.get::<_, String>(11)))?,
+        attention: Attention::parse(r.get(12))
+            .ok_or_else(|| anyhow!("unknown attention {:?}", r.get::<_, String>(12)))?,
     };
     if !l.in_recovery {
         for row in c.query("SELECT application_name, sync_state FROM pg_stat_replication", &[])? {
@@ -168,9 +174,9 @@ fn warnings(nodes: &[(NodeRow, Result<Live, String>)]) -> Vec<String> {
                 if l.in_recovery && l.receiver.as_deref() != Some("streaming") {
                     w.push(format!("{} is a standby but is not streaming", n.name));
                 }
-                if l.state.contains("needs rejoin") || l.state.contains("CONFLICT") {
+                if l.attention != Attention::None {
                     w.push(format!("{}: {} (pgkeeper rejoin)", n.name, l.state));
-                } else if l.commits == "fenced" {
+                } else if l.gate == GateKind::Fenced {
                     w.push(format!("{}: master without a majority: fenced, commits wait", n.name));
                 }
                 if l.sync_state == "degraded" {
@@ -196,7 +202,7 @@ fn role(n: &NodeRow, l: &Result<Live, String>, master: Option<&Live>) -> String 
         Err(_) => "unreachable".into(),
         Ok(l) if l.mode == "witness" => "witness".into(),
         Ok(l) if l.writable() => "master".into(),
-        Ok(l) if !l.in_recovery && l.commits.starts_with("deposed") => "old master".into(),
+        Ok(l) if !l.in_recovery && l.gate == GateKind::Deposed => "old master".into(),
         Ok(l) if !l.in_recovery => "fenced master".into(),
         Ok(_) => match master.and_then(|m| m.sync_standbys.iter().find(|(a, _)| a == &n.name)) {
             Some((_, s)) if s == "sync" || s == "quorum" => "sync standby".into(),
@@ -275,6 +281,8 @@ impl Report {
                         v["keeper_state"] = json!(l.state);
                         v["term"] = json!(l.term);
                         v["commits"] = json!(l.commits);
+                        v["gate"] = json!(l.gate.as_str());
+                        v["attention"] = json!(l.attention.as_str());
                         v["sync_state"] = json!(l.sync_state);
                         v["timeline"] = json!(l.timeline);
                         v["lsn"] = json!(l.lsn);

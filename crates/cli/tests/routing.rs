@@ -72,6 +72,23 @@ fn clients_skip_a_deposed_master_listed_first() {
     let o = pgkeeper(&["status", &n1.conninfo()]);
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success() && out.contains("deposed"), "{out}{}", String::from_utf8_lossy(&o.stderr));
+    // status's enum columns: what tools match on instead of the free-text state. Their SQL
+    // enums list exactly keeper-core's values.
+    let row = n1
+        .query(
+            "SELECT gate::text, attention::text, \
+                    array_to_string(enum_range(NULL::pgkeeper.gate), ','), \
+                    array_to_string(enum_range(NULL::pgkeeper.attention), ',') FROM pgkeeper.status()",
+        )
+        .unwrap();
+    let col = |i: usize| row[0][i].clone().unwrap_or_default();
+    assert_eq!((col(0).as_str(), col(1).as_str()), ("deposed", "needs_rejoin"));
+    let gates: Vec<&str> = keeper_core::gate::GateKind::ALL.iter().map(|k| k.as_str()).collect();
+    let attention: Vec<&str> = keeper_core::gate::Attention::ALL.iter().map(|k| k.as_str()).collect();
+    assert_eq!((col(2), col(3)), (gates.join(","), attention.join(",")));
+    let gate =
+        |n: &str| cluster.node(n).query_one("SELECT gate::text FROM pgkeeper.status()").unwrap().unwrap_or_default();
+    assert_eq!(gate(new), "open");
     std::thread::sleep(Duration::from_millis(10));
 }
 

@@ -175,6 +175,12 @@ fn abandoned_base_dirs_are_swept() {
         proc::alive(pid) && proc::cmdline(pid).is_some_and(|c| c.contains(&arg.display().to_string()))
     };
     let killed = wait_until(Duration::from_secs(5), || !is(server_pid, &data)).is_ok();
+    let seen = format!(
+        "pid {server_pid}: stat {:?}, cmdline {:?}; the dir {}",
+        proc::stat(server_pid),
+        proc::cmdline(server_pid),
+        if abandoned.exists() { "is still there" } else { "is gone" }
+    );
     let spared = is(bystander_pid, &abandoned.join("node1/server.log"));
     // (never signal a pid that is no longer ours)
     if is(server_pid, &data) {
@@ -186,7 +192,7 @@ fn abandoned_base_dirs_are_swept() {
     for p in [&mut server, &mut bystander] {
         let _ = p.wait();
     }
-    assert!(killed, "its server still runs");
+    assert!(killed, "its server still runs: {seen}");
     assert!(spared, "a process that only mentions the dir was killed");
     assert!(!abandoned.exists(), "the abandoned dir is still there");
     assert!(kept.join("node1/data").exists(), "a kept dir was removed");

@@ -609,3 +609,49 @@ fn a_two_node_master_restarted_alone_takes_writes() {
         .unwrap_or_else(|_| panic!("node1 takes no write alone: {}\n{}", commit_gate(n1), n1.log_tail(20)));
     assert_eq!(n1.query_one("SELECT pgkeeper.del_node('node2')").unwrap().as_deref(), Some("t"));
 }
+
+/// Schedule: 3 nodes; one simple-query message `BEGIN; INSERT; COMMIT; SELECT pg_sleep(3)` to
+/// node1: the COMMIT is made durable and passes its check, but its reply waits in the
+/// server's send buffer until the whole message has run; meanwhile node1 is frozen until a
+/// standby logs that it is promoting, then resumed.
+/// Promise: node1 never writes that COMMIT's reply out once it may no longer be the master
+/// (the reply gate, csrc/reply.c): the client gets no "COMMIT" at all (its session ends),
+/// never one after the promotion.
+#[test]
+fn a_commit_reply_still_in_the_send_buffer_is_not_written_after_a_promotion() {
+    let cluster = keeper_cluster("sb-reply", 2, None, &[KT, KC]);
+    let (n1, n2, n3) = (cluster.node("node1"), cluster.node("node2"), cluster.node("node3"));
+    n1.execute(WRITES_TABLE).unwrap();
+    wait_healthy(&cluster);
+    let mut client = n1.try_connect().unwrap();
+    let asked = std::thread::spawn(move || {
+        let r = client.batch_execute("BEGIN; INSERT INTO pgk_writes (id) VALUES (7); COMMIT; SELECT pg_sleep(3)");
+        (r.map_err(|e| format!("{e:#}")), SystemTime::now())
+    });
+    // Committed (visible to others), its reply not yet out.
+    wait_until(PATIENCE, || rows(n1).contains(&7)).expect("the COMMIT ran");
+    n1.sigstop();
+    let mut found = None;
+    let promoted = wait_until(PATIENCE, || {
+        found = [n2, n3]
+            .into_iter()
+            .find_map(|n| log_lines(n, "pg_keeper: promoting").into_iter().next().map(|l| (n.name().to_string(), l)));
+        found.is_some()
+    });
+    n1.sigcont();
+    promoted.unwrap_or_else(|_| panic!("no standby promoted while node1 was frozen\n{}", log_tails(&cluster, 30)));
+    let (who, line) = found.unwrap();
+    let promoted_at = log_line_time(cluster.node(&who), &line).unwrap();
+    let (result, at) = asked.join().unwrap();
+    eprintln!("the client's answer, {:.3} s after {who}'s promotion line: {result:?}", secs_after(at, promoted_at));
+    assert!(
+        result.is_err(),
+        "node1 told its client COMMIT {:.3} s after {who} logged its promotion",
+        secs_after(at, promoted_at)
+    );
+    assert!(
+        log_lines(n1, "the client is not told it succeeded").len() == 1,
+        "node1 says why it ended the session:\n{}",
+        n1.log_tail(30)
+    );
+}

@@ -167,6 +167,24 @@ pub fn voter_hold(lease: Duration) -> Duration {
     lease + lease / 4
 }
 
+/// A voter receives a heartbeat of `term` granting `lease` at `now` (its own clock; the
+/// hold it has runs until `hold_until`): the hold to keep, and the record to persist before
+/// it answers (the eligible set the heartbeat carries, [`VoteRecord::told`]). A heartbeat
+/// from an older term is from a master this node may have voted against: it changes nothing.
+pub fn on_heartbeat(
+    rec: &VoteRecord,
+    term: Term,
+    lease: Duration,
+    now: Duration,
+    hold_until: Duration,
+    eligible: Option<Vec<String>>,
+) -> (Duration, VoteRecord) {
+    if term < rec.term {
+        return (hold_until, rec.clone());
+    }
+    (hold_until.max(now + voter_hold(lease)), rec.told(term, eligible))
+}
+
 /// Whether a node that accepts writes may hold the master's lease (and so send heartbeats,
 /// refuse votes as a master and open its commit gate): only as the master of a term it won,
 /// or as the master registered in node_info before any election (term 0, the cluster's first
@@ -384,16 +402,7 @@ pub fn fast_forward_source(me: &str, mine: Position, replies: &[(String, VoteRep
         .max_by_key(|(_, p)| *p)
 }
 
-/// When a candidate may count the replies it has without waiting for the others: once this
-/// long after its requests went out, it counts as soon as [`tally`] over the replies so far
-/// says `Won` (else it waits for every reply or the deadline, as before). Without it, an
-/// unreachable node makes every election last the whole deadline, and candidates of several
-/// ranks then stand during each other's elections round after round: each new term voids the
-/// election running (see [`may_promote`]) and nobody ever promotes. Healthy nodes answer well
-/// within this time, so a node with more WAL still makes the candidate yield.
-pub fn early_count_after(keepalive_time: Duration) -> Duration {
-    keepalive_time / 4
-}
+pub use crate::timing::early_count_after;
 
 /// Whether a candidate that [`tally`] declared the winner of `term` may promote, given its
 /// own vote record as it is now. A candidate keeps answering vote requests while it waits for

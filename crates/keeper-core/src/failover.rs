@@ -22,6 +22,8 @@ pub struct FailoverConfig {
     pub two_node_failover: bool,
     /// Automatic failover paused (a planned switchover is under way).
     pub paused: bool,
+    /// A standby that would stand waits for a node just elected ([`Next::WaitFor`]).
+    pub wait_for_elected: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,6 +85,81 @@ impl StandbyMode {
             return Decision::Hold { failed_rounds, why: Hold::WaitingTurn { rank } };
         }
         Decision::Stand { old_master: master.name.clone(), failed_rounds }
+    }
+}
+
+/// What a standby saw in a round besides whether the master answered (the indirect polls'
+/// own answers, and a planned switchover's request).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Sightings {
+    /// Other registered nodes (not the registered master) that answered as writable.
+    pub writable: Vec<String>,
+    /// A node polled through answered as one just elected (`PeerAnswer::just_elected`): who,
+    /// and its term.
+    pub just_elected: Option<(String, crate::election::Term)>,
+    /// `stand_for_election()` asked this node to stand (a planned switchover), and the
+    /// request still runs.
+    pub stand_requested: bool,
+}
+
+/// What standby mode does after a round.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Next {
+    /// The registered master is gone and exactly this other node accepts writes: stream
+    /// from it rather than stand.
+    Follow(String),
+    /// Stand for election (`on_request`: asked by a planned switchover, whatever the master
+    /// does, unless another node already accepts writes).
+    Stand { old_master: String, failed_rounds: u32, on_request: bool },
+    /// This node would stand, but a node just elected answered: wait for it to take writes
+    /// rather than stand against it (which would only push terms up and keep the new master
+    /// from counting this standby's answers).
+    WaitFor { who: String, term: crate::election::Term },
+    /// Nothing to do beyond saying what is seen (master alive, suspect, hold).
+    Report(Decision),
+}
+
+/// One round's outcome: what to do, and the writable nodes when more than one accepts
+/// writes (follow none of them; say so).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StandbyRound {
+    pub next: Next,
+    pub conflict: Option<Vec<String>>,
+}
+
+impl StandbyMode {
+    /// A whole standby round: [`StandbyMode::on_round`], then what the sightings change
+    /// (a switchover's request, a node to follow, a node just elected to wait for).
+    pub fn round(
+        &mut self,
+        me: &str,
+        nodes: &[Node],
+        obs: &RoundObservation,
+        seen: &Sightings,
+        cfg: FailoverConfig,
+    ) -> StandbyRound {
+        let mut decision = self.on_round(me, nodes, obs, cfg);
+        let master_alive = decision == Decision::MasterAlive;
+        let mut on_request = false;
+        if seen.stand_requested && seen.writable.is_empty() {
+            let old_master = nodes.iter().find(|n| n.is_master).map(|n| n.name.clone()).unwrap_or_default();
+            decision = Decision::Stand { old_master, failed_rounds: self.failed_rounds };
+            on_request = true;
+        }
+        let conflict = match follow(master_alive, &seen.writable) {
+            Follow::NewMaster(new) => return StandbyRound { next: Next::Follow(new), conflict: None },
+            Follow::Conflict(w) => Some(w),
+            Follow::Stay => None,
+        };
+        let next = match decision {
+            Decision::Stand { .. } if cfg.wait_for_elected && seen.just_elected.is_some() => {
+                let (who, term) = seen.just_elected.clone().unwrap_or_default();
+                Next::WaitFor { who, term }
+            }
+            Decision::Stand { old_master, failed_rounds } => Next::Stand { old_master, failed_rounds, on_request },
+            d => Next::Report(d),
+        };
+        StandbyRound { next, conflict }
     }
 }
 

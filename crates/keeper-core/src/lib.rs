@@ -5,10 +5,13 @@
 //! machines here, and carries out the actions they return. Keeping the rules here lets them
 //! be unit-tested, property-tested and simulated without a server.
 
+pub mod candidacy;
 pub mod conninfo;
 pub mod election;
 pub mod eligibility;
 pub mod failover;
+pub mod gate;
+pub mod heartbeat;
 pub mod lsn;
 pub mod membership;
 pub mod polling;

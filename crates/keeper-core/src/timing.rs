@@ -1,5 +1,6 @@
-//! Deadlines of pg_keeper's own work that are not part of the election's timing argument
-//! (that one, the lease and the holds, is in `election`).
+//! Every timing rule of pg_keeper in one place: deadlines of its probes and of its own
+//! work, and when a candidate counts. (The lease and the holds, which the timing argument
+//! is about, are `election::voter_hold` and master mode's lease.)
 
 use std::time::Duration;
 
@@ -20,6 +21,34 @@ pub fn fast_forward_limit(keepalive_time: Duration) -> Duration {
     (keepalive_time * 2).clamp(Duration::from_secs(1), Duration::from_secs(10))
 }
 
+/// How long any probe of a round may take (a poll, a heartbeat, a vote request): most of a
+/// round, so that the round ends before the next one is due, and never more than 10 s (a
+/// black-holed peer costs that much at most).
+pub fn probe_deadline(keepalive_time: Duration) -> Duration {
+    keepalive_time.mul_f64(0.8).min(Duration::from_secs(10))
+}
+
+/// The deadline a standby polled through gets for its own probe of the master: half of the
+/// asker's, so that its answer ("could not reach it") arrives within the asker's deadline.
+pub fn nested_deadline(probe_deadline: Duration) -> Duration {
+    probe_deadline / 2
+}
+
+/// A candidate whose own vote was refused for a lease it still honours stands again this
+/// long after that hold ends (the other voters acknowledged the lease a little later).
+pub const AFTER_HOLD: Duration = Duration::from_millis(50);
+
+/// When a candidate may count the replies it has without waiting for the others: once this
+/// long after its requests went out, it counts as soon as [`crate::election::tally`] over the replies so far
+/// says `Won` (else it waits for every reply or the deadline, as before). Without it, an
+/// unreachable node makes every election last the whole deadline, and candidates of several
+/// ranks then stand during each other's elections round after round: each new term voids the
+/// election running (see [`crate::election::may_promote`]) and nobody ever promotes. Healthy nodes answer well
+/// within this time, so a node with more WAL still makes the candidate yield.
+pub fn early_count_after(keepalive_time: Duration) -> Duration {
+    keepalive_time / 4
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -31,5 +60,8 @@ mod tests {
         assert_eq!(lock_timeout(Duration::from_secs(60)), Duration::from_secs(2));
         assert_eq!(fast_forward_limit(Duration::from_millis(200)), Duration::from_secs(1));
         assert_eq!(fast_forward_limit(Duration::from_secs(30)), Duration::from_secs(10));
+        assert_eq!(probe_deadline(Duration::from_secs(1)), Duration::from_millis(800));
+        assert_eq!(probe_deadline(Duration::from_secs(60)), Duration::from_secs(10));
+        assert_eq!(nested_deadline(Duration::from_millis(800)), Duration::from_millis(400));
     }
 }

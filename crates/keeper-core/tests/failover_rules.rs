@@ -1,6 +1,6 @@
 //! The promotion rule of standby mode: unit cases and properties over random partitions.
 
-use keeper_core::failover::{follow, Decision, FailoverConfig, Follow, Hold, StandbyMode};
+use keeper_core::failover::{follow, Decision, FailoverConfig, Follow, Hold, Next, Sightings, StandbyMode};
 use keeper_core::polling::{Indirect, RoundObservation};
 use keeper_core::{registry, Node, SyncConfig};
 use proptest::prelude::*;
@@ -13,7 +13,8 @@ fn cluster(n: usize) -> Vec<Node> {
     nodes // n1 master, n2 next master
 }
 
-const CFG: FailoverConfig = FailoverConfig { keepalive_count: 3, two_node_failover: false, paused: false };
+const CFG: FailoverConfig =
+    FailoverConfig { keepalive_count: 3, two_node_failover: false, paused: false, wait_for_elected: true };
 
 fn dead_round(others: &[(&str, Indirect)]) -> RoundObservation {
     RoundObservation { direct_ok: false, indirect: others.iter().map(|(n, r)| (n.to_string(), *r)).collect() }
@@ -27,6 +28,34 @@ fn next_master_stands_after_count_rounds() {
     assert_eq!(sm.on_round("n2", &nodes, &obs, CFG), Decision::Suspect { failed_rounds: 1 });
     assert_eq!(sm.on_round("n2", &nodes, &obs, CFG), Decision::Suspect { failed_rounds: 2 });
     assert_eq!(sm.on_round("n2", &nodes, &obs, CFG), Decision::Stand { old_master: "n1".into(), failed_rounds: 3 });
+}
+
+#[test]
+fn a_round_follows_waits_or_stands_on_request() {
+    let nodes = cluster(3);
+    let dead = dead_round(&[("n3", Indirect::Unreached)]);
+    let one = FailoverConfig { keepalive_count: 1, ..CFG };
+    // The master gone and one other node writable: follow it, never stand.
+    let seen = Sightings { writable: vec!["n3".into()], ..Default::default() };
+    assert_eq!(StandbyMode::default().round("n2", &nodes, &dead, &seen, one).next, Next::Follow("n3".into()));
+    // A node just elected answered: wait for it (unless the rule is off).
+    let seen = Sightings { just_elected: Some(("n3".into(), 4)), ..Default::default() };
+    assert_eq!(
+        StandbyMode::default().round("n2", &nodes, &dead, &seen, one).next,
+        Next::WaitFor { who: "n3".into(), term: 4 }
+    );
+    let off = FailoverConfig { wait_for_elected: false, ..one };
+    assert!(matches!(StandbyMode::default().round("n2", &nodes, &dead, &seen, off).next, Next::Stand { .. }));
+    // A switchover's request stands while the master answers, unless another node writes.
+    let alive = RoundObservation { direct_ok: true, indirect: vec![] };
+    let asked = Sightings { stand_requested: true, ..Default::default() };
+    assert_eq!(
+        StandbyMode::default().round("n3", &nodes, &alive, &asked, CFG).next,
+        Next::Stand { old_master: "n1".into(), failed_rounds: 0, on_request: true }
+    );
+    let both = Sightings { writable: vec!["n2".into()], ..asked };
+    let r = StandbyMode::default().round("n3", &nodes, &alive, &both, CFG);
+    assert_eq!((r.next, r.conflict), (Next::Report(Decision::MasterAlive), Some(vec!["n2".to_string()])));
 }
 
 #[test]
@@ -169,7 +198,7 @@ proptest! {
     #[test]
     fn standing_properties(w in world(5), count in 1u32..4) {
         let nodes = cluster(w.n);
-        let cfg = FailoverConfig { keepalive_count: count, two_node_failover: false, paused: false };
+        let cfg = FailoverConfig { keepalive_count: count, ..CFG };
         let rounds = count + w.n as u32;
         let mut first_stand: Vec<(u32, usize)> = Vec::new();
         for me in 1..w.n {

@@ -1,6 +1,8 @@
 //! Deterministic discrete-event simulation of pg_keeper's leader election and master lease,
-//! driving only keeper-core's pure functions (`decide_vote`, `tally`, `next_term`,
-//! `may_promote`, `early_count_after`, `master_verdict`, `lease_effect`, `may_hold_lease`,
+//! driving keeper-core's state machines and pure functions: each node's election is the
+//! very `keeper_core::candidacy::Candidacy` the adapter's worker runs (pre-vote, vote, early
+//! count, backoff, yield; and through it `tally`, `next_term`), and the rest is
+//! `decide_vote`, `may_promote`, `master_verdict`, `lease_effect`, `may_hold_lease`,
 //! `VoteRecord::elected_in`, `master_lease`, `heartbeat_interval`, `voter_hold`,
 //! `StandbyMode::on_round`, and through it `candidate_rank` and `polling::evaluate`,
 //! `membership::acknowledged` / `known_to_all`, `registry::add` / `delete`), over random
@@ -25,12 +27,13 @@
 //!   master they follow over working links.
 //! - Standby mode: a round every `k`: direct poll of the master it knows (the initial master,
 //!   then the sender of the newest heartbeat), indirect polls through every other node (nested
-//!   deadline half the caller's), `StandbyMode::on_round`; on `Stand`: `next_term`, its own
-//!   vote through `decide_vote` (persisted; no requests when refused, and when refused for a
-//!   hold the next round runs as soon as the hold is over, as the adapter's `retry_at`),
-//!   `VoteRequest` to every other node, each voter persists `decide_vote`'s record before it
-//!   replies (a master's reply carries no LSN, as `received_lsn()`), `tally`. A witness
-//!   answers and votes, never stands.
+//!   deadline half the caller's), `StandbyMode::on_round`; on `Stand`: the node's `Candidacy`
+//!   steps, carried out as the adapter does: its own vote through `decide_vote` (persisted
+//!   unless a pre-vote), requests to every other registered node but the old master, each
+//!   voter persists `decide_vote`'s record before it replies (a master's reply carries no
+//!   LSN, as `received_lsn()`), the replies and refusals fed back, a timer at its
+//!   `poll_timeout`, and the next round at its `retry_at`. A witness answers and votes,
+//!   never stands.
 //! - Crash: volatile state lost (lease, hold, standby counter, rounds); the vote record
 //!   survives. A request to a crashed server is refused at once (its host is up) or met with
 //!   silence (host down), per schedule. Restart: same role (a master comes back fenced), the
@@ -183,12 +186,13 @@
 //! reached a frozen node is handled at the thaw only if its link is up then; durability of
 //! acknowledged commits across a failover (only the instants of acknowledgements).
 
+use keeper_core::candidacy::{self, Candidacy, Count, Stand, Step, WinLease};
 use keeper_core::election::{
-    decide_vote, early_count_after, heartbeat_interval, lease_effect, master_lease, master_verdict, may_hold_lease,
-    may_promote, next_term, tally, voter_hold, LeaseEffect, MasterVerdict, PeerAnswer, Tally, Term, VoteRecord,
-    VoteReply, VoteRequest, VoterView,
+    decide_vote, heartbeat_interval, master_lease, may_hold_lease, may_promote, on_heartbeat, voter_hold, PeerAnswer,
+    Term, VoteRecord, VoteReply, VoteRequest, VoterView,
 };
-use keeper_core::failover::{is_majority, Decision, FailoverConfig, StandbyMode};
+use keeper_core::failover::{Decision, FailoverConfig, Next, Sightings, StandbyMode};
+use keeper_core::heartbeat::{GateStep, HeartbeatRound, LeaseNow, RoundEnd, RoundStart};
 use keeper_core::lsn::Position;
 use keeper_core::membership;
 use keeper_core::polling::{Indirect, RoundObservation};
@@ -262,31 +266,9 @@ struct Faults {
     calm: bool,
 }
 
-/// When a new master's lease starts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum WinLease {
-    /// At the win, from the instant the vote requests went out (as pg_keeper's candidate.rs
-    /// was first written). Unsafe: votes take no hold, so nothing stops a second candidate
-    /// from winning a newer term with the same voters while this lease runs.
-    FromVoteRequests,
-    /// Only from the new master's first heartbeat round that renews (`master_verdict`): every
-    /// lease then comes from a heartbeat round, which is what the timing argument covers.
-    FromFirstRenewal,
-}
-
-/// When a candidate counts its replies.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Count {
-    /// When every node answered, or at the deadline (0.8 × keepalive_time).
-    AllOrDeadline,
-    /// Also as soon as `tally` over the replies so far says Won, once `early_count_after`
-    /// has passed since the requests went out.
-    EarlyAfterGrace,
-    /// Same with this grace, per mille of keepalive_time (0: at once).
-    EarlyAfterPermille(u64),
-}
-
-/// The rules under test where the adapter has a choice.
+/// The rules under test where the adapter has a choice. Those of the election itself
+/// (`win_lease`, `check_own_record`, `count`, `pre_vote`) are keeper_core::candidacy's
+/// [`candidacy::Rules`], which the simulated nodes' `Candidacy` runs.
 #[derive(Debug, Clone, Copy)]
 struct Rules {
     win_lease: WinLease,
@@ -340,6 +322,17 @@ struct Rules {
     /// adapter's `_poll` and `answer_vote` do, and a candidate stands above them. Off: only the
     /// terms in poll answers and vote replies, as the model first had it.
     note_terms: bool,
+}
+
+impl Rules {
+    fn candidacy(&self) -> candidacy::Rules {
+        candidacy::Rules {
+            pre_vote: self.pre_vote,
+            count: self.count,
+            check_own_record: self.check_own_record,
+            win_lease: self.win_lease,
+        }
+    }
 }
 
 /// What the adapter must do (see the report in the module doc of keeper_core::election).
@@ -570,6 +563,7 @@ enum Body {
         rid: u64,
         granted: bool,
         term: Term,
+        lsn: Option<u64>,
     },
     VoteAns {
         gen: u64,
@@ -604,8 +598,8 @@ enum Ev {
         gen: u64,
         rid: u64,
     },
-    /// A candidate's grace period is over: count now if the replies so far say Won.
-    Grace {
+    /// The candidate's `Candidacy::poll_timeout` (the end of its grace, or its deadline).
+    BallotTimer {
         n: usize,
         gen: u64,
         rid: u64,
@@ -740,40 +734,21 @@ enum Round {
         /// A node polled through answered as one just elected (node, term).
         elected: Option<(usize, Term)>,
         /// A node polled through answered as writable.
-        writable_via: bool,
+        /// Nodes polled through that answered as writable.
+        writable_via: Vec<usize>,
     },
-    Elect {
+    /// A ballot of the node's `Candidacy` is under way (pre-vote or vote): the replies go
+    /// to it, and it says when to count.
+    Ballot {
         start_l: u64,
-        send_l: u64,
-        term: Term,
-        lsn: u64,
-        replies: Vec<(usize, VoteReply)>,
-        pending: usize,
-        /// The early count is allowed (grace over).
-        early_ok: bool,
     },
+    /// Master mode's heartbeat round: keeper_core::heartbeat's state machine, as master.rs
+    /// drives it; `version`: the membership version of the node_info it read.
     Beat {
         start_l: u64,
-        answers: Vec<Option<PeerAnswer>>,
         pending: usize,
-        /// The term it heartbeats with, whether it may hold the lease, and whether the cluster
-        /// can fail over without it (else the gate is open without a lease), at the round's start.
-        term: Term,
-        entitled: bool,
-        can_fail_over: bool,
-        /// Answers that count so far (itself included), and whether one came from another
-        /// writable node (rule 2: nothing renews the lease in this round).
-        counted: usize,
-        conflict: bool,
-        /// node_info at the round's start, when membership changes (else the current one),
-        /// and its version.
-        view: Option<Vec<Node>>,
+        round: Box<HeartbeatRound>,
         version: u64,
-    },
-    PreVote {
-        start_l: u64,
-        grants: usize,
-        pending: usize,
     },
 }
 
@@ -807,6 +782,8 @@ struct SimNode {
     /// Local clock: its own election runs until then, no vote for others (cleared at the tally).
     standing_until: u64,
     sm: StandbyMode,
+    /// Standing for election: keeper-core's state machine, as the adapter's worker has it.
+    cand: Candidacy,
     /// The master this standby polls and streams from.
     known: usize,
     known_term: Term,
@@ -1025,6 +1002,7 @@ impl Sim {
                     hold_until: 0,
                     standing_until: 0,
                     sm: StandbyMode::default(),
+                    cand: Candidacy::new(rules.candidacy(), i as u64),
                     known: 0,
                     known_term: 0,
                     seen: 0,
@@ -1083,7 +1061,12 @@ impl Sim {
             hb,
             lease,
             hold,
-            cfg: FailoverConfig { keepalive_count: c, two_node_failover: false, paused: false },
+            cfg: FailoverConfig {
+                keepalive_count: c,
+                two_node_failover: false,
+                paused: false,
+                wait_for_elected: rules.wait_for_elected,
+            },
             slow_permille,
             deposed_survives_restart,
             hosts_stay_up,
@@ -1455,7 +1438,7 @@ impl Sim {
         match *ev {
             Ev::Tick { n, .. }
             | Ev::RoundEnd { n, .. }
-            | Ev::Grace { n, .. }
+            | Ev::BallotTimer { n, .. }
             | Ev::CommitDone { n, .. }
             | Ev::ReleaseTimeout { n, .. }
             | Ev::StepDown { n, .. }
@@ -1733,14 +1716,9 @@ impl Sim {
                     s.replay_paused_until = s.replay_paused_until.max(self.now + dur);
                 }
             }
-            Ev::Grace { n, gen, rid } => {
+            Ev::BallotTimer { n, gen, rid } => {
                 if self.nodes[n].alive && self.nodes[n].gen == gen && self.nodes[n].rid == rid {
-                    if let Round::Elect { early_ok, .. } = &mut self.nodes[n].round {
-                        *early_ok = true;
-                        if self.won_so_far(n) {
-                            self.end_round(n);
-                        }
-                    }
+                    self.ballot_progress(n, true);
                 }
             }
             Ev::RoundEnd { n, gen, rid } => {
@@ -1893,6 +1871,7 @@ impl Sim {
         s.hold_until = 0;
         s.standing_until = 0;
         s.sm = StandbyMode::default();
+        s.cand = Candidacy::new(self.rules.candidacy(), i as u64 ^ (s.gen << 8));
         s.seen = 0;
         s.round = Round::Idle;
         s.via.clear();
@@ -2304,7 +2283,7 @@ impl Sim {
         }
         let s = &mut self.nodes[i];
         s.rid = rid;
-        s.round = Round::Poll { start_l, direct_ok: false, via, pending, elected: None, writable_via: false };
+        s.round = Round::Poll { start_l, direct_ok: false, via, pending, elected: None, writable_via: Vec::new() };
         let deadline = self.at_local(i, start_l + self.k * 4 / 5);
         self.push(deadline, Ev::RoundEnd { n: i, gen, rid });
     }
@@ -2316,20 +2295,8 @@ impl Sim {
             Round::Poll { start_l, direct_ok, via, elected, writable_via, .. } => {
                 self.end_poll(i, start_l, direct_ok, via, elected, writable_via)
             }
-            Round::Elect { start_l, send_l, term, lsn, replies, .. } => {
-                self.end_election(i, start_l, send_l, term, lsn, replies)
-            }
-            Round::Beat { start_l, answers, term, entitled, can_fail_over, conflict, view, version, .. } => {
-                self.end_beat(i, start_l, answers, term, entitled, can_fail_over, conflict, (view, version))
-            }
-            Round::PreVote { start_l, grants, .. } => {
-                if grants * 2 > self.nodes[i].view.len() {
-                    self.stand(i, start_l);
-                } else {
-                    tr!(self, "n{i} pre-vote: {grants} of {} would grant: not standing", self.n);
-                    self.schedule_next(i, start_l, self.k);
-                }
-            }
+            Round::Ballot { .. } => {}
+            Round::Beat { start_l, round, version, .. } => self.end_beat(i, start_l, *round, version),
         }
     }
 
@@ -2346,36 +2313,29 @@ impl Sim {
         direct_ok: bool,
         via: Vec<(usize, Indirect)>,
         elected: Option<(usize, Term)>,
-        writable_via: bool,
+        writable_via: Vec<usize>,
     ) {
         let obs = RoundObservation {
             direct_ok,
             indirect: via.iter().map(|(v, r)| (self.nodes[*v].name.clone(), *r)).collect(),
         };
         let cfg = FailoverConfig { paused: self.nodes[i].paused_until > self.now, ..self.cfg };
-        let requested = self.nodes[i].stand_until > self.local(i) && !writable_via;
+        let seen = Sightings {
+            writable: writable_via.iter().map(|v| self.nodes[*v].name.clone()).collect(),
+            just_elected: elected.map(|(e, t)| (self.nodes[e].name.clone(), t)),
+            stand_requested: self.nodes[i].stand_until > self.local(i),
+        };
         let s = &mut self.nodes[i];
-        let mut decision = s.sm.on_round(&s.name, &s.view, &obs, cfg);
-        if requested {
-            // stand_for_election(): stand whatever the master does, unless another node is
-            // already writable.
-            let old_master = s.view.iter().find(|r| r.is_master).map(|r| r.name.clone()).unwrap_or_default();
-            decision = Decision::Stand { old_master, failed_rounds: s.sm.failed_rounds };
-        }
-        match decision {
-            Decision::Stand { .. } if self.rules.wait_for_elected && elected.is_some() => {
-                let (e, t) = elected.unwrap_or_default();
-                tr!(self, "n{i} would stand, but waits for n{e}, elected in term {t}");
-                self.schedule_next(i, start_l, self.k)
-            }
-            Decision::Stand { .. } if self.rules.pre_vote => self.pre_vote(i, start_l),
-            Decision::Stand { .. } => self.stand(i, start_l),
-            Decision::MasterAlive => self.schedule_next(i, start_l, self.k),
-            d => {
-                if self.trace.is_some() && !matches!(d, Decision::MasterAlive) {
+        let round = s.sm.round(&s.name, &s.view, &obs, &seen, cfg);
+        match round.next {
+            Next::Stand { old_master, .. } => self.stand(i, start_l, &old_master),
+            Next::Report(Decision::MasterAlive) => self.schedule_next(i, start_l, self.k),
+            next => {
+                if self.trace.is_some() {
                     let known = self.nodes[i].known;
-                    tr!(self, "n{i} round (master n{known}): {d:?}");
+                    tr!(self, "n{i} round (master n{known}): {next:?}");
                 }
+                // (Follow: standbys here stream from the sender of the newest heartbeat.)
                 self.schedule_next(i, start_l, self.k)
             }
         }
@@ -2386,183 +2346,134 @@ impl Sim {
         Duration::from_micros(s.hold_until.max(s.standing_until).saturating_sub(self.local(i)))
     }
 
-    /// The request this node would send if it stood now, and what its own vote would say.
-    fn own_request(&self, i: usize) -> (VoteRequest, Result<(), keeper_core::election::Refusal>, VoteRecord) {
-        let s = &self.nodes[i];
-        let req = VoteRequest {
-            term: next_term(&s.rec, s.seen),
-            candidate: s.name.clone(),
-            candidate_lsn: s.lsn,
-            candidate_tli: 1,
-            candidate_membership: self.vote_version(i),
-        };
-        let view = VoterView {
-            me: &s.name,
-            nodes: &s.view,
-            is_master: false,
-            my_lsn: s.lsn,
-            my_tli: 1,
-            hold_left: self.hold_left(i),
-            membership: self.vote_version(i),
-        };
-        let (res, new) = decide_vote(&s.rec, &req, &view);
-        (req, res, new)
-    }
-
-    /// As the adapter's worker: when its own vote is refused for a lease it still honours, the
-    /// next round runs as soon as that hold is over (plus 50 ms), not a whole round later.
-    fn next_after_refusal(&mut self, i: usize, start_l: u64, r: &keeper_core::election::Refusal) {
-        if let keeper_core::election::Refusal::LeaseHeld { .. } = r {
-            let at = self.local(i) + us(self.hold_left(i)) + 50_000;
-            let t = self.at_local(i, at.min(start_l + self.k));
-            let gen = self.nodes[i].gen;
-            self.push(t, Ev::Tick { n: i, gen });
-        } else {
-            self.schedule_next(i, start_l, self.k);
-        }
-    }
-
-    fn pre_vote(&mut self, i: usize, start_l: u64) {
-        let (req, res, _) = self.own_request(i);
-        if let Err(r) = res {
-            tr!(self, "n{i} pre-vote for term {}: own vote would be refused: {r}", req.term);
-            self.next_after_refusal(i, start_l, &r);
-            return;
-        }
-        let rid = self.next_rid();
-        let gen = self.nodes[i].gen;
-        let send_l = self.local(i);
-        let mv = req.candidate_membership;
-        let mut pending = 0;
-        for v in 0..self.n {
-            if v != i && self.in_view(i, v) {
-                self.send(i, v, Body::PreVoteReq { gen, rid, term: req.term, lsn: req.candidate_lsn, mv });
-                pending += 1;
-            }
-        }
-        let s = &mut self.nodes[i];
-        s.rid = rid;
-        s.round = Round::PreVote { start_l, grants: 1, pending };
-        let deadline = self.at_local(i, send_l + self.k * 4 / 5);
-        self.push(deadline, Ev::RoundEnd { n: i, gen, rid });
-    }
-
-    fn stand(&mut self, i: usize, start_l: u64) {
-        let term = next_term(&self.nodes[i].rec, self.nodes[i].seen);
-        let lsn = self.nodes[i].lsn;
-        let mv = self.vote_version(i);
-        let req = VoteRequest {
-            term,
-            candidate: self.nodes[i].name.clone(),
-            candidate_lsn: lsn,
-            candidate_tli: 1,
-            candidate_membership: mv,
-        };
+    /// Standby mode says stand: this node's `Candidacy` decides every step from here, as in
+    /// the adapter's candidate.rs; the simulation only carries its steps out.
+    fn stand(&mut self, i: usize, start_l: u64, old_master: &str) {
+        let now = Duration::from_micros(self.local(i));
         let hold_left = self.hold_left(i);
-        let s = &self.nodes[i];
-        let view = VoterView {
+        let membership = self.vote_version(i);
+        let s = &mut self.nodes[i];
+        let standing = Stand {
             me: &s.name,
             nodes: &s.view,
-            is_master: false,
-            my_lsn: lsn,
-            my_tli: 1,
+            old_master,
+            mine: Position::new(1, s.lsn),
+            rec: &s.rec,
+            seen: s.seen,
             hold_left,
-            membership: mv,
+            membership,
+            two_node: false,
+            keepalive_time: Duration::from_micros(self.k),
         };
-        let (res, new) = decide_vote(&s.rec, &req, &view);
-        self.persist(i, new);
-        if res.is_ok() && self.rules.hold_on_own_vote {
-            let until = self.local(i) + self.hold;
-            let s = &mut self.nodes[i];
-            s.hold_until = s.hold_until.max(until);
-        }
-        if let Err(r) = res {
-            tr!(self, "n{i} stands in term {term} (lsn {lsn}): own vote refused: {r}");
-            self.next_after_refusal(i, start_l, &r);
-            return;
-        }
-        tr!(self, "n{i} stands in term {term} (lsn {lsn})");
-        let rid = self.next_rid();
-        let gen = self.nodes[i].gen;
-        let send_l = self.local(i);
-        if self.rules.hold_while_standing {
-            self.nodes[i].standing_until = send_l + self.k * 4 / 5;
-        }
-        let mut pending = 0;
-        for v in 0..self.n {
-            if v != i && self.in_view(i, v) {
-                self.send(i, v, Body::VoteReq { gen, rid, term, lsn, mv });
-                pending += 1;
-            }
-        }
-        let me = VoteReply { granted: true, term, lsn: Some(lsn), tli: 1, reason: String::new() };
-        let s = &mut self.nodes[i];
-        s.rid = rid;
-        let grace = match self.rules.count {
-            Count::AllOrDeadline => None,
-            Count::EarlyAfterGrace => Some(us(early_count_after(Duration::from_micros(self.k)))),
-            Count::EarlyAfterPermille(p) => Some(p * self.k / 1000),
-        };
-        s.round =
-            Round::Elect { start_l, send_l, term, lsn, replies: vec![(i, me)], pending, early_ok: grace == Some(0) };
-        let deadline = self.at_local(i, send_l + self.k * 4 / 5);
-        self.push(deadline, Ev::RoundEnd { n: i, gen, rid });
-        if let Some(g) = grace.filter(|g| *g > 0) {
-            let t = self.at_local(i, send_l + g);
-            self.push(t, Ev::Grace { n: i, gen, rid });
-        }
+        let step = s.cand.stand(now, &standing);
+        self.carry_out(i, start_l, step);
     }
 
-    fn end_election(
-        &mut self,
-        i: usize,
-        start_l: u64,
-        send_l: u64,
-        term: Term,
-        lsn: u64,
-        replies: Vec<(usize, VoteReply)>,
-    ) {
-        self.nodes[i].standing_until = 0;
-        let named: Vec<(String, VoteReply)> =
-            replies.into_iter().map(|(v, r)| (self.nodes[v].name.clone(), r)).collect();
-        let s = &self.nodes[i];
-        let result = tally(&s.name, &s.view, Position::new(1, lsn), &named, false, None);
-        let seen = named.iter().map(|(_, r)| r.term).max().unwrap_or(0);
-        self.nodes[i].seen = self.nodes[i].seen.max(seen);
-        match result {
-            Tally::Won { .. } if self.tally_won(i, term) => {}
-            Tally::Won { votes }
-                if self.rules.check_own_record && !may_promote(&self.nodes[i].name, term, &self.nodes[i].rec) =>
-            {
-                tr!(
-                    self,
-                    "n{i} won term {term} with {votes:?} but its record is now {:?}: no promotion",
-                    self.nodes[i].rec
-                );
-                self.schedule_next(i, start_l, self.k);
+    fn carry_out(&mut self, i: usize, start_l: u64, step: Step) {
+        match step {
+            Step::CastOwnVote { request, dry } => {
+                let s = &self.nodes[i];
+                let view = VoterView {
+                    me: &s.name,
+                    nodes: &s.view,
+                    is_master: false,
+                    my_lsn: s.lsn,
+                    my_tli: 1,
+                    hold_left: self.hold_left(i),
+                    membership: self.vote_version(i),
+                };
+                let (res, new) = decide_vote(&s.rec, &request, &view);
+                let term = request.term;
+                if !dry {
+                    self.persist(i, new);
+                    if res.is_ok() && self.rules.hold_on_own_vote {
+                        let until = self.local(i) + self.hold;
+                        let s = &mut self.nodes[i];
+                        s.hold_until = s.hold_until.max(until);
+                    }
+                    match &res {
+                        Ok(()) => tr!(self, "n{i} stands in term {term} (lsn {})", request.candidate_lsn),
+                        Err(r) => tr!(self, "n{i} stands in term {term}: own vote refused: {r}"),
+                    }
+                } else if let Err(r) = &res {
+                    tr!(self, "n{i} pre-vote for term {term}: own vote would be refused: {r}");
+                }
+                let now = Duration::from_micros(self.local(i));
+                let rec_term = self.nodes[i].rec.term;
+                let next = self.nodes[i].cand.own_vote(now, res, rec_term);
+                self.carry_out(i, start_l, next);
             }
-            Tally::Won { votes } => {
+            Step::Ask { request, dry, to, deadline: _ } => {
+                let rid = self.next_rid();
+                let gen = self.nodes[i].gen;
+                let send_l = self.local(i);
+                if !dry && self.rules.hold_while_standing {
+                    self.nodes[i].standing_until = send_l + self.k * 4 / 5;
+                }
+                let (term, lsn, mv) = (request.term, request.candidate_lsn, request.candidate_membership);
+                for v in to.iter().map(|n| idx(n)) {
+                    let body = if dry {
+                        Body::PreVoteReq { gen, rid, term, lsn, mv }
+                    } else {
+                        Body::VoteReq { gen, rid, term, lsn, mv }
+                    };
+                    self.send(i, v, body);
+                }
+                let s = &mut self.nodes[i];
+                s.rid = rid;
+                s.round = Round::Ballot { start_l };
+                self.ballot_progress(i, true);
+            }
+            Step::Promote { term, votes, fetch_from: _, check_own_record, lease_from } => {
+                self.nodes[i].standing_until = 0;
+                if self.tally_won(i, term) {
+                    return;
+                }
+                if check_own_record && !may_promote(&self.nodes[i].name, term, &self.nodes[i].rec) {
+                    tr!(
+                        self,
+                        "n{i} won term {term} with {votes:?} but its record is now {:?}: no promotion",
+                        self.nodes[i].rec
+                    );
+                    self.schedule_next(i, start_l, self.k);
+                    return;
+                }
                 tr!(self, "n{i} WINS term {term} with {votes:?}");
                 if votes.iter().any(|v| self.nodes[idx(v)].hand_promoted && self.nodes[idx(v)].master) {
                     self.stats.hand_votes += 1;
                     self.stats.hand_votes_healed += self.healed as u64;
                 }
-                self.win(i, term, send_l);
+                self.win(i, term, lease_from.map(|t| t.as_micros() as u64));
             }
-            other => {
-                tr!(self, "n{i} term {term}: {other:?}");
-                self.schedule_next(i, start_l, self.k);
+            Step::Wait { state, notice: _, retry_at, seen } => {
+                self.nodes[i].standing_until = 0;
+                let s = &mut self.nodes[i];
+                s.seen = s.seen.max(seen);
+                tr!(self, "n{i}: {state}");
+                // As the adapter's retry_at: the next round no later than a round from now.
+                let next = retry_at.map_or(start_l + self.k, |t| (t.as_micros() as u64).min(start_l + self.k));
+                let t = self.at_local(i, next);
+                let gen = self.nodes[i].gen;
+                self.push(t, Ev::Tick { n: i, gen });
             }
         }
     }
 
-    /// Whether `tally` over the replies that came back so far says Won.
-    fn won_so_far(&self, i: usize) -> bool {
-        let s = &self.nodes[i];
-        let Round::Elect { replies, lsn, .. } = &s.round else { return false };
-        let named: Vec<(String, VoteReply)> =
-            replies.iter().map(|(v, r)| (self.nodes[*v].name.clone(), r.clone())).collect();
-        matches!(tally(&s.name, &s.view, Position::new(1, *lsn), &named, false, None), Tally::Won { .. })
+    /// After a reply, a refusal or a timer: count if the Candidacy is ready; else, when `arm`
+    /// (the ballot just started, or its timer fired), wake it at its `poll_timeout`.
+    fn ballot_progress(&mut self, i: usize, arm: bool) {
+        let Round::Ballot { start_l } = self.nodes[i].round else { return };
+        let now = Duration::from_micros(self.local(i));
+        if self.nodes[i].cand.ready(now) {
+            self.nodes[i].round = Round::Idle;
+            let step = self.nodes[i].cand.count(now);
+            return self.carry_out(i, start_l, step);
+        }
+        if let Some(t) = self.nodes[i].cand.poll_timeout(now).filter(|_| arm) {
+            let (gen, rid) = (self.nodes[i].gen, self.nodes[i].rid);
+            let at = self.at_local(i, t.as_micros() as u64);
+            self.push(at, Ev::BallotTimer { n: i, gen, rid });
+        }
     }
 
     /// Invariant 2, over every count that said Won (promoted or not). True on a violation.
@@ -2576,13 +2487,10 @@ impl Sim {
         false
     }
 
-    fn win(&mut self, i: usize, term: Term, send_l: u64) {
+    fn win(&mut self, i: usize, term: Term, lease_from: Option<u64>) {
         self.wins.push((term, i, self.now));
         self.max_won_term = Some(self.max_won_term.map_or(term, |t| t.max(term)));
-        let lease_until = match self.rules.win_lease {
-            WinLease::FromVoteRequests => send_l + self.lease,
-            WinLease::FromFirstRenewal => 0,
-        };
+        let lease_until = lease_from.map_or(0, |t| t + self.lease);
         let name = self.nodes[i].name.clone();
         // The promotion ends recovery: every node_info change received is replayed first.
         if self.nodes[i].received.len() > self.nodes[i].hist.len() {
@@ -2632,35 +2540,31 @@ impl Sim {
         let start_l = self.local(i);
         let gen = self.nodes[i].gen;
         let term = self.nodes[i].master_term;
-        let mut pending = 0;
-        for p in 0..self.n {
-            if p != i && self.in_view(i, p) {
-                self.send(i, p, Body::Beat { gen, rid, term, lease: self.lease, hb: entitled });
-                pending += 1;
-            }
-        }
         // Two data nodes without witness cannot elect anyone else: the gate needs no lease
         // there, once the other node has the current membership (rule 6).
         let len = self.nodes[i].view.len();
         let settled =
             !self.rules.two_node_settled || self.nodes[i].known_to_all_v.is_some_and(|v| v >= self.version(i));
         let can_fail_over = len >= 3 || (len == 2 && !settled);
-        let view = self.faults.membership.map(|_| self.nodes[i].view.clone());
-        let version = self.version(i);
-        let s = &mut self.nodes[i];
-        s.rid = rid;
-        s.round = Round::Beat {
-            start_l,
-            answers: vec![None; self.n],
-            pending,
+        let round = HeartbeatRound::new(RoundStart {
             term,
             entitled,
             can_fail_over,
-            counted: 1,
-            conflict: false,
-            view,
-            version,
-        };
+            nodes: self.nodes[i].view.clone(),
+            me: self.nodes[i].name.clone(),
+            started: Duration::from_micros(start_l),
+            lease: Duration::from_micros(self.lease),
+            per_answer: self.rules.per_answer_lease,
+        });
+        let mut pending = 0;
+        for p in round.peers().iter().map(|n| idx(n)) {
+            self.send(i, p, Body::Beat { gen, rid, term, lease: self.lease, hb: round.heartbeat() });
+            pending += 1;
+        }
+        let version = self.version(i);
+        let s = &mut self.nodes[i];
+        s.rid = rid;
+        s.round = Round::Beat { start_l, pending, round: Box::new(round), version };
         let deadline = self.at_local(i, start_l + self.hb * 4 / 5);
         self.push(deadline, Ev::RoundEnd { n: i, gen, rid });
         if let Some((target, race)) = self.nodes[i].step_down_armed.take() {
@@ -2680,99 +2584,67 @@ impl Sim {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn end_beat(
-        &mut self,
-        i: usize,
-        start_l: u64,
-        answers: Vec<Option<PeerAnswer>>,
-        term: Term,
-        entitled: bool,
-        can_fail_over: bool,
-        conflict: bool,
-        (view, version): (Option<Vec<Node>>, u64),
-    ) {
-        let list: Vec<(String, Option<PeerAnswer>)> =
-            (0..self.n).filter(|&p| p != i).map(|p| (self.nodes[p].name.clone(), answers[p])).collect();
-        let verdict = master_verdict(term, view.as_deref().unwrap_or(&self.nodes[i].view), &list);
-        if let Some(view) = &view {
-            self.note_membership(i, term, view, &list);
+    fn end_beat(&mut self, i: usize, start_l: u64, round: HeartbeatRound, version: u64) {
+        let term = self.nodes[i].master_term;
+        let RoundEnd { verdict, gate, answers } = round.finish();
+        if self.faults.membership.is_some() {
+            let view = self.nodes[i].view.clone();
+            self.note_membership(i, term, &view, &answers);
         }
         if !self.rules.per_answer_lease {
-            return self.end_beat_at_round_end(i, start_l, verdict);
+            // The model as it was before rule 2: only a renewal and a deposition act.
+            match gate {
+                GateStep::NeedLease { extend_to: Some(until), .. } => {
+                    let was = self.unfenced(i);
+                    let s = &mut self.nodes[i];
+                    s.lease_until = s.lease_until.max(until.as_micros() as u64);
+                    if !was {
+                        tr!(self, "n{i} (term {term}) lease renewed: unfenced");
+                    }
+                }
+                GateStep::Deposed { .. } => {
+                    tr!(self, "n{i} (term {term}) {verdict:?}: deposed");
+                    self.nodes[i].deposed = true;
+                    return;
+                }
+                _ => {}
+            }
+            return self.schedule_next(i, start_l, self.hb);
         }
-        match verdict {
-            MasterVerdict::OtherMaster { newer: true, .. } => {
+        match gate {
+            GateStep::Deposed { .. } => {
                 tr!(self, "n{i} (term {term}) {verdict:?}: deposed");
                 self.nodes[i].deposed = true;
                 self.release(i);
                 return;
             }
-            MasterVerdict::OtherMaster { .. } => {
-                tr!(self, "n{i} (term {term}) {verdict:?}: no lease while it is writable");
+            GateStep::Revoke { why } => {
+                tr!(self, "n{i} (term {term}) {verdict:?}: {why}");
                 self.fence_for_lease(i);
                 self.nodes[i].lease_until = 0;
             }
-            _ if !entitled => {
+            GateStep::OpenWithoutLease => {
                 self.fence_for_lease(i);
-                self.nodes[i].lease_until = 0;
-            }
-            _ if !can_fail_over && version < self.nodes[i].open_needs => {
-                // A membership change since this round read node_info: no open gate from it
-                // (a lease a majority granted stays).
-                self.fence_for_lease(i);
-            }
-            _ if !can_fail_over => {
-                // (set_fence(FENCE_OPEN): a no-op once stepped down, rule 3)
-                let was = self.unfenced(i);
-                self.fence_for_lease(i);
-                self.nodes[i].gate_open = true;
-                if !was && self.unfenced(i) {
-                    tr!(self, "n{i} (term {term}): two data nodes, settled: the gate opens without a lease");
+                // (set_gate(Open): a no-op once stepped down, rule 3)
+                if keeper_core::gate::without_lease(version, self.nodes[i].open_needs).is_ok() {
+                    let was = self.unfenced(i);
+                    self.nodes[i].gate_open = true;
+                    if !was && self.unfenced(i) {
+                        tr!(self, "n{i} (term {term}): two data nodes, settled: the gate opens without a lease");
+                    }
                 }
             }
-            MasterVerdict::NoMajority { .. } => {
-                self.fence_for_lease(i);
-                if self.trace.is_some() && (self.unfenced(i) || self.nodes[i].lease_until > 0) {
-                    tr!(self, "n{i} (term {term}) {verdict:?}");
-                }
-            }
-            MasterVerdict::Renew { .. } => {
+            GateStep::NeedLease { why, extend_to } => {
                 let was = self.unfenced(i);
                 self.fence_for_lease(i);
-                if !conflict {
+                if let Some(until) = extend_to {
                     let s = &mut self.nodes[i];
-                    s.lease_until = s.lease_until.max(start_l + self.lease);
+                    s.lease_until = s.lease_until.max(until.as_micros() as u64);
                 }
                 if !was && self.unfenced(i) {
                     tr!(self, "n{i} (term {term}) lease renewed: unfenced");
-                }
-            }
-        }
-        self.schedule_next(i, start_l, self.hb);
-    }
-
-    /// The model as it was before rule 2 (`per_answer_lease` off): the lease is renewed only
-    /// at the end of the round.
-    fn end_beat_at_round_end(&mut self, i: usize, start_l: u64, verdict: MasterVerdict) {
-        match verdict {
-            MasterVerdict::Renew { .. } => {
-                let was = self.unfenced(i);
-                let until = start_l + self.lease;
-                let s = &mut self.nodes[i];
-                s.lease_until = s.lease_until.max(until);
-                if !was {
-                    tr!(self, "n{i} (term {}) lease renewed: unfenced", self.nodes[i].master_term);
-                }
-            }
-            MasterVerdict::OtherMaster { newer: true, .. } => {
-                tr!(self, "n{i} (term {}) {verdict:?}: deposed", self.nodes[i].master_term);
-                self.nodes[i].deposed = true;
-                return;
-            }
-            v => {
-                if self.trace.is_some() && (self.unfenced(i) || self.nodes[i].lease_until > 0) {
-                    tr!(self, "n{i} (term {}) {v:?}", self.nodes[i].master_term);
+                } else if extend_to.is_none() && self.trace.is_some() && self.nodes[i].lease_until > 0 {
+                    tr!(self, "n{i} (term {term}) {why}");
                 }
             }
         }
@@ -2857,8 +2729,11 @@ impl Sim {
                 pending
             }
             (Round::Beat { pending, .. }, Req::Beat) => pending,
-            (Round::Elect { pending, .. }, Req::Vote) => pending,
-            (Round::PreVote { pending, .. }, Req::PreVote) => pending,
+            (Round::Ballot { .. }, Req::Vote | Req::PreVote) => {
+                let name = self.nodes[from].name.clone();
+                self.nodes[to].cand.on_reply(&name, Err("connection refused".into()));
+                return self.ballot_progress(to, false);
+            }
             _ => return,
         };
         *pending -= 1;
@@ -2928,7 +2803,9 @@ impl Sim {
                     if me.just_elected(my_term) {
                         *elected = Some((from, me.term));
                     }
-                    *writable_via |= me.writable();
+                    if me.writable() && !writable_via.contains(&from) {
+                        writable_via.push(from);
+                    }
                     if let Some(e) = via.iter_mut().find(|e| e.0 == from && e.1 == Indirect::NoAnswer) {
                         e.1 = if reached { Indirect::Reached } else { Indirect::Unreached };
                         *pending -= 1;
@@ -2943,8 +2820,17 @@ impl Sim {
                 let p = to;
                 let local = self.local(p);
                 let s = &mut self.nodes[p];
-                if hb && term >= s.rec.term {
-                    s.hold_until = s.hold_until.max(local + us(voter_hold(Duration::from_micros(lease))));
+                if hb {
+                    // (the eligible set is not modelled: replication is asynchronous here)
+                    let (hold, _) = on_heartbeat(
+                        &s.rec,
+                        term,
+                        Duration::from_micros(lease),
+                        Duration::from_micros(local),
+                        Duration::from_micros(s.hold_until),
+                        None,
+                    );
+                    s.hold_until = us(hold);
                 }
                 if hb && self.rules.note_terms {
                     s.seen = s.seen.max(term);
@@ -2969,49 +2855,27 @@ impl Sim {
                     return;
                 }
                 let was = self.unfenced(to);
-                let per_answer = self.rules.per_answer_lease;
-                let (lease, now_l) = (self.lease, self.local(to));
-                let registered = self.nodes[to].view.len();
+                let now_l = self.local(to);
+                let name = self.nodes[from].name.clone();
                 let s = &mut self.nodes[to];
-                let mut done = false;
+                let Round::Beat { pending, round, .. } = &mut s.round else { return };
+                if round.answered(&name) {
+                    return;
+                }
+                *pending -= 1;
+                let done = *pending == 0;
+                // master.rs `on_answer`, the moment the answer arrives.
                 let mut renewed = false;
-                if let Round::Beat {
-                    answers,
-                    pending,
-                    term,
-                    entitled,
-                    can_fail_over,
-                    counted,
-                    conflict,
-                    view,
-                    start_l,
-                    ..
-                } = &mut s.round
-                {
-                    if answers[from].is_none() {
-                        answers[from] = Some(ans);
-                        *pending -= 1;
-                        done = *pending == 0;
-                        if per_answer && *entitled {
-                            // master.rs `on_answer`, the moment the answer arrives.
-                            match lease_effect(*term, &ans) {
-                                LeaseEffect::EndsLease => {
-                                    *conflict = true;
-                                    s.lease_until = 0;
-                                }
-                                LeaseEffect::Counts => {
-                                    *counted += 1;
-                                    let registered = view.as_ref().map_or(registered, |v| v.len());
-                                    let lease_gate = !s.gate_open && !s.stepped_down && !s.deposed;
-                                    if *can_fail_over && !*conflict && lease_gate && is_majority(*counted, registered) {
-                                        s.lease_until = s.lease_until.max(*start_l + lease);
-                                        renewed = !was && now_l < s.lease_until;
-                                    }
-                                }
-                                LeaseEffect::Ignored => {}
-                            }
+                match round.on_answer(&name, &ans) {
+                    LeaseNow::End => s.lease_until = 0,
+                    LeaseNow::Extend { until } => {
+                        // (only while the gate waits for a lease: gate::Setting::Lease)
+                        if !s.gate_open && !s.stepped_down && !s.deposed {
+                            s.lease_until = s.lease_until.max(until.as_micros() as u64);
+                            renewed = !was && now_l < s.lease_until;
                         }
                     }
+                    LeaseNow::Unchanged => {}
                 }
                 if renewed {
                     tr!(
@@ -3050,41 +2914,20 @@ impl Sim {
             Body::PreVoteReq { gen, rid, term, lsn, mv } => {
                 let v = to;
                 let (res, _) = self.decide(v, from, term, lsn, mv);
-                let body = Body::PreVoteAns { gen, rid, granted: res.is_ok(), term: self.nodes[v].rec.term };
+                let s = &self.nodes[v];
+                let reply_lsn = if s.witness || s.master { None } else { Some(s.lsn) };
+                let body = Body::PreVoteAns { gen, rid, granted: res.is_ok(), term: s.rec.term, lsn: reply_lsn };
                 self.send(v, from, body);
             }
-            Body::PreVoteAns { gen, rid, granted, term } => {
+            Body::PreVoteAns { gen, rid, granted, term, lsn } | Body::VoteAns { gen, rid, granted, term, lsn } => {
                 if self.nodes[to].gen != gen || self.nodes[to].rid != rid {
                     return;
                 }
-                let n = self.nodes[to].view.len();
+                let name = self.nodes[from].name.clone();
                 let s = &mut self.nodes[to];
                 s.seen = s.seen.max(term);
-                let mut done = false;
-                if let Round::PreVote { grants, pending, .. } = &mut s.round {
-                    *grants += granted as usize;
-                    *pending -= 1;
-                    done = *pending == 0 || *grants * 2 > n;
-                }
-                if done {
-                    self.end_round(to);
-                }
-            }
-            Body::VoteAns { gen, rid, granted, term, lsn } => {
-                if self.nodes[to].gen != gen || self.nodes[to].rid != rid {
-                    return;
-                }
-                let mut done = false;
-                if let Round::Elect { replies, pending, early_ok, .. } = &mut self.nodes[to].round {
-                    if !replies.iter().any(|r| r.0 == from) {
-                        replies.push((from, VoteReply { granted, term, lsn, tli: 1, reason: String::new() }));
-                        *pending -= 1;
-                        done = *pending == 0 || (*early_ok && self.won_so_far(to));
-                    }
-                }
-                if done {
-                    self.end_round(to);
-                }
+                s.cand.on_reply(&name, Ok(VoteReply { granted, term, lsn, tli: 1, reason: String::new() }));
+                self.ballot_progress(to, false);
             }
         }
     }

@@ -95,7 +95,7 @@ fn change_registry(
         if membership::changes_membership(&registry.nodes, &new) {
             // A gate open without a lease (two data nodes) must not outlive a change that
             // may let a third node vote: it closes as this transaction commits.
-            crate::fence::membership_change_commits(registry.membership + 1);
+            crate::gate::membership_change_commits(registry.membership + 1);
         }
         let _guard = registry_sql::WriteGuard::open();
         registry_sql::apply(client, &diff(&registry.nodes, &new))
@@ -347,6 +347,8 @@ fn _status_raw() -> TableIterator<
         name!(sync_reason, String),
         name!(term, i64),
         name!(commits, String),
+        name!(gate, String),
+        name!(attention, String),
     ),
 > {
     if !shared::available() {
@@ -365,12 +367,14 @@ fn _status_raw() -> TableIterator<
             String::new(),
             0,
             "open".into(),
+            "open".into(),
+            "none".into(),
         ));
     }
     let gate = if gucs::node_name().is_none() || gucs::WITNESS.get() || unsafe { pg_sys::RecoveryInProgress() } {
-        "open".to_string()
+        shared::Gate::Open
     } else {
-        shared::gate_name(&shared::gate())
+        shared::gate()
     };
     let st = *shared::STATE.share();
     let epoch = |ms: i64| (ms > 0).then(|| ms as f64 / 1000.0);
@@ -405,6 +409,17 @@ fn _status_raw() -> TableIterator<
         epoch(st.sync_since_ms),
         shared::get_str(&st.sync_reason),
         st.term as i64,
-        gate,
+        gate.describe(),
+        gate.kind().as_str().into(),
+        attention(&gate, st.attention).as_str().into(),
     ))
+}
+
+/// A deposed master always needs a rejoin (automatic or not); the rest is what the worker's
+/// last round found.
+fn attention(gate: &shared::Gate, worker: u8) -> keeper_core::gate::Attention {
+    match gate {
+        shared::Gate::Deposed { .. } => keeper_core::gate::Attention::NeedsRejoin,
+        _ => keeper_core::gate::Attention::from_code(worker),
+    }
 }

@@ -5,7 +5,8 @@
 
 use crate::api::{fail, required};
 use crate::{gucs, registry_sql, shared, votes};
-use keeper_core::election::{decide_vote, may_hold_lease, voter_hold, Refusal, Term, VoteRequest, VoterView};
+use keeper_core::election::{decide_vote, may_hold_lease, on_heartbeat, Refusal, Term, VoteRequest, VoterView};
+use keeper_core::gate::Setting;
 use keeper_core::lsn::Position;
 use keeper_core::registry::diff;
 use keeper_core::{lsn, Node};
@@ -185,22 +186,17 @@ fn _poll(
             let mut new = rec.clone();
             if let Some((t, lease)) = heartbeat {
                 st.seen_term = st.seen_term.max(t);
-                // A heartbeat from an older term is from a master this node may have voted
-                // against.
-                if t >= rec.term {
-                    let until = shared::boot_ms() + voter_hold(lease).as_millis() as i64;
-                    st.hold_until = st.hold_until.max(until);
-                    // Who may be elected, persisted (when it changed) before the answer that
-                    // lets the master count this node (keeper_core::eligibility).
-                    new = new.told(
-                        t,
-                        sync_standbys.clone().map(|mut v| {
-                            v.sort();
-                            v.dedup();
-                            v
-                        }),
-                    );
-                }
+                // The hold, and who may be elected (persisted, when it changed, before the
+                // answer that lets the master count this node: keeper_core::eligibility).
+                let ms = |v: i64| Duration::from_millis(v.max(0) as u64);
+                let eligible = sync_standbys.clone().map(|mut v| {
+                    v.sort();
+                    v.dedup();
+                    v
+                });
+                let (hold, told) = on_heartbeat(rec, t, lease, ms(shared::boot_ms()), ms(st.hold_until), eligible);
+                st.hold_until = hold.as_millis() as i64;
+                new = told;
             }
             let answer = (rec.term, shared::gate_locked(st), may_hold_lease(rec, st.registered_master), st.membership);
             (answer, new)
@@ -374,7 +370,7 @@ fn step_down(to_node: default!(Option<&str>, "NULL")) -> i32 {
     }
     let term = {
         let mut st = shared::STATE.exclusive();
-        st.set_fence(shared::FENCE_STEPPED_DOWN);
+        st.set_gate(Setting::SteppedDown);
         st.heartbeats_stopped = false;
         st.term
     };

@@ -4,7 +4,7 @@
 //! released waiting commits (`WalSndCtl->lsn`), names the eligible standbys in its heartbeat,
 //! and publishes the commit rule in shared memory as WAL sender pids. A backend whose commit
 //! waited for synchronous replication then checks, once the commit is durable and before the
-//! client is told (`fence.rs`), that each of those WAL senders reports the commit flushed
+//! client is told (`gate.rs`), that each of those WAL senders reports the commit flushed
 //! (written / applied for `remote_write` / `remote_apply`).
 
 use crate::shared;

@@ -14,7 +14,7 @@ mod candidate;
 mod election_api;
 mod eligibility;
 mod fast_forward;
-mod fence;
+mod gate;
 mod gucs;
 mod master;
 mod probe;
@@ -37,7 +37,7 @@ pub extern "C-unwind" fn _PG_init() {
     }
     gucs::register();
     shared::init();
-    fence::register();
+    gate::register();
     routing::register();
     BackgroundWorkerBuilder::new("pg_keeper")
         .set_type("pg_keeper")

@@ -1,5 +1,5 @@
 //! Master mode: heartbeat every registered node, hold the lease that keeps the commit gate
-//! open (`fence.rs`), stand down when a newer master exists, guard synchronous replication,
+//! open (`gate.rs`), stand down when a newer master exists, guard synchronous replication,
 //! and keep node_info true to the topology (this node the master; the next master a
 //! streaming standby; witnesses told).
 
@@ -8,10 +8,9 @@ use crate::sync_state::{observe, sync_names_now};
 use crate::worker::{shutdown_requested, Mode, PeerResult, Worker};
 use crate::{gucs, probe, shared};
 use futures_util::future::join_all;
-use keeper_core::election::{
-    lease_effect, master_lease, master_verdict, may_hold_lease, LeaseEffect, MasterVerdict, PeerAnswer,
-};
-use keeper_core::failover::is_majority;
+use keeper_core::election::{master_lease, may_hold_lease, MasterVerdict, PeerAnswer};
+use keeper_core::gate::Setting;
+use keeper_core::heartbeat::{GateStep, HeartbeatRound, LeaseNow, RoundEnd, RoundStart};
 use keeper_core::membership;
 use keeper_core::registry::{diff, master_view};
 use keeper_core::{Node, SyncConfig};
@@ -26,19 +25,19 @@ impl Worker {
         let started = shared::boot_ms();
         let full = self.master_rounds % 2 == 0;
         self.master_rounds += 1;
-        let (term, fence, entitled) = {
+        let (term, setting, entitled) = {
             // (registered_master was set from this round's node_info by Worker::round)
             let mut st = shared::STATE.exclusive();
             // (resolves a gate nobody read since the start: a master deposed before it stays so)
             shared::gate_locked(&mut st);
-            (st.term, st.fence, may_hold_lease(&st.record(), st.registered_master))
+            (st.term, st.gate_setting(), may_hold_lease(&st.record(), st.registered_master))
         };
-        if fence == shared::FENCE_DEPOSED || fence == shared::FENCE_STEPPED_DOWN {
+        if setting.is_final() {
             // No heartbeats: they would keep the voters from electing anyone else.
             shared::STATE.exclusive().heartbeats_stopped = true;
             let state = match shared::gate() {
                 shared::Gate::Deposed { by, term } => self.auto_rejoin(me, nodes, &by, term),
-                g => shared::gate_name(&g),
+                g => g.describe(),
             };
             self.publish(Mode::Master, &state, &[]);
             return;
@@ -100,31 +99,30 @@ impl Worker {
             lease_ms: lease.as_millis() as u64,
             eligible: eligible.as_deref(),
         });
-        // Renew the lease the moment a majority has answered, not when the slowest (perhaps
-        // black-holed) peer's deadline ends the round: the same count as master_verdict's,
-        // applied early. An answer from another writable node ends the lease at once and
-        // nothing renews it in this round. (master_verdict still decides at the end.)
-        let answered = std::cell::Cell::new(1usize);
-        let conflict = std::cell::Cell::new(false);
-        let on_answer = |a: &PeerAnswer| {
-            if !entitled {
-                return;
-            }
-            match lease_effect(term, a) {
-                LeaseEffect::EndsLease => {
-                    conflict.set(true);
-                    shared::STATE.exclusive().lease_until = 0;
-                }
-                LeaseEffect::Counts => {
-                    answered.set(answered.get() + 1);
-                    if can_fail_over && !conflict.get() && is_majority(answered.get(), nodes.len()) {
-                        let mut st = shared::STATE.exclusive();
-                        if st.fence == shared::FENCE_LEASE {
-                            st.lease_until = st.lease_until.max(started + lease.as_millis() as i64);
-                        }
+        // Each answer acts the moment it arrives (keeper_core::heartbeat): the lease is renewed
+        // once a majority counted, not when the slowest (perhaps black-holed) peer's deadline
+        // ends the round; an answer from another writable node ends it at once.
+        let round = std::cell::RefCell::new(HeartbeatRound::new(RoundStart {
+            term,
+            entitled,
+            can_fail_over,
+            nodes: nodes.to_vec(),
+            me: me.to_string(),
+            started: Duration::from_millis(started.max(0) as u64),
+            lease,
+            per_answer: true,
+        }));
+        let on_answer = |name: &str, a: &PeerAnswer| {
+            let effect = round.borrow_mut().on_answer(name, a);
+            match effect {
+                LeaseNow::End => shared::STATE.exclusive().lease_until = 0,
+                LeaseNow::Extend { until } => {
+                    let mut st = shared::STATE.exclusive();
+                    if st.gate_setting() == Setting::Lease {
+                        st.lease_until = st.lease_until.max(until.as_millis() as i64);
                     }
                 }
-                LeaseEffect::Ignored => {}
+                LeaseNow::Unchanged => {}
             }
         };
         let futs = peers.iter().map(|n| {
@@ -133,7 +131,7 @@ impl Worker {
             async move {
                 let r = probe::state(cfg?, deadline, heartbeat).await;
                 if let Ok(s) = &r {
-                    on_answer(&s.answer);
+                    on_answer(&n.name, &s.answer);
                 }
                 r
             }
@@ -141,15 +139,15 @@ impl Worker {
         let Some(results) = probe::block_on_cancellable(&self.rt, join_all(futs), shutdown_requested) else {
             return;
         };
+        let round = round.into_inner();
         // A majority persisted the set this round carried.
-        if entitled && !conflict.get() && is_majority(answered.get(), nodes.len()) {
+        if round.majority_heard() {
             self.told.majority_persisted();
             if let Some(r) = &repl {
                 crate::eligibility::publish(&self.told.commit_rule(), r);
             }
         }
-        let answers: Vec<(String, Option<PeerAnswer>)> =
-            peers.iter().zip(&results).map(|(n, r)| (n.name.clone(), r.as_ref().ok().map(|s| s.answer))).collect();
+        let RoundEnd { verdict, gate: step, answers } = round.finish();
         let peer_results: Vec<PeerResult> = peers
             .iter()
             .zip(results)
@@ -165,21 +163,18 @@ impl Worker {
                 },
             })
             .collect();
-        // (can_fail_over false: without the lease a cluster of this size could elect nobody
-        // else, so the gate stays open.)
-        let verdict = master_verdict(term, nodes, &answers);
         self.note_membership(me, term, nodes, &answers);
         let connected = peer_results.iter().filter(|p| p.ok).count();
-        let state = match &verdict {
-            MasterVerdict::OtherMaster { name, term: t, newer: true } => {
+        let state = match step {
+            GateStep::Deposed { by: name, term: t } => {
                 {
                     let mut st = shared::STATE.exclusive();
-                    st.set_fence(shared::FENCE_DEPOSED);
-                    shared::put_str(&mut st.deposed_by, name);
-                    st.deposed_term = *t;
+                    st.set_gate(Setting::Deposed);
+                    shared::put_str(&mut st.deposed_by, &name);
+                    st.deposed_term = t;
                 }
                 // On disk before it is said: a restart from now on finds it deposed.
-                if let Err(e) = crate::votes::store_deposed(me, name, *t) {
+                if let Err(e) = crate::votes::store_deposed(me, &name, t) {
                     warning!("pg_keeper: {e}");
                 }
                 warning!(
@@ -188,53 +183,49 @@ impl Worker {
                 crate::routing::end_wal_senders();
                 format!("deposed by {name} (term {t}): needs rejoin")
             }
-            MasterVerdict::OtherMaster { name, term: t, newer: false } => {
-                // An older or equal term writable elsewhere (promoted by hand, and not yet
-                // fenced): no lease while it is there, and say so.
-                let msg = format!(
-                    "pg_keeper: CONFLICT: {name} (term {t}) also accepts writes; this node ({me}, term {term}) takes no writes while it does"
-                );
-                if self.last_notice != msg {
-                    warning!("{msg}");
-                    self.last_notice = msg;
-                }
-                let mut st = shared::STATE.exclusive();
-                st.revoke_lease(&format!("{name} also accepts writes"));
-                format!("CONFLICT: {name} also writable")
-            }
-            MasterVerdict::Renew { .. } | MasterVerdict::NoMajority { .. } if !entitled => {
-                {
-                    let mut st = shared::STATE.exclusive();
-                    st.revoke_lease(&format!(
-                        "this node was promoted outside an election (term {term}): it never holds the master's lease"
+            GateStep::Revoke { why } => {
+                shared::STATE.exclusive().revoke_lease(&why);
+                if let MasterVerdict::OtherMaster { name, term: t, .. } = &verdict {
+                    // An older or equal term writable elsewhere (promoted by hand, and not
+                    // yet fenced): no lease while it is there, and say so.
+                    let msg = format!(
+                        "pg_keeper: CONFLICT: {name} (term {t}) also accepts writes; this node ({me}, term {term}) takes no writes while it does"
+                    );
+                    if self.last_notice != msg {
+                        warning!("{msg}");
+                        self.last_notice = msg;
+                    }
+                    self.attention = keeper_core::gate::Attention::Conflict;
+                    format!("CONFLICT: {name} also writable")
+                } else {
+                    let master = nodes.iter().find(|n| n.is_master).map(|n| n.name.as_str()).unwrap_or("none");
+                    self.notice_once(format!(
+                        "pg_keeper: this node was promoted outside an election (the registered master is {master}): it takes no commits and sends no heartbeats; turn it back into a standby (pgkeeper rejoin)"
                     ));
+                    "promoted outside an election: takes no commits".to_string()
                 }
-                let master = nodes.iter().find(|n| n.is_master).map(|n| n.name.as_str()).unwrap_or("none");
-                self.notice_once(format!(
-                    "pg_keeper: this node was promoted outside an election (the registered master is {master}): it takes no commits and sends no heartbeats; turn it back into a standby (pgkeeper rejoin)"
-                ));
-                "promoted outside an election: takes no commits".to_string()
             }
-            MasterVerdict::Renew { .. } | MasterVerdict::NoMajority { .. } => {
+            step => {
                 let renew = matches!(verdict, MasterVerdict::Renew { .. });
                 {
                     let mut st = shared::STATE.exclusive();
-                    if !can_fail_over && self.membership >= st.open_needs_version {
-                        st.set_fence(shared::FENCE_OPEN);
-                    } else if !can_fail_over {
-                        // A membership change made since this round read node_info: not open
-                        // without a lease; the next round, which reads it, decides. (A lease a
-                        // majority granted stays: it is covered by their holds.)
-                        st.fence_for_lease("a membership change is being made");
-                    } else if let MasterVerdict::NoMajority { reached, registered } = verdict {
-                        st.fence_for_lease(&format!(
-                            "it has not heard from a majority of the cluster: {reached} of {registered} registered nodes answered"
-                        ));
-                    } else {
-                        st.fence_for_lease("its lease ran out");
-                        if !conflict.get() {
-                            st.lease_until = st.lease_until.max(started + lease.as_millis() as i64);
+                    match step {
+                        GateStep::OpenWithoutLease => {
+                            // Not if node_info changed since this round read it: the next
+                            // round, which reads it, decides. (A lease a majority granted
+                            // stays: it is covered by their holds.)
+                            match keeper_core::gate::without_lease(self.membership, st.open_needs_version) {
+                                Ok(()) => st.set_gate(Setting::Open),
+                                Err(why) => st.need_lease(why),
+                            }
                         }
+                        GateStep::NeedLease { why, extend_to } => {
+                            st.need_lease(&why);
+                            if let Some(until) = extend_to {
+                                st.lease_until = st.lease_until.max(until.as_millis() as i64);
+                            }
+                        }
+                        GateStep::Deposed { .. } | GateStep::Revoke { .. } => unreachable!("handled above"),
                     }
                 }
                 if let MasterVerdict::NoMajority { reached, registered } = verdict {
@@ -269,7 +260,7 @@ impl Worker {
                 // (the seed's title; the gate is named only when it is not open)
                 let gate = match shared::gate() {
                     shared::Gate::Open => String::new(),
-                    g => format!("; commits {}", shared::gate_name(&g)),
+                    g => format!("; commits {}", g.describe()),
                 };
                 if peers.is_empty() {
                     format!("no standbys{gate}")

@@ -136,20 +136,18 @@ fn peer_answer(row: &tokio_postgres::Row, first: usize) -> keeper_core::election
 pub async fn request_vote(
     cfg: Config,
     deadline: Duration,
-    candidate: &str,
-    term: u64,
-    at: keeper_core::lsn::Position,
-    membership: keeper_core::membership::Version,
+    req: &keeper_core::election::VoteRequest,
     dry: bool,
 ) -> Result<keeper_core::election::VoteReply, String> {
-    let candidate = candidate.to_string();
-    let lsn = keeper_core::lsn::format(at.lsn);
+    let candidate = req.candidate.clone();
+    let lsn = keeper_core::lsn::format(req.candidate_lsn);
+    let (term, membership, tli) = (req.term as i64, req.candidate_membership as i64, req.candidate_tli as i64);
     with_client(cfg, deadline, |c| async move {
         let row = c
             .query_one(
                 "SELECT granted, term, lsn, reason, tli \
                  FROM pgkeeper.request_vote($1::text, $2::bigint, $3::text, $4::boolean, $5::bigint, $6::bigint)",
-                &[&candidate, &(term as i64), &lsn, &dry, &(membership as i64), &(at.tli as i64)],
+                &[&candidate, &term, &lsn, &dry, &membership, &tli],
             )
             .await?;
         Ok(keeper_core::election::VoteReply {

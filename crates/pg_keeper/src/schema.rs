@@ -51,18 +51,22 @@ CREATE TRIGGER membership_guard BEFORE INSERT OR UPDATE OR DELETE ON pgkeeper.me
 CREATE TRIGGER membership_guard_truncate BEFORE TRUNCATE ON pgkeeper.membership
     FOR EACH STATEMENT EXECUTE FUNCTION pgkeeper.node_info_guard();
 
+-- keeper_core::gate::GateKind and Attention (crates/cli/tests/routing.rs checks they match).
+CREATE TYPE pgkeeper.gate AS ENUM ('open', 'fenced', 'deposed', 'stepped_down');
+CREATE TYPE pgkeeper.attention AS ENUM ('none', 'needs_rejoin', 'conflict');
+
 CREATE FUNCTION pgkeeper.status(
     OUT node_name text, OUT mode text, OUT state text, OUT failed_rounds integer,
     OUT rounds bigint, OUT last_round timestamptz, OUT last_failover timestamptz,
     OUT worker_pid integer, OUT peers jsonb,
     OUT sync_state text, OUT sync_since timestamptz, OUT sync_reason text,
-    OUT term bigint, OUT commits text)
+    OUT term bigint, OUT commits text, OUT gate pgkeeper.gate, OUT attention pgkeeper.attention)
 RETURNS SETOF record LANGUAGE sql VOLATILE AS $$
     SELECT node_name, mode, state, failed_rounds, rounds,
            to_timestamp(last_round_epoch), to_timestamp(last_failover_epoch),
            worker_pid, peers::jsonb,
            sync_state, to_timestamp(sync_since_epoch), nullif(sync_reason, ''),
-           term, commits
+           term, commits, gate::pgkeeper.gate, attention::pgkeeper.attention
     FROM pgkeeper._status_raw()
 $$;
 

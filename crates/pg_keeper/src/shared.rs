@@ -3,6 +3,7 @@
 //!
 //! Fixed-size and `Copy`, as PostgreSQL shared memory requires (no heap pointers).
 
+use keeper_core::gate::Setting;
 use pgrx::lwlock::PgLwLock;
 use pgrx::prelude::*;
 use pgrx::shmem::*;
@@ -39,6 +40,8 @@ pub struct KeeperState {
     /// 0 = not running, 1 = master mode, 2 = standby mode, 3 = idle (not configured).
     pub mode: u8,
     pub state: [u8; TEXT_LEN],
+    /// `keeper_core::gate::Attention` code: what the last round found that needs an operator.
+    pub attention: u8,
     pub failed_rounds: u32,
     pub rounds: u64,
     pub last_round_ms: i64,
@@ -62,7 +65,7 @@ pub struct KeeperState {
     pub eligible: [u8; ELIGIBLE_LEN],
     pub eligible_term: u64,
     /// Master mode's rule for commits that waited for synchronous replication
-    /// (`keeper_core::eligibility::CommitRule`, checked after the commit in `fence.rs`): one
+    /// (`keeper_core::eligibility::CommitRule`, checked after the commit in `gate.rs`): one
     /// of the `SYNC_RULE_*` values; with `SYNC_RULE_ON_EVERY`, the WAL sender pids of the
     /// standbys that must have the commit, and whether one of them has no WAL sender now.
     pub sync_rule: u8,
@@ -84,11 +87,11 @@ pub struct KeeperState {
     /// node_info names this node as the master (the worker's last read): with term 0, the
     /// cluster's first master, which may hold a lease without an election.
     pub registered_master: bool,
-    /// Commit gate (`fence.rs`): one of the `FENCE_*` values. Change it only through
-    /// [`KeeperState::set_fence`]: deposed and stepped down are for good.
-    pub fence: u8,
+    /// The commit gate's setting (`gate.rs`): a `keeper_core::gate::Setting` code. Change it
+    /// only through [`KeeperState::set_gate`]: deposed and stepped down are for good.
+    pub gate: u8,
     /// Why the gate is fenced, for the refusal (what the worker last saw).
-    pub fence_reason: [u8; TEXT_LEN],
+    pub gate_reason: [u8; TEXT_LEN],
     /// Boot-clock ms ([`boot_ms`]): end of the master's lease.
     pub lease_until: i64,
     pub deposed_by: [u8; NAME_LEN],
@@ -124,6 +127,7 @@ impl Default for KeeperState {
             reload_settings: false,
             mode: 0,
             state: [0; TEXT_LEN],
+            attention: 0,
             failed_rounds: 0,
             rounds: 0,
             last_round_ms: 0,
@@ -152,8 +156,8 @@ impl Default for KeeperState {
             // Decided at the first commit (or worker round): a cluster member starts fenced,
             // it must hear from a majority before it takes writes (it may be an old master
             // coming back after a failover); a server in no cluster is not fenced.
-            fence: FENCE_UNKNOWN,
-            fence_reason: [0; TEXT_LEN],
+            gate: Setting::Unknown.code(),
+            gate_reason: [0; TEXT_LEN],
             lease_until: 0,
             deposed_by: [0; NAME_LEN],
             deposed_term: 0,
@@ -169,36 +173,26 @@ impl Default for KeeperState {
 
 unsafe impl PGRXSharedMemory for KeeperState {}
 
-/// Not in a cluster that can fail over without this node: commits pass.
-pub const FENCE_OPEN: u8 = 0;
-/// Commits pass while `lease_until` is ahead.
-pub const FENCE_LEASE: u8 = 1;
-/// Another node was elected in a newer term: refused until restarted (rejoin).
-pub const FENCE_DEPOSED: u8 = 2;
-/// `step_down()` for a planned switchover: refused until restarted.
-pub const FENCE_STEPPED_DOWN: u8 = 3;
-/// Nothing decided since the server started: membership is read from the vote record's
-/// presence at the first commit ([`gate`]) or from node_info at the worker's first round.
-pub const FENCE_UNKNOWN: u8 = 4;
-
 impl KeeperState {
+    pub fn gate_setting(&self) -> Setting {
+        Setting::from_code(self.gate)
+    }
+
     /// Every change of the gate goes through here: deposed and stepped down are never undone
     /// (a round already in flight must not reopen what `step_down` or a newer term closed).
-    pub fn set_fence(&mut self, f: u8) {
-        if self.fence != FENCE_DEPOSED && self.fence != FENCE_STEPPED_DOWN {
-            self.fence = f;
-        }
+    pub fn set_gate(&mut self, s: Setting) {
+        self.gate = self.gate_setting().then(s).code();
     }
 
     /// Fenced (a lease is needed and none runs now), saying why.
-    pub fn fence_for_lease(&mut self, why: &str) {
-        self.set_fence(FENCE_LEASE);
-        put_str(&mut self.fence_reason, why);
+    pub fn need_lease(&mut self, why: &str) {
+        self.set_gate(Setting::Lease);
+        put_str(&mut self.gate_reason, why);
     }
 
     /// Fenced, saying why, and any lease this node held is over.
     pub fn revoke_lease(&mut self, why: &str) {
-        self.fence_for_lease(why);
+        self.need_lease(why);
         self.lease_until = 0;
     }
 
@@ -306,37 +300,23 @@ pub fn note_term(term: u64) {
     st.seen_term = st.seen_term.max(term);
 }
 
-/// What the commit gate says right now.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Gate {
-    Open,
-    /// No lease: commits wait (a lease may come back). `why`: what the worker last saw.
-    Fenced {
-        why: String,
-    },
-    /// Another node was elected master in a newer term: commits fail until rejoined.
-    Deposed {
-        by: String,
-        term: u64,
-    },
-    /// Stepped down for a planned switchover: commits fail until restarted.
-    SteppedDown,
-}
+pub use keeper_core::gate::Gate;
 
+/// What the commit gate says right now.
 pub fn gate() -> Gate {
     if !available() {
         return Gate::Open;
     }
     let known = {
         let st = STATE.share();
-        (st.fence != FENCE_UNKNOWN).then(|| gate_of(&st))
+        (st.gate_setting() != Setting::Unknown).then(|| gate_of(&st))
     };
     known.unwrap_or_else(|| gate_locked(&mut STATE.exclusive()))
 }
 
-/// The gate, with the state already locked exclusively (resolves `FENCE_UNKNOWN`).
+/// The gate, with the state already locked exclusively (resolves `Setting::Unknown`).
 pub fn gate_locked(st: &mut KeeperState) -> Gate {
-    if st.fence == FENCE_UNKNOWN {
+    if st.gate_setting() == Setting::Unknown {
         resolve_membership(st);
     }
     gate_of(st)
@@ -352,37 +332,23 @@ fn resolve_membership(st: &mut KeeperState) {
     let deposed =
         me.as_deref().filter(|_| unsafe { !pg_sys::RecoveryInProgress() }).and_then(crate::votes::load_deposed);
     if let (true, Some((by, term))) = (member, deposed) {
-        st.fence = FENCE_DEPOSED;
+        st.gate = Setting::Deposed.code();
         put_str(&mut st.deposed_by, &by);
         st.deposed_term = term;
     } else if member {
-        st.fence = FENCE_LEASE;
-        if get_str(&st.fence_reason).is_empty() {
+        st.gate = Setting::Lease.code();
+        if get_str(&st.gate_reason).is_empty() {
             put_str(
-                &mut st.fence_reason,
+                &mut st.gate_reason,
                 "the pg_keeper worker has not yet heard from a majority since this server started",
             );
         }
     } else {
-        st.fence = FENCE_OPEN;
+        st.gate = Setting::Open.code();
     }
 }
 
 fn gate_of(st: &KeeperState) -> Gate {
-    match st.fence {
-        FENCE_OPEN => Gate::Open,
-        FENCE_DEPOSED => Gate::Deposed { by: get_str(&st.deposed_by), term: st.deposed_term },
-        FENCE_STEPPED_DOWN => Gate::SteppedDown,
-        _ if boot_ms() < st.lease_until => Gate::Open,
-        _ => Gate::Fenced { why: get_str(&st.fence_reason) },
-    }
-}
-
-pub fn gate_name(g: &Gate) -> String {
-    match g {
-        Gate::Open => "open".into(),
-        Gate::Fenced { .. } => "fenced".into(),
-        Gate::Deposed { by, term } => format!("deposed by {by} (term {term})"),
-        Gate::SteppedDown => "stepped down (switchover)".into(),
-    }
+    let deposed = get_str(&st.deposed_by);
+    st.gate_setting().gate(boot_ms(), st.lease_until, &get_str(&st.gate_reason), (&deposed, st.deposed_term))
 }

@@ -6,7 +6,7 @@ use crate::{actions, gucs, probe, shared};
 use futures_util::future::join_all;
 use keeper_core::conninfo::ConnInfo;
 use keeper_core::election::VoteRecord;
-use keeper_core::failover::{follow, Decision, FailoverConfig, Follow, Hold};
+use keeper_core::failover::{Decision, FailoverConfig, Hold, Next, Sightings};
 use keeper_core::lsn;
 use keeper_core::polling::{Indirect, RoundObservation};
 use keeper_core::{Node, SyncConfig};
@@ -90,7 +90,7 @@ impl Worker {
         }
         let deadline = self.probe_deadline();
         // The standby we ask must answer within our deadline, including its own probe.
-        let nested = deadline.mul_f64(0.5);
+        let nested = keeper_core::timing::nested_deadline(deadline);
         let others: Vec<&Node> = nodes.iter().filter(|n| n.name != me && !n.is_master).collect();
         let db = gucs::database();
         let direct = {
@@ -124,19 +124,22 @@ impl Worker {
                 })
                 .collect(),
         };
-        let writable: Vec<String> = others
-            .iter()
-            .zip(&indirect)
-            .filter(|(_, r)| matches!(r, Ok(a) if a.me.writable()))
-            .map(|(n, _)| n.name.clone())
-            .collect();
-        // A node just elected: wait for it rather than stand against it (PeerAnswer::just_elected).
+        // A node just elected (PeerAnswer::just_elected), and the nodes that accept writes.
         let my_term = shared::STATE.share().term;
-        let elected = others
-            .iter()
-            .zip(&indirect)
-            .find(|(_, r)| matches!(r, Ok(a) if a.me.just_elected(my_term)))
-            .map(|(n, r)| (n.name.clone(), r.as_ref().map(|a| a.me.term).unwrap_or(0)));
+        let seen = Sightings {
+            writable: others
+                .iter()
+                .zip(&indirect)
+                .filter(|(_, r)| matches!(r, Ok(a) if a.me.writable()))
+                .map(|(n, _)| n.name.clone())
+                .collect(),
+            just_elected: others
+                .iter()
+                .zip(&indirect)
+                .find(|(_, r)| matches!(r, Ok(a) if a.me.just_elected(my_term)))
+                .map(|(n, r)| (n.name.clone(), r.as_ref().map(|a| a.me.term).unwrap_or(0))),
+            stand_requested: shared::STATE.share().stand_until > shared::boot_ms(),
+        };
         let mut peers = vec![PeerResult {
             name: master.name.clone(),
             ok: direct.is_ok(),
@@ -166,34 +169,27 @@ impl Worker {
             keepalive_count: self.settings.keepalive_count,
             two_node_failover: gucs::TWO_NODE_FAILOVER.get(),
             paused: shared::STATE.share().paused_until_ms > now_ms(),
+            wait_for_elected: true,
         };
-        let mut decision = self.standby.on_round(me, nodes, &obs, cfg);
-        let master_alive = decision == Decision::MasterAlive;
-        if shared::STATE.share().stand_until > shared::boot_ms() && writable.is_empty() {
-            // A planned switchover asked this node to stand now.
-            log!("pg_keeper: standing for election on request (planned switchover)");
-            decision = Decision::Stand { old_master: master.name.clone(), failed_rounds: self.standby.failed_rounds };
+        let round = self.standby.round(me, nodes, &obs, &seen, cfg);
+        if let Some(w) = &round.conflict {
+            let master_alive = round.next == Next::Report(Decision::MasterAlive);
+            let msg = format!(
+                "pg_keeper: CONFLICT: more than one writable node ({}{}); following none of them",
+                if master_alive { format!("{}, ", master.name) } else { String::new() },
+                w.join(", ")
+            );
+            if self.last_notice != msg {
+                warning!("{msg}");
+                self.last_notice = msg;
+            }
+            self.attention = keeper_core::gate::Attention::Conflict;
         }
-
-        // Someone else already promoted: follow it rather than promote.
-        match follow(master_alive, &writable) {
-            Follow::NewMaster(new) => {
-                let state = self.follow_new_master(me, nodes, &new);
-                self.publish(Mode::Standby, &state, &peers);
-                return;
-            }
-            Follow::Conflict(w) => {
-                let msg = format!(
-                    "pg_keeper: CONFLICT: more than one writable node ({}{}); following none of them",
-                    if master_alive { format!("{}, ", master.name) } else { String::new() },
-                    w.join(", ")
-                );
-                if self.last_notice != msg {
-                    warning!("{msg}");
-                    self.last_notice = msg;
-                }
-            }
-            Follow::Stay => {}
+        if let Next::Follow(new) = &round.next {
+            // Someone else already promoted: follow it rather than promote.
+            let state = self.follow_new_master(me, nodes, new);
+            self.publish(Mode::Standby, &state, &peers);
+            return;
         }
         // The master answers, but this standby streams from elsewhere (another standby that
         // became the new master's standby after a switchover, or an old master): stream from
@@ -213,8 +209,9 @@ impl Worker {
             }
         }
 
-        let state = match decision {
-            Decision::MasterAlive => {
+        let state = match round.next {
+            Next::Follow(_) => unreachable!("followed above"),
+            Next::Report(Decision::MasterAlive) => {
                 if self.last_notice.contains("unreachable") {
                     self.notice_once(format!("pg_keeper: master \"{}\" is reachable again", master.name));
                 }
@@ -225,7 +222,7 @@ impl Worker {
                     _ => format!("connected to {}", master.name),
                 }
             }
-            Decision::Suspect { failed_rounds } => {
+            Next::Report(Decision::Suspect { failed_rounds }) => {
                 log!(
                     "pg_keeper: master \"{}\" unreachable directly and through every answering standby (round {failed_rounds} of {})",
                     master.name,
@@ -233,7 +230,7 @@ impl Worker {
                 );
                 format!("master unreachable, {failed_rounds}/{}", self.settings.keepalive_count)
             }
-            Decision::Hold { failed_rounds, why } => {
+            Next::Report(Decision::Hold { failed_rounds, why }) => {
                 let why = match why {
                     Hold::WaitingTurn { rank } => {
                         format!("{rank} standby(s) rank before this one; standing after {rank} more round(s)")
@@ -249,12 +246,17 @@ impl Worker {
                 ));
                 format!("master unreachable, {failed_rounds} rounds; holding: {why}")
             }
-            Decision::Stand { .. } if elected.is_some() => {
-                let (who, t) = elected.unwrap_or_default();
+            Next::Report(Decision::Stand { .. }) => unreachable!("a stand is Next::Stand"),
+            Next::WaitFor { who, term: t } => {
                 self.notice_once(format!("pg_keeper: {who} was elected in term {t}; waiting for it to take writes"));
                 format!("waiting for {who} (elected in term {t})")
             }
-            Decision::Stand { old_master, failed_rounds } => self.stand(me, nodes, &old_master, failed_rounds),
+            Next::Stand { old_master, failed_rounds, on_request } => {
+                if on_request {
+                    log!("pg_keeper: standing for election on request (planned switchover)");
+                }
+                self.stand(me, nodes, &old_master, failed_rounds)
+            }
         };
         self.publish(Mode::Standby, &state, &peers);
     }
@@ -382,6 +384,7 @@ impl Worker {
                     warning!("{msg}");
                     self.last_notice = msg;
                 }
+                self.attention = keeper_core::gate::Attention::NeedsRejoin;
                 return format!("cannot follow {new}: needs rejoin");
             }
         }

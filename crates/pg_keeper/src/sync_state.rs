@@ -8,7 +8,6 @@ use crate::{actions, shared};
 use keeper_core::sync_guard::{SyncAction, SyncGuard};
 use keeper_core::SyncConfig;
 use pgrx::prelude::*;
-use std::io::Write;
 use std::path::PathBuf;
 
 /// What is remembered while degraded.
@@ -47,25 +46,16 @@ fn load(me: &str) -> Option<Degraded> {
     Some(d)
 }
 
-/// Write atomically and durably (temp file, fsync, rename): the record must exist before
+/// Written durably (`votes::durable_write`): the record must exist before
 /// synchronous_standby_names is cleared.
-fn save(me: &str, d: &Degraded) -> std::io::Result<()> {
-    let path = state_path(me);
-    let tmp = path.with_extension("tmp");
+fn save(me: &str, d: &Degraded) -> Result<(), String> {
     let clean = |s: &str| s.replace(['\t', '\n'], " ");
-    let mut f = std::fs::File::create(&tmp)?;
-    writeln!(f, "configured\t{}", clean(&d.configured))?;
+    let mut text = format!("configured\t{}\n", clean(&d.configured));
     if let Some(fv) = &d.file_value {
-        writeln!(f, "file_value\t{}", clean(fv))?;
+        text.push_str(&format!("file_value\t{}\n", clean(fv)));
     }
-    writeln!(f, "since_ms\t{}", d.since_ms)?;
-    writeln!(f, "reason\t{}", clean(&d.reason))?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, &path)?;
-    if let Some(dir) = path.parent() {
-        std::fs::File::open(dir)?.sync_all()?;
-    }
-    Ok(())
+    text.push_str(&format!("since_ms\t{}\nreason\t{}\n", d.since_ms, clean(&d.reason)));
+    crate::votes::durable_write(&state_path(me), &text)
 }
 
 fn remove(me: &str) {

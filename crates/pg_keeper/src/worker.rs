@@ -8,6 +8,7 @@
 use crate::{gucs, probe, registry_sql, shared};
 use keeper_core::election::{heartbeat_interval, master_lease, voter_hold};
 use keeper_core::failover::StandbyMode;
+use keeper_core::gate::Setting;
 use keeper_core::settings::Settings;
 use pgrx::bgworkers::{BackgroundWorker, SignalWakeFlags};
 use pgrx::prelude::*;
@@ -38,21 +39,21 @@ impl Mode {
 #[pg_guard]
 #[unsafe(no_mangle)]
 pub extern "C-unwind" fn pg_keeper_worker_main(_arg: pg_sys::Datum) {
-    crate::fence::IN_KEEPER_WORKER.store(true, std::sync::atomic::Ordering::Relaxed);
+    crate::gate::IN_KEEPER_WORKER.store(true, std::sync::atomic::Ordering::Relaxed);
     BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
     // A standby promoted by hand before this worker's first round must not start open.
     if gucs::node_name().is_some() && unsafe { pg_sys::RecoveryInProgress() } {
-        shared::STATE.exclusive().fence_for_lease("this node was a standby and holds no lease yet");
+        shared::STATE.exclusive().need_lease("this node was a standby and holds no lease yet");
     }
     // Said first, kept if the connection fails (FATAL): a fenced commit names the cause.
     let db = gucs::database();
     shared::put_str(
-        &mut shared::STATE.exclusive().fence_reason,
+        &mut shared::STATE.exclusive().gate_reason,
         &format!("the pg_keeper worker cannot connect to database \"{db}\" (pg_keeper.database; see the server log)"),
     );
     BackgroundWorker::connect_worker_to_spi(Some(&db), None);
     shared::put_str(
-        &mut shared::STATE.exclusive().fence_reason,
+        &mut shared::STATE.exclusive().gate_reason,
         "the pg_keeper worker has not yet heard from a majority since it started",
     );
     Worker::new().run();
@@ -98,8 +99,11 @@ pub(crate) struct Worker {
     pub(crate) master_rounds: u64,
     /// Run the next round no later than this (an election waiting for a lease to end).
     pub(crate) retry_at: Option<Instant>,
-    /// Do not stand for election before this (random backoff after a lost ballot).
-    pub(crate) stand_not_before: Option<Instant>,
+    /// What this round found that needs an operator (status's `attention`), published with
+    /// the round's state.
+    pub(crate) attention: keeper_core::gate::Attention,
+    /// Standing for election (keeper-core's state machine: ballots, backoff).
+    pub(crate) candidacy: keeper_core::candidacy::Candidacy,
     /// The vote record is on disk (this node's evidence of membership).
     member_recorded: bool,
     /// The membership version of the node_info read this round (the same snapshot).
@@ -150,7 +154,11 @@ impl Worker {
             degraded: None,
             master_rounds: 0,
             retry_at: None,
-            stand_not_before: None,
+            attention: Default::default(),
+            candidacy: keeper_core::candidacy::Candidacy::new(
+                keeper_core::candidacy::Rules::AS_BUILT,
+                (unsafe { pg_sys::MyProcPid } as u64) << 32 ^ shared::boot_ms() as u64,
+            ),
             member_recorded: false,
             membership: 0,
             registry: None,
@@ -312,7 +320,7 @@ impl Worker {
     /// Deadline of one probe: below keepalive_time so a round always ends before the next
     /// one is due, and capped so that a long interval never means a long wait on a dead peer.
     pub(crate) fn probe_deadline(&self) -> Duration {
-        self.settings.keepalive_time.mul_f64(0.8).min(Duration::from_secs(10))
+        keeper_core::timing::probe_deadline(self.settings.keepalive_time)
     }
 
     fn set_mode(&mut self, mode: Mode) {
@@ -383,7 +391,7 @@ impl Worker {
                         gucs::database()
                     ));
                 } else {
-                    st.set_fence(shared::FENCE_OPEN);
+                    st.set_gate(Setting::Open);
                 }
                 drop(st);
                 self.publish(mode, "extension not created", &[]);
@@ -410,7 +418,7 @@ impl Worker {
             if crate::votes::exists(&me) {
                 st.revoke_lease("this node is not in its node_info (deleted with del_node?)");
             } else {
-                st.set_fence(shared::FENCE_OPEN);
+                st.set_gate(Setting::Open);
             }
             drop(st);
             self.publish(mode, &format!("not registered ({} nodes in node_info)", nodes.len()), &[]);
@@ -463,6 +471,7 @@ impl Worker {
             let mut st = shared::STATE.exclusive();
             st.mode = mode.code();
             shared::put_str(&mut st.state, state);
+            st.attention = std::mem::take(&mut self.attention).code();
             st.failed_rounds = self.standby.failed_rounds;
             st.rounds = self.rounds;
             st.last_round_ms = now;

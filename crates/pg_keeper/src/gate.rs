@@ -37,9 +37,13 @@
 //! gate; deposed, stepped down or still fenced after that wait, the client gets no reply at
 //! all: its connection is shut down and the session ends, so the outcome is unknown to it, as
 //! after a crash, never "committed". The same holds when the synchronous-replication wait was
-//! cancelled (PostgreSQL would otherwise answer COMMIT with a WARNING).
+//! cancelled (PostgreSQL would otherwise answer COMMIT with a WARNING). And the reply itself
+//! is written later still (at the end of the command): every write to the client until it
+//! is out asks the gate again (csrc/reply.c, [`reply_check`]), so that a master frozen after
+//! the check does not say "COMMIT" once thawed.
 
 use crate::{gucs, shared};
+use keeper_core::gate::Setting;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 use std::ffi::c_void;
@@ -64,6 +68,39 @@ fn guarded_process() -> bool {
 /// This transaction passed the gate before writing its commit (or COMMIT/ROLLBACK PREPARED):
 /// the gate is read again once the commit is durable.
 static PASSED_GATE: AtomicBool = AtomicBool::new(false);
+
+/// A commit of this backend was made durable and checked, and its acknowledgement is not
+/// written to the client yet: csrc/reply.c asks [`reply_check`] before each write.
+static ACK_PENDING: AtomicBool = AtomicBool::new(false);
+static IN_REPLY_CHECK: AtomicBool = AtomicBool::new(false);
+
+unsafe extern "C" {
+    fn pgk_install_reply_gate(check: extern "C" fn(flushing: std::ffi::c_int) -> std::ffi::c_int);
+}
+
+/// Before a write to the client (`flushing`: the buffered replies go out now): while a
+/// commit awaits its acknowledgement, write only if the gate is open (waiting for a lost
+/// lease as after the commit). The check after the commit and the write of its reply are
+/// apart (PostgreSQL writes CommandComplete and ReadyForQuery out at the end of the
+/// command): a master frozen in between must not tell its client "COMMIT" once a standby may
+/// have been elected. 0: nothing is written, and the session ends.
+extern "C" fn reply_check(flushing: std::ffi::c_int) -> std::ffi::c_int {
+    if !ACK_PENDING.load(Ordering::Relaxed) || IN_REPLY_CHECK.swap(true, Ordering::Relaxed) {
+        return 1;
+    }
+    let open = lease_after_commit();
+    IN_REPLY_CHECK.store(false, Ordering::Relaxed);
+    if open {
+        if flushing != 0 {
+            // Handed to the kernel now, while this node still holds the lease.
+            ACK_PENDING.store(false, Ordering::Relaxed);
+        }
+        return 1;
+    }
+    ACK_PENDING.store(false, Ordering::Relaxed);
+    withhold_acknowledgement();
+    0
+}
 
 /// This transaction changes the membership to this version (0: it does not). See
 /// [`membership_change_commits`].
@@ -114,7 +151,7 @@ fn close_open_gate(version: u64) -> bool {
     let mut st = shared::STATE.exclusive();
     OPEN_NEEDS_BEFORE.store(st.open_needs_version, Ordering::Relaxed);
     st.open_needs_version = st.open_needs_version.max(version);
-    let open = shared::gate_locked(&mut st) == shared::Gate::Open && st.fence == shared::FENCE_OPEN;
+    let open = shared::gate_locked(&mut st) == shared::Gate::Open && st.gate_setting() == Setting::Open;
     if open {
         st.revoke_lease("a membership change is being made");
     }
@@ -230,6 +267,9 @@ unsafe extern "C-unwind" fn on_xact(event: pg_sys::XactEvent::Type, _arg: *mut c
                 !(wrote || passed) || unsafe { pg_sys::RecoveryInProgress() } || on_every_eligible_standby(end);
             if !sync_ok || ((passed || wrote) && !lease_after_commit()) {
                 withhold_acknowledgement();
+            } else if (passed || wrote) && unsafe { !pg_sys::MyProcPort.is_null() } {
+                ACK_PENDING.store(true, Ordering::Relaxed);
+                unsafe { pgk_install_reply_gate(reply_check) };
             }
         }
         XACT_EVENT_ABORT | XACT_EVENT_PARALLEL_ABORT => {
