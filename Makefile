@@ -43,7 +43,7 @@ demo: install
 	pgkeeper demo $(DEMO_ARGS)
 
 bench: install
-	cargo run -q -p pgkeeper-cli $(PROFILE_FLAG) -- bench $(BENCH_ARGS)
+	cargo run -q -p keeper-bench $(PROFILE_FLAG) -- $(BENCH_ARGS)
 
 clean:
 	cargo clean

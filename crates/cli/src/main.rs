@@ -2,7 +2,6 @@
 //! Results go to stdout, progress and errors to stderr; exit codes: 0 ok, 1 failure,
 //! 2 usage error.
 
-mod bench;
 mod demo;
 mod local;
 mod rejoin;
@@ -31,9 +30,6 @@ commands:
   demo [--keep]          build a local 3-node cluster with pg_keeper and show it
                          (--keep leaves it running and prints how to connect and stop it)
   demo --stop DIR        stop and remove a cluster left by demo --keep
-  bench [failover|sync|switchover|partition|overhead] [--runs N] [--out DIR]
-                         benchmarks on local clusters (no kind: all five; 10 runs per
-                         configuration, env BENCH_RUNS; results in bench/results)
   help                   this text
 ";
 
@@ -71,7 +67,7 @@ fn main() -> ExitCode {
             },
             None => demo::run(rest.iter().any(|a| a == "--keep")),
         },
-        "bench" => bench::run(rest),
+        "bench" => Err(anyhow::anyhow!("the benchmarks are their own program now: make bench (pgkeeper-bench)")),
         "help" | "--help" | "-h" => {
             print!("{USAGE}");
             Ok(())

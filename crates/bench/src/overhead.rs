@@ -1,4 +1,4 @@
-//! `pgkeeper bench overhead [--runs N] [--out DIR]`: what pg_keeper costs a busy master.
+//! `pgkeeper-bench overhead [--runs N] [--out DIR]`: what pg_keeper costs a busy master.
 //!
 //! Two local 3-node clusters side by side, identical but for pg_keeper (asynchronous
 //! streaming replication in both): `plain`, and `pg_keeper` at keepalive_time 1 s and
@@ -116,7 +116,7 @@ fn write(out: &Path, runs: usize, plain: &[f64], keeper: &[f64], cpu: f64, took_
     let paired: Vec<f64> = plain.iter().zip(keeper).map(|(p, k)| (k - p) / p * 100.0).collect();
     let (pmin, pmed, pmax) = stat(&paired);
     let mut md = String::new();
-    writeln!(md, "# What pg_keeper costs a busy master (`pgkeeper bench overhead`)\n")?;
+    writeln!(md, "# What pg_keeper costs a busy master (`pgkeeper-bench overhead`)\n")?;
     writeln!(md, "{date}; {machine}; {runs} runs of `pgbench -N -c {CLIENTS} -j 2 -T {SECONDS}` (scale {SCALE}) on each master, alternating; took {took_s:.0} s.\n")?;
     writeln!(md, "| cluster (3 nodes, async streaming) | tps min | tps median | tps max |")?;
     writeln!(md, "|---|---:|---:|---:|")?;

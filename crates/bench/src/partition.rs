@@ -1,4 +1,4 @@
-//! `pgkeeper bench partition [--runs N] [--out DIR]`: failover when the master is cut off by a
+//! `pgkeeper-bench partition [--runs N] [--out DIR]`: failover when the master is cut off by a
 //! network partition (not killed), and the old master's fence, on real 3-node clusters whose
 //! nodes each run in their own network namespace.
 //!
@@ -15,7 +15,6 @@
 //!
 //! Results: `partition.md`, `partition.json` in the output directory. See `bench/README.md`.
 //!
-//! (Module `bench::partition`, declared in `bench.rs` with a `#[path]`.)
 
 use super::{machine, median_of, now_utc, pace, parse_log_time, secs, summary, write_json, Summary, XorShift};
 use anyhow::{anyhow, bail, Context, Result};
@@ -594,7 +593,7 @@ fn write_outputs(out: &Path, runs_per_conf: usize, all: &[Run], took: Duration) 
     writeln!(md, "- load average when the benchmark started (/proc/loadavg): {load}")?;
     writeln!(
         md,
-        "- method: `pgkeeper bench partition` ({runs_per_conf} runs per configuration, {:.1} min in all); 3 nodes, \
+        "- method: `pgkeeper-bench partition` ({runs_per_conf} runs per configuration, {:.1} min in all); 3 nodes, \
          each in its own network namespace, asynchronous replication; a client writes to node1 every 20 ms \
          through its UNIX socket (fresh connection per write); after a random delay in [0, keepalive_time) node1 \
          is isolated (nftables drops all its traffic) at I. Pollers every 10 ms over UNIX sockets: node1's \

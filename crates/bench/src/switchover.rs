@@ -1,4 +1,4 @@
-//! `pgkeeper bench switchover [--runs N] [--out DIR]`: how long writes are unavailable during
+//! `pgkeeper-bench switchover [--runs N] [--out DIR]`: how long writes are unavailable during
 //! a planned `pgkeeper switchover`, as a client sees it, on real local 3-node clusters.
 //!
 //! Each run: a fresh cluster (node2 synchronous, keepalive 1 s x 3), a client writing every
@@ -89,7 +89,7 @@ struct Run {
 
 pub(super) fn run(runs: usize, out: &Path) -> Result<()> {
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    let exe = std::env::current_exe().context("the path of the pgkeeper binary")?;
+    let exe = pgkeeper_program();
     let mut all: Vec<Run> = Vec::new();
     let started = Instant::now();
     for i in 0..runs {
@@ -402,7 +402,7 @@ fn write_outputs(out: &Path, runs_planned: usize, all: &[Run], took: Duration) -
     writeln!(md, "- machine: {machine}")?;
     writeln!(
         md,
-        "- method: `pgkeeper bench switchover` ({} of {runs_planned} runs, {:.0} min in all); 3 local nodes, \
+        "- method: `pgkeeper-bench switchover` ({} of {runs_planned} runs, {:.0} min in all); 3 local nodes, \
          node2 synchronous, `keepalive_time = 1 s`, `keepalive_count = 3`; a client writes every 20 ms on \
          a fresh multi-host connection (`target_session_attrs=read-write`, `connect_timeout=1`) while \
          `pgkeeper switchover --to node2 --pgdata <node1's data dir> <node1's conninfo>` runs as a \
@@ -597,4 +597,14 @@ mod tests {
         let q = s.q.unwrap();
         assert_eq!((q.min, q.median, q.max), (0.5, 0.6, 0.7));
     }
+}
+
+/// The `pgkeeper` CLI the switchover runs: $PGKEEPER, else the one built beside this binary,
+/// else the one on the PATH (`make bench` installs it first).
+fn pgkeeper_program() -> std::path::PathBuf {
+    if let Some(p) = std::env::var_os("PGKEEPER") {
+        return p.into();
+    }
+    let beside = std::env::current_exe().ok().and_then(|e| e.parent().map(|d| d.join("pgkeeper")));
+    beside.filter(|p| p.exists()).unwrap_or_else(|| "pgkeeper".into())
 }

@@ -1,4 +1,4 @@
-//! `pgkeeper bench sync [--runs N] [--out DIR]`: the master's synchronous-replication guard on
+//! `pgkeeper-bench sync [--runs N] [--out DIR]`: the master's synchronous-replication guard on
 //! real local 3-node clusters.
 //!
 //! For each configuration (keepalive_time x keepalive_count) and each run: a fresh cluster
@@ -297,7 +297,7 @@ fn write_outputs(out: &Path, runs_per_conf: usize, all: &[Run], took: Duration) 
     writeln!(md, "- machine: {machine}")?;
     writeln!(
         md,
-        "- method: `pgkeeper bench sync` ({runs_per_conf} runs per configuration, {:.0} min in all); \
+        "- method: `pgkeeper-bench sync` ({runs_per_conf} runs per configuration, {:.0} min in all); \
          3 local nodes, node2 the synchronous standby (`synchronous_standby_names = 'node2'`); \
          node2's postmaster is killed with SIGKILL at a random point of the polling loop and one \
          INSERT is sent to the master at once (on a connection opened before the kill). \

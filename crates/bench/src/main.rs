@@ -1,4 +1,4 @@
-//! `pgkeeper bench [failover] [--runs N] [--out DIR]`: failover time of pg_keeper on real local
+//! `pgkeeper-bench [failover] [--runs N] [--out DIR]` (`make bench`): failover time of pg_keeper on real local
 //! 3-node clusters, measured from a client's point of view.
 //!
 //! For each configuration (keepalive_time x keepalive_count) and each run: a fresh cluster
@@ -8,15 +8,13 @@
 //! acknowledged rows are checked on the new master. Results: `failover.md`, `failover.svg`,
 //! `failover.json` in the output directory (default `bench/results`). See `bench/README.md`.
 //!
-//! `pgkeeper bench sync` (module [`sync`]) measures the master's synchronous-replication guard;
-//! `pgkeeper bench switchover` (module [`switchover`]) the write unavailability of a planned
-//! `pgkeeper switchover`; `pgkeeper bench partition` (module [`partition`], file
-//! `bench_partition.rs`) failover and fencing when the master is isolated by a network
-//! partition; `pgkeeper bench overhead` (module [`overhead`]) what pg_keeper costs a busy
-//! master in throughput and CPU; `pgkeeper bench` without a kind runs all five.
+//! `pgkeeper-bench sync` (module [`sync`]) measures the master's synchronous-replication guard;
+//! `pgkeeper-bench switchover` (module [`switchover`]) the write unavailability of a planned
+//! `pgkeeper switchover`; `pgkeeper-bench partition` (module [`partition`]) failover and fencing when the master is isolated by a network
+//! partition; `pgkeeper-bench overhead` (module [`overhead`]) what pg_keeper costs a busy
+//! master in throughput and CPU; `pgkeeper-bench` without a kind runs all five.
 
 mod overhead;
-#[path = "bench_partition.rs"]
 mod partition;
 mod switchover;
 mod sync;
@@ -80,7 +78,15 @@ struct Run {
 
 // ------------------------------------------------------------------------------ arguments
 
-pub fn run(args: &[String]) -> Result<()> {
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if let Err(e) = run(&args) {
+        eprintln!("pgkeeper-bench: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(args: &[String]) -> Result<()> {
     let mut runs = match std::env::var("BENCH_RUNS") {
         Ok(v) if !v.trim().is_empty() => {
             v.trim().parse::<usize>().map_err(|_| anyhow!("BENCH_RUNS={v:?} is not a number"))?
@@ -142,7 +148,7 @@ pub fn run(args: &[String]) -> Result<()> {
 }
 
 const USAGE: &str =
-    "usage: pgkeeper bench [failover|sync|switchover|partition|overhead] [--runs N] [--out DIR]; no kind: all five";
+    "usage: pgkeeper-bench [failover|sync|switchover|partition|overhead] [--runs N] [--out DIR]; no kind: all five";
 
 fn failover(runs: usize, out: &Path) -> Result<()> {
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
@@ -626,7 +632,7 @@ fn write_outputs(out: &Path, runs_per_conf: usize, all: &[Run], took: Duration) 
     writeln!(md, "- machine: {machine}")?;
     writeln!(
         md,
-        "- method: `pgkeeper bench failover` ({runs_per_conf} runs per configuration, {:.0} min in all); \
+        "- method: `pgkeeper-bench failover` ({runs_per_conf} runs per configuration, {:.0} min in all); \
          3 local nodes, node2 synchronous; a client writes every 50 ms on a fresh multi-host \
          connection (`target_session_attrs=read-write`, `connect_timeout=1`); node1's postmaster is \
          killed with SIGKILL at a random point of the polling loop; failover time = first \
