@@ -1,5 +1,5 @@
 //! Standing for election, as a sans-IO state machine (quinn-proto beside quinn): the worker
-//! (crates/pg_keeper/src/candidate.rs) and the simulation (tests/simulation.rs) both drive
+//! (crates/pg_keeper/src/candidate.rs) and the simulation (tests/simulation/) both drive
 //! this very code; neither decides anything about the election itself.
 //!
 //! The order: wait out a backoff after a lost ballot and any master lease this node still

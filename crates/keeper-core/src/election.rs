@@ -25,7 +25,7 @@
 //! the newer term, and the master does not count such answers. So at the promotion instant
 //! no lease of the old master is running, and its commits are refused from the lease's end.
 //!
-//! Two consequences the adapter must honour (tests/simulation.rs finds two masters taking
+//! Two consequences the adapter must honour (tests/simulation/ finds two masters taking
 //! writes at once without either):
 //! - Every lease must be covered by holds. [`decide_vote`] takes no hold, so a lease counted
 //!   from a winner's vote requests is covered by nothing: a second candidate can win a newer
