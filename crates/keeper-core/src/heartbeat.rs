@@ -14,6 +14,15 @@ use crate::failover::is_majority;
 use crate::Node;
 use std::time::Duration;
 
+/// Whether the cluster can elect another master without this one, so that the master
+/// needs a lease: three registered nodes or more, or two with `two_node_failover`, or two
+/// before the other node has the current membership (`settled`: until then it may still
+/// count over the three nodes it had before a del_node and elect itself with the deleted
+/// node's vote). Otherwise (two data nodes, no witness) the gate opens without a lease.
+pub fn can_fail_over(registered: usize, two_node_failover: bool, settled: bool) -> bool {
+    registered >= 3 || (registered == 2 && (two_node_failover || !settled))
+}
+
 /// What the master knows when the round starts.
 #[derive(Debug, Clone)]
 pub struct RoundStart {

@@ -16,6 +16,7 @@ pub mod lsn;
 pub mod membership;
 pub mod polling;
 pub mod registry;
+pub mod rules;
 pub mod settings;
 pub mod sync_guard;
 pub mod sync_names;

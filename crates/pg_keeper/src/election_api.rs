@@ -4,8 +4,9 @@
 //! (`keeper_core::election`); this file reads the facts and persists the record.
 
 use crate::api::{fail, required};
+use crate::RULES;
 use crate::{gucs, registry_sql, shared, votes};
-use keeper_core::election::{decide_vote, may_hold_lease, on_heartbeat, Refusal, Term, VoteRequest, VoterView};
+use keeper_core::election::{decide_vote, on_heartbeat, Refusal, Term, VoteRequest, VoterView};
 use keeper_core::gate::Setting;
 use keeper_core::lsn::Position;
 use keeper_core::registry::diff;
@@ -118,7 +119,7 @@ pub fn answer_vote(
             // election): it has none to protect, and a cluster of three must still be able to
             // replace the real master with the other standby. Between winning and the end of
             // its promotion a candidate votes like a master.
-            is_master: (is_master && may_hold_lease(rec, registered_master)) || st.promoting,
+            is_master: (is_master && RULES.may_hold_lease(rec, registered_master)) || st.promoting,
             my_lsn: mine.map_or(0, |p| p.lsn),
             my_tli: mine.map_or(0, |p| p.tli),
             hold_left: Duration::from_millis((st.hold_until - shared::boot_ms()).max(0) as u64),
@@ -198,7 +199,8 @@ fn _poll(
                 st.hold_until = hold.as_millis() as i64;
                 new = told;
             }
-            let answer = (rec.term, shared::gate_locked(st), may_hold_lease(rec, st.registered_master), st.membership);
+            let answer =
+                (rec.term, shared::gate_locked(st), RULES.may_hold_lease(rec, st.registered_master), st.membership);
             (answer, new)
         })
         .unwrap_or_else(|e| fail(PgSqlErrorCode::ERRCODE_DATA_CORRUPTED, format!("pg_keeper vote record: {e}"), None)),
@@ -354,7 +356,7 @@ fn step_down(to_node: default!(Option<&str>, "NULL")) -> i32 {
     let me = cluster_node_or_fail();
     {
         let st = shared::STATE.share();
-        if st.vote_loaded && !may_hold_lease(&st.record(), st.registered_master) {
+        if st.vote_loaded && !RULES.may_hold_lease(&st.record(), st.registered_master) {
             // Its release would end holds that protect the real master's lease.
             fail(
                 PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,

@@ -296,7 +296,7 @@ fn lease_after_commit() -> bool {
     let limit = max_wait();
     loop {
         match shared::gate() {
-            shared::Gate::Open => return true,
+            g if crate::RULES.acknowledge(&g) => return true,
             shared::Gate::Fenced { .. } if started.elapsed() < limit => {
                 if unsafe { (&raw const pg_sys::ProcDiePending).read_volatile() } != 0 {
                     return false;

@@ -15,6 +15,9 @@ mod election_api;
 mod eligibility;
 mod fast_forward;
 mod gate;
+
+/// The protocol's rules, as pg_keeper runs them (keeper_core::rules).
+pub(crate) const RULES: keeper_core::rules::Rules = keeper_core::rules::Rules::AS_BUILT;
 mod gucs;
 mod master;
 mod probe;

@@ -6,9 +6,10 @@
 use crate::registry_sql::{self, WriteGuard};
 use crate::sync_state::{observe, sync_names_now};
 use crate::worker::{shutdown_requested, Mode, PeerResult, Worker};
+use crate::RULES;
 use crate::{gucs, probe, shared};
 use futures_util::future::join_all;
-use keeper_core::election::{master_lease, may_hold_lease, MasterVerdict, PeerAnswer};
+use keeper_core::election::{master_lease, MasterVerdict, PeerAnswer};
 use keeper_core::gate::Setting;
 use keeper_core::heartbeat::{GateStep, HeartbeatRound, LeaseNow, RoundEnd, RoundStart};
 use keeper_core::membership;
@@ -30,7 +31,7 @@ impl Worker {
             let mut st = shared::STATE.exclusive();
             // (resolves a gate nobody read since the start: a master deposed before it stays so)
             shared::gate_locked(&mut st);
-            (st.term, st.gate_setting(), may_hold_lease(&st.record(), st.registered_master))
+            (st.term, st.gate_setting(), RULES.may_hold_lease(&st.record(), st.registered_master))
         };
         if setting.is_final() {
             // No heartbeats: they would keep the voters from electing anyone else.
@@ -53,7 +54,7 @@ impl Worker {
         // membership: until then it may still count over the three nodes it had before a
         // del_node and elect itself with the deleted node's vote.
         let settled = self.membership_known_to_all.is_some_and(|v| v >= self.membership);
-        let can_fail_over = nodes.len() >= 3 || (nodes.len() == 2 && (two_node || !settled));
+        let can_fail_over = keeper_core::heartbeat::can_fail_over(nodes.len(), two_node, settled);
         // A node promoted outside an election (pg_ctl promote, pg_promote() by hand) holds no
         // lease and sends no heartbeat (a heartbeat would hold the voters from electing the
         // real master's successor); it only watches for a master of a newer term.
@@ -110,7 +111,7 @@ impl Worker {
             me: me.to_string(),
             started: Duration::from_millis(started.max(0) as u64),
             lease,
-            per_answer: true,
+            per_answer: RULES.per_answer_lease,
         }));
         let on_answer = |name: &str, a: &PeerAnswer| {
             let effect = round.borrow_mut().on_answer(name, a);

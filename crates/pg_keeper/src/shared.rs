@@ -181,7 +181,7 @@ impl KeeperState {
     /// Every change of the gate goes through here: deposed and stepped down are never undone
     /// (a round already in flight must not reopen what `step_down` or a newer term closed).
     pub fn set_gate(&mut self, s: Setting) {
-        self.gate = self.gate_setting().then(s).code();
+        self.gate = crate::RULES.gate_then(self.gate_setting(), s).code();
     }
 
     /// Fenced (a lease is needed and none runs now), saying why.

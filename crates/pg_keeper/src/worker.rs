@@ -156,7 +156,7 @@ impl Worker {
             retry_at: None,
             attention: Default::default(),
             candidacy: keeper_core::candidacy::Candidacy::new(
-                keeper_core::candidacy::Rules::AS_BUILT,
+                crate::RULES.candidacy,
                 (unsafe { pg_sys::MyProcPid } as u64) << 32 ^ shared::boot_ms() as u64,
             ),
             member_recorded: false,

@@ -13,7 +13,7 @@ impl Sim {
         s.hold_until = 0;
         s.standing_until = 0;
         s.sm = StandbyMode::default();
-        s.cand = Candidacy::new(self.rules.candidacy(), i as u64 ^ (s.gen << 8));
+        s.cand = Candidacy::new(self.rules.core().candidacy, i as u64 ^ (s.gen << 8));
         s.seen = 0;
         s.round = Round::Idle;
         s.via.clear();
@@ -184,7 +184,8 @@ impl Sim {
         if !self.nodes[n].alive || self.nodes[n].gen != gen {
             return; // lost with the server
         }
-        if self.rules.post_commit_check && !self.unfenced(n) {
+        let gate = if self.unfenced(n) { Gate::Open } else { Gate::Fenced { why: String::new() } };
+        if !self.rules.core().acknowledge(&gate) {
             self.stats.withheld += 1;
             tr!(
                 self,

@@ -188,10 +188,11 @@
 
 use keeper_core::candidacy::{self, Candidacy, Count, Stand, Step, WinLease};
 use keeper_core::election::{
-    decide_vote, heartbeat_interval, master_lease, may_hold_lease, may_promote, on_heartbeat, voter_hold, PeerAnswer,
-    Term, VoteRecord, VoteReply, VoteRequest, VoterView,
+    decide_vote, heartbeat_interval, master_lease, may_promote, on_heartbeat, voter_hold, PeerAnswer, Term, VoteRecord,
+    VoteReply, VoteRequest, VoterView,
 };
 use keeper_core::failover::{Decision, FailoverConfig, Next, Sightings, StandbyMode};
+use keeper_core::gate::{Gate, Setting};
 use keeper_core::heartbeat::{GateStep, HeartbeatRound, LeaseNow, RoundEnd, RoundStart};
 use keeper_core::lsn::Position;
 use keeper_core::membership;
@@ -325,12 +326,19 @@ struct Rules {
 }
 
 impl Rules {
-    fn candidacy(&self) -> candidacy::Rules {
-        candidacy::Rules {
-            pre_vote: self.pre_vote,
-            count: self.count,
-            check_own_record: self.check_own_record,
-            win_lease: self.win_lease,
+    /// The rules keeper-core itself runs under (the adapter runs `Rules::AS_BUILT`).
+    fn core(&self) -> keeper_core::rules::Rules {
+        keeper_core::rules::Rules {
+            candidacy: candidacy::Rules {
+                pre_vote: self.pre_vote,
+                count: self.count,
+                check_own_record: self.check_own_record,
+                win_lease: self.win_lease,
+            },
+            lease_entitlement: self.lease_entitlement,
+            per_answer_lease: self.per_answer_lease,
+            sticky_gate: self.sticky_step_down,
+            post_commit_check: self.post_commit_check,
         }
     }
 }
@@ -1002,7 +1010,7 @@ impl Sim {
                     hold_until: 0,
                     standing_until: 0,
                     sm: StandbyMode::default(),
-                    cand: Candidacy::new(rules.candidacy(), i as u64),
+                    cand: Candidacy::new(rules.core().candidacy, i as u64),
                     known: 0,
                     known_term: 0,
                     seen: 0,
@@ -1175,7 +1183,7 @@ impl Sim {
     /// record's term, or node_info's master at term 0. Without the rule, every writable node.
     fn entitled(&self, i: usize) -> bool {
         let s = &self.nodes[i];
-        s.master && !s.witness && (!self.rules.lease_entitlement || may_hold_lease(&s.rec, self.registered_master(i)))
+        s.master && !s.witness && self.rules.core().may_hold_lease(&s.rec, self.registered_master(i))
     }
 
     /// node_info (this node's copy) names it as the master.

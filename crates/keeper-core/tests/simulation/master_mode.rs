@@ -27,7 +27,7 @@ impl Sim {
         let len = self.nodes[i].view.len();
         let settled =
             !self.rules.two_node_settled || self.nodes[i].known_to_all_v.is_some_and(|v| v >= self.version(i));
-        let can_fail_over = len >= 3 || (len == 2 && !settled);
+        let can_fail_over = keeper_core::heartbeat::can_fail_over(len, false, settled);
         let round = HeartbeatRound::new(RoundStart {
             term,
             entitled,
@@ -36,7 +36,7 @@ impl Sim {
             me: self.nodes[i].name.clone(),
             started: Duration::from_micros(start_l),
             lease: Duration::from_micros(self.lease),
-            per_answer: self.rules.per_answer_lease,
+            per_answer: self.rules.core().per_answer_lease,
         });
         let mut pending = 0;
         for p in round.peers().iter().map(|n| idx(n)) {
@@ -55,12 +55,14 @@ impl Sim {
         }
     }
 
-    /// The gate back to "lease" (`set_fence(FENCE_LEASE)`): never undoes a step_down (rule
-    /// 3), unless that rule is off.
+    /// The gate back to "lease" (`set_gate(Setting::Lease)`, through `Rules::gate_then`):
+    /// never undoes a step_down (rule 3), unless that rule is off.
     pub(super) fn fence_for_lease(&mut self, i: usize) {
+        let core = self.rules.core();
         let s = &mut self.nodes[i];
         s.gate_open = false;
-        if s.stepped_down && !self.rules.sticky_step_down {
+        let current = if s.stepped_down { Setting::SteppedDown } else { Setting::Lease };
+        if s.stepped_down && core.gate_then(current, Setting::Lease) != Setting::SteppedDown {
             s.stepped_down = false;
             tr!(self, "n{i}: a round in flight resets the gate after step_down");
         }

@@ -118,6 +118,26 @@ fn must_find_unsafe(
     panic!("{what}: no safety violation in {max} schedules: the schedules lost the power to find it");
 }
 
+/// The fixes of 1/7 live in keeper-core (`keeper_core::rules::Rules`, `candidacy::Rules`):
+/// the tests below revert one at a time inside the very code the adapter runs, and the
+/// simulation must find the schedule that breaks safety. This one: a candidate that promotes
+/// without checking that its own record still says "this term, voted for me" (it granted a
+/// newer term while it waited for its replies) persists its win over that newer record.
+#[test]
+fn promoting_without_the_own_record_check_is_unsafe() {
+    must_find_unsafe(
+        "promotion without the own-record check",
+        "scenarios::three_nodes",
+        "as_built,no_own_record_check",
+        Shape { data: 3, witnesses: 0 },
+        NO_FAULTS,
+        0x3_0000,
+        2000,
+        Rules { check_own_record: false, ..AS_BUILT },
+        false,
+    );
+}
+
 const HAND_PROMOTION: Faults = Faults { hand_promotions: 1, kill_master_at_heal: true, commits: true, ..NO_FAULTS };
 
 const NO_FAULTS: Faults = Faults {
