@@ -185,6 +185,14 @@ pub fn on_heartbeat(
     (hold_until.max(now + voter_hold(lease)), rec.told(term, eligible))
 }
 
+/// Whether a voter answers as a master (refuses every vote): a writable node that may hold
+/// the lease (one promoted outside an election has none to protect, and a cluster of three
+/// must still be able to replace the real master with the other standby: it votes like a
+/// standby), and a candidate between its win and the end of its promotion.
+pub fn votes_as_master(writable: bool, entitled: bool, promoting: bool) -> bool {
+    (writable && entitled) || promoting
+}
+
 /// Whether a node that accepts writes may hold the master's lease (and so send heartbeats,
 /// refuse votes as a master and open its commit gate): only as the master of a term it won,
 /// or as the master registered in node_info before any election (term 0, the cluster's first

@@ -71,6 +71,19 @@ impl Setting {
     }
 }
 
+/// The gate of a server that node_info does not list (or whose database has no pgkeeper):
+/// a server in no cluster is open, so that it is never fenced, even when its worker cannot
+/// run; one that was a member (its vote record exists: written at its first registered
+/// round) and is missing now was deleted, or its pg_keeper.database changed: written to like
+/// that, it could take commits beside the real master, so it waits for a lease (and gets none).
+pub fn unregistered(was_member: bool) -> Setting {
+    if was_member {
+        Setting::Lease
+    } else {
+        Setting::Open
+    }
+}
+
 /// Whether the gate may open without a lease (two data nodes, no witness), given the
 /// membership version the deciding round read and the one a membership change since has
 /// raised it to (`add_node` / `del_node` raise it before their commit and close such a gate,

@@ -12,6 +12,7 @@ pub mod eligibility;
 pub mod failover;
 pub mod gate;
 pub mod heartbeat;
+pub mod keeper;
 pub mod lsn;
 pub mod membership;
 pub mod polling;
@@ -22,5 +23,6 @@ pub mod sync_guard;
 pub mod sync_names;
 pub mod timing;
 
+pub use keeper::Keeper;
 pub use registry::{Node, RegistryError};
 pub use sync_names::{SyncConfig, SyncMethod};

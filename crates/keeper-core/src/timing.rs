@@ -34,6 +34,47 @@ pub fn nested_deadline(probe_deadline: Duration) -> Duration {
     probe_deadline / 2
 }
 
+/// How long a commit waits at a shut gate (before its commit, after it, before its reply)
+/// before it gives up: past the time in which either a majority answers again or the
+/// standbys elect another master (keepalive_count rounds, plus two), at least 2 s.
+/// `statement_timeout` does not apply at commit (PostgreSQL disarms it before committing),
+/// so without this bound a client of an isolated master would wait forever.
+pub fn gate_wait(keepalive_time: Duration, keepalive_count: u32) -> Duration {
+    (keepalive_time * (keepalive_count.max(1) + 2)).max(Duration::from_secs(2))
+}
+
+/// Master mode does its slower duties (the synchronous guard, node_info, the witnesses)
+/// every this many heartbeat rounds (a heartbeat round is half a polling round: these then
+/// run once per keepalive_time).
+pub const SLOW_DUTIES_EVERY: u64 = 2;
+
+/// A deposed master that started its automatic rejoin does not start another one for this
+/// long (the helper stops the server, rewinds it, and starts it again as a standby).
+pub fn rejoin_retry_after(keepalive_time: Duration) -> Duration {
+    keepalive_time * 10
+}
+
+/// How long add_node / del_node wait for the previous membership change to reach a
+/// majority before they refuse (right after a change it usually takes one heartbeat round).
+pub fn membership_change_wait(keepalive_time: Duration) -> Duration {
+    keepalive_time * 3 + Duration::from_secs(2)
+}
+
+/// The deadline of `indirect_polling()` when the caller gives none: half a polling round,
+/// so that the caller's own deadline always covers it; 50 ms to 10 s.
+pub fn indirect_poll_deadline(keepalive_time: Duration) -> Duration {
+    (keepalive_time / 2).clamp(Duration::from_millis(50), Duration::from_secs(10))
+}
+
+/// `step_down()` waits at most this long for a worker round that saw the flag (a round in
+/// progress ends within its probe deadline, at most 10 s).
+pub const STEP_DOWN_ROUND_WAIT: Duration = Duration::from_secs(10);
+
+/// The deadline of each `_release` a stepping-down master sends (and of add_node's check
+/// that the node answers: [`ADD_NODE_DEADLINE`]).
+pub const RELEASE_DEADLINE: Duration = Duration::from_secs(2);
+pub const ADD_NODE_DEADLINE: Duration = Duration::from_secs(5);
+
 /// A candidate whose own vote was refused for a lease it still honours stands again this
 /// long after that hold ends (the other voters acknowledged the lease a little later).
 pub const AFTER_HOLD: Duration = Duration::from_millis(50);
@@ -63,5 +104,7 @@ mod tests {
         assert_eq!(probe_deadline(Duration::from_secs(1)), Duration::from_millis(800));
         assert_eq!(probe_deadline(Duration::from_secs(60)), Duration::from_secs(10));
         assert_eq!(nested_deadline(Duration::from_millis(800)), Duration::from_millis(400));
+        assert_eq!(gate_wait(Duration::from_secs(1), 3), Duration::from_secs(5));
+        assert_eq!(gate_wait(Duration::from_millis(100), 1), Duration::from_secs(2));
     }
 }

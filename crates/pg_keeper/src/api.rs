@@ -11,7 +11,7 @@ use pgrx::prelude::*;
 use std::time::Duration;
 
 /// How long add_node waits for the new node to answer.
-const ADD_NODE_DEADLINE: Duration = Duration::from_secs(5);
+use keeper_core::timing::ADD_NODE_DEADLINE;
 
 pub(crate) fn fail(code: PgSqlErrorCode, msg: impl Into<String>, hint: Option<&str>) -> ! {
     let mut r = ErrorReport::new(code, msg.into(), function_name!());
@@ -131,7 +131,7 @@ fn previous_change_pending(registry: &registry_sql::Registry) -> Option<String> 
 /// Before taking the lock: give the worker a few heartbeat rounds to see the previous change
 /// reach a majority (right after a change it usually takes one round), waking it each time.
 fn wait_for_previous_change(func: &str, registry: &registry_sql::Registry) {
-    let limit = Duration::from_secs_f64(gucs::KEEPALIVE_TIME.get() * 3.0 + 2.0);
+    let limit = keeper_core::timing::membership_change_wait(keepalive_time());
     let started = std::time::Instant::now();
     let mut woke = std::time::Instant::now() - Duration::from_secs(1);
     while let Some(why) = previous_change_pending(registry) {
@@ -224,7 +224,7 @@ fn del_node_by_seqno(seqno: Option<i32>) -> bool {
 /// Default deadline of an indirect poll: half the polling interval, so that the caller's own
 /// deadline (a little under keepalive_time) always covers it; never above 10 s.
 fn default_poll_deadline() -> Duration {
-    Duration::from_secs_f64((gucs::KEEPALIVE_TIME.get() * 0.5).clamp(0.05, 10.0))
+    keeper_core::timing::indirect_poll_deadline(keepalive_time())
 }
 
 /// Poll the server at `conninfo` from this server. True when it answered within the deadline.
@@ -422,4 +422,9 @@ fn attention(gate: &shared::Gate, worker: u8) -> keeper_core::gate::Attention {
         shared::Gate::Deposed { .. } => keeper_core::gate::Attention::NeedsRejoin,
         _ => keeper_core::gate::Attention::from_code(worker),
     }
+}
+
+/// pg_keeper.keepalive_time as this backend sees it (at least the minimum).
+fn keepalive_time() -> Duration {
+    Duration::from_secs_f64(gucs::KEEPALIVE_TIME.get().max(gucs::MIN_KEEPALIVE_TIME))
 }

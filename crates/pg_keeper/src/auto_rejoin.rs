@@ -71,7 +71,10 @@ impl Worker {
                 return format!("{base}: needs pgkeeper rejoin: automatic rejoin failed: {why}");
             }
         }
-        if self.rejoin_started.is_some_and(|t| t.elapsed() < self.settings.keepalive_time * 10) {
+        if self
+            .rejoin_started
+            .is_some_and(|t| t.elapsed() < keeper_core::timing::rejoin_retry_after(self.settings.keepalive_time))
+        {
             return format!("{base}: rejoining automatically");
         }
         let Some(new) = nodes.iter().find(|n| n.name == by) else {

@@ -48,7 +48,7 @@ impl Worker {
             two_node: gucs::TWO_NODE_FAILOVER.get(),
             keepalive_time: self.settings.keepalive_time,
         };
-        let mut step = self.candidacy.stand(now(), &standing);
+        let mut step = self.keeper.candidacy.stand(now(), &standing);
         loop {
             step = match step {
                 Step::CastOwnVote { request, dry } => match crate::tx::transaction(|| answer_vote(me, &request, dry)) {
@@ -59,19 +59,19 @@ impl Worker {
                                 request.term
                             );
                         }
-                        self.candidacy.own_vote(now(), res, term)
+                        self.keeper.candidacy.own_vote(now(), res, term)
                     }
                     Err(e) => {
-                        self.candidacy.abandon();
+                        self.keeper.candidacy.abandon();
                         return format!("not standing: {e}");
                     }
                 },
                 Step::Ask { request, dry, to, deadline } => {
                     if !self.ask(nodes, &request, dry, &to, deadline) {
-                        self.candidacy.abandon();
+                        self.keeper.candidacy.abandon();
                         return "stopping".into();
                     }
-                    self.candidacy.count(now())
+                    self.keeper.candidacy.count(now())
                 }
                 Step::Promote { term, votes, fetch_from, check_own_record, lease_from: _ } => {
                     return self.won(me, nodes, old_master, term, &votes, fetch_from, check_own_record);
@@ -116,7 +116,7 @@ impl Worker {
                 }
             })
             .collect();
-        let candidacy = &mut self.candidacy;
+        let candidacy = &mut self.keeper.candidacy;
         let collect = async {
             while !candidacy.ready(now()) {
                 let wake = candidacy.poll_timeout(now()).map(instant_of).unwrap_or_else(Instant::now);

@@ -6,7 +6,7 @@
 use crate::api::{fail, required};
 use crate::RULES;
 use crate::{gucs, registry_sql, shared, votes};
-use keeper_core::election::{decide_vote, on_heartbeat, Refusal, Term, VoteRequest, VoterView};
+use keeper_core::election::{decide_vote, on_heartbeat, votes_as_master, Refusal, Term, VoteRequest, VoterView};
 use keeper_core::gate::Setting;
 use keeper_core::lsn::Position;
 use keeper_core::registry::diff;
@@ -119,7 +119,7 @@ pub fn answer_vote(
             // election): it has none to protect, and a cluster of three must still be able to
             // replace the real master with the other standby. Between winning and the end of
             // its promotion a candidate votes like a master.
-            is_master: (is_master && RULES.may_hold_lease(rec, registered_master)) || st.promoting,
+            is_master: votes_as_master(is_master, RULES.may_hold_lease(rec, registered_master), st.promoting),
             my_lsn: mine.map_or(0, |p| p.lsn),
             my_tli: mine.map_or(0, |p| p.tli),
             hold_left: Duration::from_millis((st.hold_until - shared::boot_ms()).max(0) as u64),
@@ -388,7 +388,7 @@ fn step_down(to_node: default!(Option<&str>, "NULL")) -> i32 {
     let t = std::time::Instant::now();
     loop {
         let st = *shared::STATE.share();
-        if st.heartbeats_stopped || st.worker_pid == 0 || t.elapsed() > Duration::from_secs(10) {
+        if st.heartbeats_stopped || st.worker_pid == 0 || t.elapsed() > keeper_core::timing::STEP_DOWN_ROUND_WAIT {
             break;
         }
         std::thread::sleep(Duration::from_millis(5));
@@ -398,7 +398,7 @@ fn step_down(to_node: default!(Option<&str>, "NULL")) -> i32 {
         .unwrap_or_else(|e| fail(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, e.to_string(), None))
         .unwrap_or_default();
     let db = gucs::database();
-    let deadline = Duration::from_secs(2);
+    let deadline = keeper_core::timing::RELEASE_DEADLINE;
     let futs = nodes.iter().filter(|n| n.name != me).map(|n| {
         let cfg = crate::probe::config(&n.conninfo, Some(&db));
         let me = me.clone();

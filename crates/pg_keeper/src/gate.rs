@@ -358,14 +358,10 @@ fn withhold_acknowledgement() {
     );
 }
 
-/// How long a commit waits at a shut gate before it gives up: past the time in which either
-/// a majority answers again or the standbys elect another master (keepalive_count rounds and
-/// the lease). `statement_timeout` does not apply at commit (PostgreSQL disarms it before
-/// committing), so without this bound a client of an isolated master would wait forever.
+/// How long a commit waits at a shut gate (`keeper_core::timing::gate_wait`).
 fn max_wait() -> std::time::Duration {
-    let k = gucs::KEEPALIVE_TIME.get().max(gucs::MIN_KEEPALIVE_TIME);
-    let rounds = gucs::KEEPALIVE_COUNT.get().max(1) as f64 + 2.0;
-    std::time::Duration::from_secs_f64((k * rounds).max(2.0))
+    let k = std::time::Duration::from_secs_f64(gucs::KEEPALIVE_TIME.get().max(gucs::MIN_KEEPALIVE_TIME));
+    keeper_core::timing::gate_wait(k, gucs::KEEPALIVE_COUNT.get().max(1) as u32)
 }
 
 fn wait_at_gate() {

@@ -6,12 +6,11 @@
 use crate::registry_sql::{self, WriteGuard};
 use crate::sync_state::{observe, sync_names_now};
 use crate::worker::{shutdown_requested, Mode, PeerResult, Worker};
-use crate::RULES;
 use crate::{gucs, probe, shared};
 use futures_util::future::join_all;
 use keeper_core::election::{master_lease, MasterVerdict, PeerAnswer};
 use keeper_core::gate::Setting;
-use keeper_core::heartbeat::{GateStep, HeartbeatRound, LeaseNow, RoundEnd, RoundStart};
+use keeper_core::heartbeat::{GateStep, LeaseNow, RoundEnd, RoundStart};
 use keeper_core::membership;
 use keeper_core::registry::{diff, master_view};
 use keeper_core::{Node, SyncConfig};
@@ -24,14 +23,14 @@ impl Worker {
     /// Every other round also does the slower duties (the guard, node_info, the witnesses).
     pub(crate) fn master_round(&mut self, me: &str, nodes: &[Node]) {
         let started = shared::boot_ms();
-        let full = self.master_rounds % 2 == 0;
+        let full = self.master_rounds.is_multiple_of(keeper_core::timing::SLOW_DUTIES_EVERY);
         self.master_rounds += 1;
         let (term, setting, entitled) = {
             // (registered_master was set from this round's node_info by Worker::round)
             let mut st = shared::STATE.exclusive();
             // (resolves a gate nobody read since the start: a master deposed before it stays so)
             shared::gate_locked(&mut st);
-            (st.term, st.gate_setting(), RULES.may_hold_lease(&st.record(), st.registered_master))
+            (st.term, st.gate_setting(), self.keeper.rules.may_hold_lease(&st.record(), st.registered_master))
         };
         if setting.is_final() {
             // No heartbeats: they would keep the voters from electing anyone else.
@@ -103,7 +102,7 @@ impl Worker {
         // Each answer acts the moment it arrives (keeper_core::heartbeat): the lease is renewed
         // once a majority counted, not when the slowest (perhaps black-holed) peer's deadline
         // ends the round; an answer from another writable node ends it at once.
-        let round = std::cell::RefCell::new(HeartbeatRound::new(RoundStart {
+        let round = std::cell::RefCell::new(self.keeper.heartbeat_round(RoundStart {
             term,
             entitled,
             can_fail_over,
@@ -111,7 +110,7 @@ impl Worker {
             me: me.to_string(),
             started: Duration::from_millis(started.max(0) as u64),
             lease,
-            per_answer: RULES.per_answer_lease,
+            per_answer: true, // (the Keeper's rules decide)
         }));
         let on_answer = |name: &str, a: &PeerAnswer| {
             let effect = round.borrow_mut().on_answer(name, a);

@@ -171,7 +171,7 @@ impl Worker {
             paused: shared::STATE.share().paused_until_ms > now_ms(),
             wait_for_elected: true,
         };
-        let round = self.standby.round(me, nodes, &obs, &seen, cfg);
+        let round = self.keeper.standby_round(me, nodes, &obs, &seen, cfg);
         if let Some(w) = &round.conflict {
             let master_alive = round.next == Next::Report(Decision::MasterAlive);
             let msg = format!(
@@ -394,7 +394,7 @@ impl Worker {
         }
         log!("pg_keeper: following new master \"{new}\" (primary_conninfo updated)");
         self.following = Some(new.to_string());
-        self.standby = Default::default();
+        self.keeper.standby = Default::default();
         self.hurry = true;
         format!("following new master {new}")
     }

@@ -7,7 +7,6 @@
 
 use crate::{gucs, probe, registry_sql, shared};
 use keeper_core::election::{heartbeat_interval, master_lease, voter_hold};
-use keeper_core::failover::StandbyMode;
 use keeper_core::gate::Setting;
 use keeper_core::settings::Settings;
 use pgrx::bgworkers::{BackgroundWorker, SignalWakeFlags};
@@ -78,8 +77,8 @@ pub(crate) struct Worker {
     pub(crate) rt: tokio::runtime::Runtime,
     pub(crate) settings: Settings,
     mode: Option<Mode>,
-    /// Standby mode's memory (consecutive failed rounds) from keeper-core.
-    pub(crate) standby: StandbyMode,
+    /// This node's keeper-core state machines (standby mode, the candidacy) and rules.
+    pub(crate) keeper: keeper_core::Keeper,
     rounds: u64,
     /// Last process title, to set it only when it changes.
     last_title: String,
@@ -102,8 +101,6 @@ pub(crate) struct Worker {
     /// What this round found that needs an operator (status's `attention`), published with
     /// the round's state.
     pub(crate) attention: keeper_core::gate::Attention,
-    /// Standing for election (keeper-core's state machine: ballots, backoff).
-    pub(crate) candidacy: keeper_core::candidacy::Candidacy,
     /// The vote record is on disk (this node's evidence of membership).
     member_recorded: bool,
     /// The membership version of the node_info read this round (the same snapshot).
@@ -143,7 +140,10 @@ impl Worker {
             rt: probe::runtime(),
             settings: Settings::default(),
             mode: None,
-            standby: StandbyMode::default(),
+            keeper: keeper_core::Keeper::new(
+                crate::RULES,
+                (unsafe { pg_sys::MyProcPid } as u64) << 32 ^ shared::boot_ms() as u64,
+            ),
             rounds: 0,
             last_title: String::new(),
             last_notice: String::new(),
@@ -155,10 +155,7 @@ impl Worker {
             master_rounds: 0,
             retry_at: None,
             attention: Default::default(),
-            candidacy: keeper_core::candidacy::Candidacy::new(
-                crate::RULES.candidacy,
-                (unsafe { pg_sys::MyProcPid } as u64) << 32 ^ shared::boot_ms() as u64,
-            ),
+
             member_recorded: false,
             membership: 0,
             registry: None,
@@ -334,7 +331,7 @@ impl Worker {
                 Mode::Witness => log!("pg_keeper: entering witness mode"),
             }
             self.mode = Some(mode);
-            self.standby = StandbyMode::default();
+            self.keeper.enter_mode();
             self.following = None;
             self.sync_guard = None;
             self.master_rounds = 0;
@@ -385,13 +382,12 @@ impl Worker {
                 // No extension in pg_keeper.database: a server in no cluster, unless it was a
                 // member (its vote record exists: pg_keeper.database changed?): then fenced.
                 let mut st = shared::STATE.exclusive();
-                if crate::votes::exists(&me) {
-                    st.revoke_lease(&format!(
+                match keeper_core::gate::unregistered(crate::votes::exists(&me)) {
+                    Setting::Open => st.set_gate(Setting::Open),
+                    _ => st.revoke_lease(&format!(
                         "pgkeeper is not installed in database \"{}\" (pg_keeper.database)",
                         gucs::database()
-                    ));
-                } else {
-                    st.set_gate(Setting::Open);
+                    )),
                 }
                 drop(st);
                 self.publish(mode, "extension not created", &[]);
@@ -415,10 +411,9 @@ impl Worker {
             // standby elected on a stale node_info that then replayed its own deletion, or
             // promoted by hand), it could take commits beside the real master: fenced.
             let mut st = shared::STATE.exclusive();
-            if crate::votes::exists(&me) {
-                st.revoke_lease("this node is not in its node_info (deleted with del_node?)");
-            } else {
-                st.set_gate(Setting::Open);
+            match keeper_core::gate::unregistered(crate::votes::exists(&me)) {
+                Setting::Open => st.set_gate(Setting::Open),
+                _ => st.revoke_lease("this node is not in its node_info (deleted with del_node?)"),
             }
             drop(st);
             self.publish(mode, &format!("not registered ({} nodes in node_info)", nodes.len()), &[]);
@@ -472,7 +467,7 @@ impl Worker {
             st.mode = mode.code();
             shared::put_str(&mut st.state, state);
             st.attention = std::mem::take(&mut self.attention).code();
-            st.failed_rounds = self.standby.failed_rounds;
+            st.failed_rounds = self.keeper.standby.failed_rounds;
             st.rounds = self.rounds;
             st.last_round_ms = now;
             // Keep last_ok of peers we already knew.

@@ -12,8 +12,7 @@ impl Sim {
         s.lease_until = 0;
         s.hold_until = 0;
         s.standing_until = 0;
-        s.sm = StandbyMode::default();
-        s.cand = Candidacy::new(self.rules.core().candidacy, i as u64 ^ (s.gen << 8));
+        s.keeper = Keeper::new(self.rules.core(), i as u64 ^ (s.gen << 8));
         s.seen = 0;
         s.round = Round::Idle;
         s.via.clear();

@@ -156,7 +156,7 @@ impl Sim {
                         if self.unfenced(i) { ",unfenced" } else { "" }
                     )
                 } else {
-                    format!("standby(polls n{}, failed {})", s.known, s.sm.failed_rounds)
+                    format!("standby(polls n{}, failed {})", s.known, s.keeper.standby.failed_rounds)
                 };
                 let members = if self.faults.membership.is_some() {
                     let names: Vec<String> =

@@ -186,19 +186,19 @@
 //! reached a frozen node is handled at the thaw only if its link is up then; durability of
 //! acknowledged commits across a failover (only the instants of acknowledgements).
 
-use keeper_core::candidacy::{self, Candidacy, Count, Stand, Step, WinLease};
+use keeper_core::candidacy::{self, Count, Stand, Step, WinLease};
 use keeper_core::election::{
     decide_vote, heartbeat_interval, master_lease, may_promote, on_heartbeat, voter_hold, PeerAnswer, Term, VoteRecord,
     VoteReply, VoteRequest, VoterView,
 };
-use keeper_core::failover::{Decision, FailoverConfig, Next, Sightings, StandbyMode};
+use keeper_core::failover::{Decision, FailoverConfig, Next, Sightings};
 use keeper_core::gate::{Gate, Setting};
 use keeper_core::heartbeat::{GateStep, HeartbeatRound, LeaseNow, RoundEnd, RoundStart};
 use keeper_core::lsn::Position;
 use keeper_core::membership;
 use keeper_core::polling::{Indirect, RoundObservation};
 use keeper_core::registry::Selector;
-use keeper_core::{registry, Node};
+use keeper_core::{registry, Keeper, Node};
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 use std::time::{Duration, Instant};
@@ -789,9 +789,9 @@ struct SimNode {
     hold_until: u64,
     /// Local clock: its own election runs until then, no vote for others (cleared at the tally).
     standing_until: u64,
-    sm: StandbyMode,
-    /// Standing for election: keeper-core's state machine, as the adapter's worker has it.
-    cand: Candidacy,
+    /// keeper-core's state machines of this node (standby mode, the candidacy) and the rules
+    /// under test, as the adapter's worker holds them.
+    keeper: Keeper,
     /// The master this standby polls and streams from.
     known: usize,
     known_term: Term,
@@ -1009,8 +1009,7 @@ impl Sim {
                     lease_until: 0,
                     hold_until: 0,
                     standing_until: 0,
-                    sm: StandbyMode::default(),
-                    cand: Candidacy::new(rules.core().candidacy, i as u64),
+                    keeper: Keeper::new(rules.core(), i as u64),
                     known: 0,
                     known_term: 0,
                     seen: 0,

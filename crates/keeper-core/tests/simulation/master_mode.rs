@@ -28,7 +28,7 @@ impl Sim {
         let settled =
             !self.rules.two_node_settled || self.nodes[i].known_to_all_v.is_some_and(|v| v >= self.version(i));
         let can_fail_over = keeper_core::heartbeat::can_fail_over(len, false, settled);
-        let round = HeartbeatRound::new(RoundStart {
+        let round = self.nodes[i].keeper.heartbeat_round(RoundStart {
             term,
             entitled,
             can_fail_over,
@@ -36,7 +36,7 @@ impl Sim {
             me: self.nodes[i].name.clone(),
             started: Duration::from_micros(start_l),
             lease: Duration::from_micros(self.lease),
-            per_answer: self.rules.core().per_answer_lease,
+            per_answer: true, // (the Keeper's rules decide)
         });
         let mut pending = 0;
         for p in round.peers().iter().map(|n| idx(n)) {
@@ -176,7 +176,9 @@ impl Sim {
         let hold_left = self.hold_left(v);
         // A writable node that may not hold the lease votes like a standby (rule 1), its WAL
         // counting as 0 (received_lsn() is NULL out of recovery).
-        let is_master = self.entitled(v);
+        let entitled = self.rules.core().may_hold_lease(&self.nodes[v].rec, self.registered_master(v));
+        let is_master =
+            keeper_core::election::votes_as_master(self.nodes[v].master && !self.nodes[v].witness, entitled, false);
         let membership = self.vote_version(v);
         let s = &self.nodes[v];
         let my_lsn = if s.witness || s.master { 0 } else { s.lsn };

@@ -90,7 +90,7 @@ impl Sim {
             (Round::Beat { pending, .. }, Req::Beat) => pending,
             (Round::Ballot { .. }, Req::Vote | Req::PreVote) => {
                 let name = self.nodes[from].name.clone();
-                self.nodes[to].cand.on_reply(&name, Err("connection refused".into()));
+                self.nodes[to].keeper.candidacy.on_reply(&name, Err("connection refused".into()));
                 return self.ballot_progress(to, false);
             }
             _ => return,
@@ -285,7 +285,7 @@ impl Sim {
                 let name = self.nodes[from].name.clone();
                 let s = &mut self.nodes[to];
                 s.seen = s.seen.max(term);
-                s.cand.on_reply(&name, Ok(VoteReply { granted, term, lsn, tli: 1, reason: String::new() }));
+                s.keeper.candidacy.on_reply(&name, Ok(VoteReply { granted, term, lsn, tli: 1, reason: String::new() }));
                 self.ballot_progress(to, false);
             }
         }

@@ -71,7 +71,7 @@ impl Sim {
             stand_requested: self.nodes[i].stand_until > self.local(i),
         };
         let s = &mut self.nodes[i];
-        let round = s.sm.round(&s.name, &s.view, &obs, &seen, cfg);
+        let round = s.keeper.standby_round(&s.name, &s.view, &obs, &seen, cfg);
         match round.next {
             Next::Stand { old_master, .. } => self.stand(i, start_l, &old_master),
             Next::Report(Decision::MasterAlive) => self.schedule_next(i, start_l, self.k),
@@ -110,7 +110,7 @@ impl Sim {
             two_node: false,
             keepalive_time: Duration::from_micros(self.k),
         };
-        let step = s.cand.stand(now, &standing);
+        let step = s.keeper.candidacy.stand(now, &standing);
         self.carry_out(i, start_l, step);
     }
 
@@ -145,7 +145,7 @@ impl Sim {
                 }
                 let now = Duration::from_micros(self.local(i));
                 let rec_term = self.nodes[i].rec.term;
-                let next = self.nodes[i].cand.own_vote(now, res, rec_term);
+                let next = self.nodes[i].keeper.candidacy.own_vote(now, res, rec_term);
                 self.carry_out(i, start_l, next);
             }
             Step::Ask { request, dry, to, deadline: _ } => {
@@ -209,12 +209,12 @@ impl Sim {
     pub(super) fn ballot_progress(&mut self, i: usize, arm: bool) {
         let Round::Ballot { start_l } = self.nodes[i].round else { return };
         let now = Duration::from_micros(self.local(i));
-        if self.nodes[i].cand.ready(now) {
+        if self.nodes[i].keeper.candidacy.ready(now) {
             self.nodes[i].round = Round::Idle;
-            let step = self.nodes[i].cand.count(now);
+            let step = self.nodes[i].keeper.candidacy.count(now);
             return self.carry_out(i, start_l, step);
         }
-        if let Some(t) = self.nodes[i].cand.poll_timeout(now).filter(|_| arm) {
+        if let Some(t) = self.nodes[i].keeper.candidacy.poll_timeout(now).filter(|_| arm) {
             let (gen, rid) = (self.nodes[i].gen, self.nodes[i].rid);
             let at = self.at_local(i, t.as_micros() as u64);
             self.push(at, Ev::BallotTimer { n: i, gen, rid });
