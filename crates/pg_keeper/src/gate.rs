@@ -292,6 +292,9 @@ unsafe extern "C-unwind" fn on_xact(event: pg_sys::XactEvent::Type, _arg: *mut c
 /// when deposed or stepped down, after the gate's longest wait, or when the backend is being
 /// terminated (interrupts are held here, so the wait checks for that itself).
 fn lease_after_commit() -> bool {
+    if shared::gate_open_now() {
+        return true;
+    }
     let started = std::time::Instant::now();
     let limit = max_wait();
     loop {

@@ -314,6 +314,20 @@ pub fn gate() -> Gate {
     known.unwrap_or_else(|| gate_locked(&mut STATE.exclusive()))
 }
 
+/// The gate is open right now (the reply gate's fast path: no allocation, one shared lock).
+/// False also when nothing is decided yet: the caller then asks [`gate`].
+pub fn gate_open_now() -> bool {
+    if !available() {
+        return true;
+    }
+    let st = STATE.share();
+    match st.gate_setting() {
+        Setting::Open => true,
+        Setting::Lease => boot_ms() < st.lease_until,
+        _ => false,
+    }
+}
+
 /// The gate, with the state already locked exclusively (resolves `Setting::Unknown`).
 pub fn gate_locked(st: &mut KeeperState) -> Gate {
     if st.gate_setting() == Setting::Unknown {
