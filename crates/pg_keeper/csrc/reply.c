@@ -12,8 +12,9 @@
 #include "libpq/libpq.h"
 
 /* 1: write; 0: do not (the check has already cut the client off). `flushing`: the
- * buffered replies are about to be handed to the kernel. */
-typedef int (*pgk_reply_check) (int flushing);
+ * buffered replies are about to be handed to the kernel; else `msgtype` is about to be
+ * buffered (and may be flushed with what precedes it when the buffer is full). */
+typedef int (*pgk_reply_check) (int flushing, int msgtype);
 
 static pgk_reply_check check;
 static const PQcommMethods *orig;
@@ -22,7 +23,7 @@ static PQcommMethods wrapped;
 static int
 w_flush(void)
 {
-	if (!check(1))
+	if (!check(1, 0))
 		return EOF;
 	return orig->flush();
 }
@@ -30,7 +31,7 @@ w_flush(void)
 static int
 w_flush_if_writable(void)
 {
-	if (!check(1))
+	if (!check(1, 0))
 		return EOF;
 	return orig->flush_if_writable();
 }
@@ -38,7 +39,7 @@ w_flush_if_writable(void)
 static int
 w_putmessage(char msgtype, const char *s, size_t len)
 {
-	if (!check(0))
+	if (!check(0, (unsigned char) msgtype))
 		return EOF;
 	return orig->putmessage(msgtype, s, len);
 }
@@ -46,17 +47,24 @@ w_putmessage(char msgtype, const char *s, size_t len)
 static void
 w_putmessage_noblock(char msgtype, const char *s, size_t len)
 {
-	if (!check(0))
+	if (!check(0, (unsigned char) msgtype))
 		return;
 	orig->putmessage_noblock(msgtype, s, len);
 }
 
-/* Route this backend's writes to its client through `cb` (once; idempotent). */
+/*
+ * Route this backend's writes to its client through `cb`: once per backend. (Never again:
+ * an extension that wrapped the table after us calls our wrappers as its original, and
+ * wrapping its table in turn would make each call the other for ever.)
+ */
 void
 pgk_install_reply_gate(pgk_reply_check cb)
 {
-	if (PqCommMethods == NULL || PqCommMethods == &wrapped)
+	static bool installed = false;
+
+	if (installed || PqCommMethods == NULL)
 		return;
+	installed = true;
 	orig = PqCommMethods;
 	wrapped = *orig;
 	wrapped.flush = w_flush;

@@ -72,10 +72,16 @@ static PASSED_GATE: AtomicBool = AtomicBool::new(false);
 /// A commit of this backend was made durable and checked, and its acknowledgement is not
 /// written to the client yet: csrc/reply.c asks [`reply_check`] before each write.
 static ACK_PENDING: AtomicBool = AtomicBool::new(false);
+/// Since then ReadyForQuery was buffered: the commit's reply is in the buffer, and the next
+/// flush hands it over. (A flush before it, of a NOTICE sent during the commit, must not
+/// end the check.)
+static REPLY_BUFFERED: AtomicBool = AtomicBool::new(false);
 static IN_REPLY_CHECK: AtomicBool = AtomicBool::new(false);
 
 unsafe extern "C" {
-    fn pgk_install_reply_gate(check: extern "C" fn(flushing: std::ffi::c_int) -> std::ffi::c_int);
+    fn pgk_install_reply_gate(
+        check: extern "C" fn(flushing: std::ffi::c_int, msgtype: std::ffi::c_int) -> std::ffi::c_int,
+    );
 }
 
 /// Before a write to the client (`flushing`: the buffered replies go out now): while a
@@ -84,16 +90,20 @@ unsafe extern "C" {
 /// apart (PostgreSQL writes CommandComplete and ReadyForQuery out at the end of the
 /// command): a master frozen in between must not tell its client "COMMIT" once a standby may
 /// have been elected. 0: nothing is written, and the session ends.
-extern "C" fn reply_check(flushing: std::ffi::c_int) -> std::ffi::c_int {
+extern "C" fn reply_check(flushing: std::ffi::c_int, msgtype: std::ffi::c_int) -> std::ffi::c_int {
     if !ACK_PENDING.load(Ordering::Relaxed) || IN_REPLY_CHECK.swap(true, Ordering::Relaxed) {
         return 1;
     }
     let open = lease_after_commit();
     IN_REPLY_CHECK.store(false, Ordering::Relaxed);
     if open {
-        if flushing != 0 {
-            // Handed to the kernel now, while this node still holds the lease.
+        if flushing == 0 && msgtype == b'Z' as std::ffi::c_int {
+            REPLY_BUFFERED.store(true, Ordering::Relaxed);
+        } else if flushing != 0 && REPLY_BUFFERED.load(Ordering::Relaxed) {
+            // The reply goes out now, while this node still holds the lease. (A write that
+            // then blocks on a client that does not read may finish later: out of reach.)
             ACK_PENDING.store(false, Ordering::Relaxed);
+            REPLY_BUFFERED.store(false, Ordering::Relaxed);
         }
         return 1;
     }
@@ -269,6 +279,7 @@ unsafe extern "C-unwind" fn on_xact(event: pg_sys::XactEvent::Type, _arg: *mut c
                 withhold_acknowledgement();
             } else if (passed || wrote) && unsafe { !pg_sys::MyProcPort.is_null() } {
                 ACK_PENDING.store(true, Ordering::Relaxed);
+                REPLY_BUFFERED.store(false, Ordering::Relaxed);
                 unsafe { pgk_install_reply_gate(reply_check) };
             }
         }

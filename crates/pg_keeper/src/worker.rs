@@ -142,7 +142,12 @@ impl Worker {
             mode: None,
             keeper: keeper_core::Keeper::new(
                 crate::RULES,
-                (unsafe { pg_sys::MyProcPid } as u64) << 32 ^ shared::boot_ms() as u64,
+                (unsafe { pg_sys::MyProcPid } as u64) << 32
+                    ^ shared::boot_ms() as u64
+                    ^ std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map(|d| u64::from(d.subsec_nanos()).rotate_left(17))
+                        .unwrap_or(0),
             ),
             rounds: 0,
             last_title: String::new(),
