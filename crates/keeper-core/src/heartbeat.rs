@@ -39,9 +39,6 @@ pub struct RoundStart {
     /// When the round starts, and the lease a renewal grants from then.
     pub started: Duration,
     pub lease: Duration,
-    /// Rule 2: answers act as they arrive. Off (the simulation's older model): the lease is
-    /// renewed only at the end of the round.
-    pub per_answer: bool,
 }
 
 /// What an answer does to the lease now.
@@ -83,6 +80,9 @@ pub struct RoundEnd {
 #[derive(Debug, Clone)]
 pub struct HeartbeatRound {
     start: RoundStart,
+    /// Rule 2 (`rules::Rules::per_answer_lease`): answers act as they arrive. Off (the
+    /// simulation's older model): the lease is renewed only at the end of the round.
+    per_answer: bool,
     /// Answers that count so far (this node included), and whether one came from another
     /// writable node.
     counted: usize,
@@ -91,9 +91,9 @@ pub struct HeartbeatRound {
 }
 
 impl HeartbeatRound {
-    pub fn new(start: RoundStart) -> HeartbeatRound {
+    pub fn new(start: RoundStart, per_answer: bool) -> HeartbeatRound {
         let answers = start.nodes.iter().filter(|n| n.name != start.me).map(|n| (n.name.clone(), None)).collect();
-        HeartbeatRound { start, counted: 1, conflict: false, answers }
+        HeartbeatRound { start, per_answer, counted: 1, conflict: false, answers }
     }
 
     /// Send heartbeats (else plain polls: a master that may not hold the lease must not hold
@@ -124,7 +124,7 @@ impl HeartbeatRound {
         match lease_effect(self.start.term, a) {
             LeaseEffect::EndsLease => {
                 self.conflict = true;
-                if self.start.per_answer {
+                if self.per_answer {
                     LeaseNow::End
                 } else {
                     LeaseNow::Unchanged
@@ -132,7 +132,7 @@ impl HeartbeatRound {
             }
             LeaseEffect::Counts => {
                 self.counted += 1;
-                if self.start.per_answer
+                if self.per_answer
                     && self.start.can_fail_over
                     && !self.conflict
                     && is_majority(self.counted, self.start.nodes.len())
@@ -208,7 +208,6 @@ mod tests {
             me: "n0".into(),
             started: Duration::from_secs(10),
             lease: Duration::from_secs(2),
-            per_answer: true,
         }
     }
 
@@ -226,7 +225,7 @@ mod tests {
 
     #[test]
     fn renewed_the_moment_a_majority_answers() {
-        let mut r = HeartbeatRound::new(start(5));
+        let mut r = HeartbeatRound::new(start(5), true);
         assert_eq!(r.peers().len(), 4);
         assert_eq!(r.on_answer("n1", &standby(2)), LeaseNow::Unchanged);
         assert_eq!(r.on_answer("n2", &standby(3)), LeaseNow::Unchanged, "a newer term does not count");
@@ -241,20 +240,20 @@ mod tests {
 
     #[test]
     fn another_writable_node_ends_the_lease_and_nothing_renews_it() {
-        let mut r = HeartbeatRound::new(start(3));
+        let mut r = HeartbeatRound::new(start(3), true);
         let master = PeerAnswer { in_recovery: false, elected: true, ..standby(2) };
         assert_eq!(r.on_answer("n1", &master), LeaseNow::End);
         assert_eq!(r.on_answer("n2", &standby(2)), LeaseNow::Unchanged);
         assert!(!r.majority_heard());
         assert!(matches!(r.finish().gate, GateStep::Revoke { .. }));
-        let mut r = HeartbeatRound::new(start(3));
+        let mut r = HeartbeatRound::new(start(3), true);
         r.on_answer("n1", &PeerAnswer { term: 3, ..master });
         assert_eq!(r.finish().gate, GateStep::Deposed { by: "n1".into(), term: 3 });
     }
 
     #[test]
     fn a_master_promoted_by_hand_never_holds_a_lease() {
-        let mut r = HeartbeatRound::new(RoundStart { entitled: false, ..start(3) });
+        let mut r = HeartbeatRound::new(RoundStart { entitled: false, ..start(3) }, true);
         assert!(!r.heartbeat());
         assert_eq!(r.on_answer("n1", &standby(0)), LeaseNow::Unchanged);
         assert_eq!(r.on_answer("n2", &standby(0)), LeaseNow::Unchanged);

@@ -50,7 +50,7 @@ impl Keeper {
 
     /// A heartbeat round starting now, under this node's rules.
     pub fn heartbeat_round(&self, start: RoundStart) -> HeartbeatRound {
-        HeartbeatRound::new(RoundStart { per_answer: self.rules.per_answer_lease, ..start })
+        HeartbeatRound::new(start, self.rules.per_answer_lease)
     }
 
     /// When to wake the node for its ballot under way (None: no timer needed).

@@ -15,7 +15,7 @@ pub struct Rules {
     /// Rule 1: only an elected master (or node_info's master before any election) holds the
     /// lease ([`may_hold_lease`]). Off: every writable node acts as an elected master.
     pub lease_entitlement: bool,
-    /// Rule 2: heartbeat answers act as they arrive (`heartbeat::RoundStart::per_answer`).
+    /// Rule 2: heartbeat answers act as they arrive (`heartbeat::HeartbeatRound::new`).
     pub per_answer_lease: bool,
     /// Rule 3: deposed and stepped down are for good ([`Setting::then`]). Off: a round in
     /// flight sets the gate back to "lease".

@@ -110,7 +110,6 @@ impl Worker {
             me: me.to_string(),
             started: Duration::from_millis(started.max(0) as u64),
             lease,
-            per_answer: true, // (the Keeper's rules decide)
         }));
         let on_answer = |name: &str, a: &PeerAnswer| {
             let effect = round.borrow_mut().on_answer(name, a);

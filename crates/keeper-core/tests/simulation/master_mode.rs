@@ -36,7 +36,6 @@ impl Sim {
             me: self.nodes[i].name.clone(),
             started: Duration::from_micros(start_l),
             lease: Duration::from_micros(self.lease),
-            per_answer: true, // (the Keeper's rules decide)
         });
         let mut pending = 0;
         for p in round.peers().iter().map(|n| idx(n)) {
