@@ -5,6 +5,7 @@
 
 use crate::candidacy;
 use crate::election::{may_hold_lease, VoteRecord};
+use crate::eligibility::{CommitRule, Told};
 use crate::gate::{Gate, Setting};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,6 +24,13 @@ pub struct Rules {
     /// Rule 5: a commit is acknowledged only if the gate is still open once it is durable
     /// (and while its reply is written). Off: whenever it becomes durable.
     pub post_commit_check: bool,
+    /// Rule 7 (issue 2/7): each voter persists the eligible set a heartbeat carries (the
+    /// master its own) and votes only for a member. Off: the set is dropped on arrival, and
+    /// the voter with the most WAL wins as without synchronous replication.
+    pub eligible_votes: bool,
+    /// Rule 8: a synchronous commit is acknowledged only once it is on every standby of every
+    /// eligible set a voter may hold ([`Told::commit_rule`]). Off: once PostgreSQL released it.
+    pub commit_on_eligible: bool,
 }
 
 impl Rules {
@@ -32,6 +40,8 @@ impl Rules {
         per_answer_lease: true,
         sticky_gate: true,
         post_commit_check: true,
+        eligible_votes: true,
+        commit_on_eligible: true,
     };
 
     /// Whether a writable node may hold the master's lease (heartbeat, count answers, open its
@@ -52,6 +62,20 @@ impl Rules {
     /// Whether a durable commit may be acknowledged, given the gate now.
     pub fn acknowledge(&self, gate_now: &Gate) -> bool {
         !self.post_commit_check || *gate_now == Gate::Open
+    }
+
+    /// The eligible set to persist, of one a heartbeat carries (or a master tells).
+    pub fn to_persist(&self, eligible: Option<Vec<String>>) -> Option<Vec<String>> {
+        eligible.filter(|_| self.eligible_votes)
+    }
+
+    /// What the post-commit check requires of a synchronous commit, given the sets told.
+    pub fn commit_rule(&self, told: &Told) -> CommitRule {
+        if self.commit_on_eligible {
+            told.commit_rule()
+        } else {
+            CommitRule::Asynchronous
+        }
     }
 }
 

@@ -195,7 +195,8 @@ fn _poll(
                     v.dedup();
                     v
                 });
-                let (hold, told) = on_heartbeat(rec, t, lease, ms(shared::boot_ms()), ms(st.hold_until), eligible);
+                let (hold, told) =
+                    on_heartbeat(rec, t, lease, ms(shared::boot_ms()), ms(st.hold_until), RULES.to_persist(eligible));
                 st.hold_until = hold.as_millis() as i64;
                 new = told;
             }

@@ -85,12 +85,13 @@ impl Worker {
         }
         if entitled {
             self.told.send(eligible.clone());
-            let stored = crate::votes::with_record(me, |rec, _| ((), rec.told(term, eligible.clone())));
+            let stored =
+                crate::votes::with_record(me, |rec, _| ((), rec.told(term, crate::RULES.to_persist(eligible.clone()))));
             if let Err(e) = stored {
                 warning!("pg_keeper: cannot update the vote record: {e}");
             }
             if let Some(r) = &repl {
-                crate::eligibility::publish(&self.told.commit_rule(), r);
+                crate::eligibility::publish(&crate::RULES.commit_rule(&self.told), r);
             }
         }
         let heartbeat = entitled.then_some(probe::Heartbeat {
@@ -143,7 +144,7 @@ impl Worker {
         if round.majority_heard() {
             self.told.majority_persisted();
             if let Some(r) = &repl {
-                crate::eligibility::publish(&self.told.commit_rule(), r);
+                crate::eligibility::publish(&crate::RULES.commit_rule(&self.told), r);
             }
         }
         let RoundEnd { verdict, gate: step, answers } = round.finish();

@@ -30,6 +30,11 @@ impl Sim {
         s.frozen_until = 0;
         s.stand_until = 0;
         s.paused_until = 0;
+        // The worker's sets told and PostgreSQL's release position (its WAL is on disk).
+        s.told = Default::default();
+        s.released = 0;
+        s.ack_floor = None;
+        s.streaming = 0;
     }
 
     pub(super) fn restart(&mut self, i: usize) {
@@ -121,6 +126,12 @@ impl Sim {
     }
 
     pub(super) fn replicate_and_write(&mut self) {
+        let sync = self.faults.synchronous;
+        if sync {
+            for s in self.nodes.iter_mut() {
+                s.streaming = 0;
+            }
+        }
         for i in 0..self.n {
             let s = &self.nodes[i];
             if !s.alive || s.master || s.witness || self.frozen(i) {
@@ -134,6 +145,10 @@ impl Sim {
                 && self.link_up(m, i)
                 && self.link_up(i, m)
             {
+                if sync {
+                    self.stream(i, m);
+                    continue;
+                }
                 let l = self.nodes[m].lsn;
                 let s = &mut self.nodes[i];
                 s.lsn = s.lsn.max(l);
@@ -160,6 +175,9 @@ impl Sim {
                     }
                 }
                 self.nodes[i].lsn += 1;
+                if sync {
+                    self.nodes[i].wal.push(term);
+                }
                 self.stats.writes += 1;
                 if self.faults.commits {
                     // The commit record's flush and the synchronous-replication wait.
@@ -169,9 +187,13 @@ impl Sim {
                         _ => self.rng2.range(100_000, 1_500_000),
                     };
                     let (gen, term) = (self.nodes[i].gen, self.nodes[i].master_term);
-                    self.push(self.now + d, Ev::CommitDone { n: i, gen, term, passed: self.now });
+                    let pos = if sync { self.nodes[i].lsn } else { 0 };
+                    self.push(self.now + d, Ev::CommitDone { n: i, gen, term, passed: self.now, pos });
                 }
             }
+        }
+        if sync {
+            self.release_and_settle();
         }
     }
 
@@ -179,9 +201,15 @@ impl Sim {
     /// client, unless the post-commit check (rule 5) finds the gate closed now. Every
     /// acknowledgement must come before any promotion in a newer term, and at an instant when
     /// no other node accepts writes.
-    pub(super) fn commit_done(&mut self, n: usize, gen: u64, term: Term, passed: u64) {
+    pub(super) fn commit_done(&mut self, n: usize, gen: u64, term: Term, passed: u64, pos: u64) {
         if !self.nodes[n].alive || self.nodes[n].gen != gen {
             return; // lost with the server
+        }
+        if self.faults.synchronous {
+            // Durable here; now PostgreSQL's wait for the synchronous standby, then the
+            // post-commit check (synchronous.rs).
+            self.waiting.push(synchronous::Waiting { n, gen, term, passed, pos, give_up: None });
+            return self.settle();
         }
         let gate = if self.unfenced(n) { Gate::Open } else { Gate::Fenced { why: String::new() } };
         if !self.rules.core().acknowledge(&gate) {
@@ -193,6 +221,13 @@ impl Sim {
             );
             return;
         }
+        self.acknowledged(n, term, passed);
+    }
+
+    /// Invariant 6: a commit acknowledged now by node n (of term `term`, through its gate at
+    /// `passed`) comes before any promotion in a newer term, and at an instant when no other
+    /// node accepts writes.
+    pub(super) fn acknowledged(&mut self, n: usize, term: Term, passed: u64) {
         self.stats.acks += 1;
         if let Some(&(w, by, at)) = self.wins.iter().filter(|x| x.0 > term && x.2 <= self.now).min_by_key(|x| x.2) {
             let m = format!(
@@ -236,6 +271,9 @@ impl Sim {
         s.via.clear();
         s.known = i;
         let gen = s.gen;
+        if self.faults.synchronous {
+            self.new_timeline(i);
+        }
         self.push(self.now, Ev::Tick { n: i, gen });
     }
 

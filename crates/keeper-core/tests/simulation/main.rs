@@ -184,7 +184,17 @@
 //! round after a restart (FENCE_UNKNOWN) renews early like the others; witnesses with
 //! membership changes (no `_witness_sync`); liveness with membership changes; a message that
 //! reached a frozen node is handled at the thaw only if its link is up then; durability of
-//! acknowledged commits across a failover (only the instants of acknowledgements).
+//! acknowledged commits across a failover, except under synchronous replication (below).
+//!
+//! Rules 7 and 8, synchronous replication (`Faults::synchronous`, synchronous.rs: WAL as the
+//! terms that wrote it, timelines, PostgreSQL's wait for the synchronous standby, the eligible
+//! set told, persisted and enforced by `decide_vote`, the post-commit check's wait for every
+//! eligible standby, the winner's fast-forward): invariant (8), at every election win the
+//! winner's WAL holds every commit acknowledged before. Tests `synchronous_five_nodes` and
+//! `synchronous_three_nodes` (400 each, with freezes; safety only: no degrade is modelled);
+//! `election_without_the_eligible_set_loses_commits` (rule 7 off) and
+//! `acknowledging_before_every_eligible_standby_has_it_loses_commits` (rule 8 off) must find a
+//! lost commit.
 
 use keeper_core::candidacy::{self, Count, Stand, Step, WinLease};
 use keeper_core::election::{
@@ -265,6 +275,10 @@ struct Faults {
     membership: Option<usize>,
     /// The base schedule's faults four times sparser (switchovers happen in calm weather).
     calm: bool,
+    /// Synchronous replication, `FIRST 1` over every other data node (rules 7 and 8): each
+    /// node's WAL is the list of terms that wrote it, commits wait for PostgreSQL's release
+    /// and the post-commit check; see synchronous.rs.
+    synchronous: bool,
 }
 
 /// The rules under test where the adapter has a choice. Those of the election itself
@@ -323,6 +337,12 @@ struct Rules {
     /// adapter's `_poll` and `answer_vote` do, and a candidate stands above them. Off: only the
     /// terms in poll answers and vote replies, as the model first had it.
     note_terms: bool,
+    /// Rule 7: voters persist the eligible set and vote only for its members (core's
+    /// `Rules::eligible_votes`).
+    eligible_votes: bool,
+    /// Rule 8: the post-commit check waits until a synchronous commit is on every eligible
+    /// standby (core's `Rules::commit_on_eligible`).
+    commit_on_eligible: bool,
 }
 
 impl Rules {
@@ -339,6 +359,8 @@ impl Rules {
             per_answer_lease: self.per_answer_lease,
             sticky_gate: self.sticky_step_down,
             post_commit_check: self.post_commit_check,
+            eligible_votes: self.eligible_votes,
+            commit_on_eligible: self.commit_on_eligible,
         }
     }
 }
@@ -361,6 +383,8 @@ const CORRECTED: Rules = Rules {
     one_change_at_a_time: true,
     two_node_settled: true,
     note_terms: false,
+    eligible_votes: true,
+    commit_on_eligible: true,
 };
 
 /// The corrected rules plus a pre-vote (recommended: far fewer clusters left without a
@@ -439,6 +463,10 @@ fn rules_from_env(mut r: Rules) -> Rules {
                 "no_two_node_settled" => r.two_node_settled = false,
                 "note_terms" => r.note_terms = true,
                 "no_note_terms" => r.note_terms = false,
+                "eligible_votes" => r.eligible_votes = true,
+                "no_eligible_votes" => r.eligible_votes = false,
+                "commit_on_eligible" => r.commit_on_eligible = true,
+                "no_commit_on_eligible" => r.commit_on_eligible = false,
                 "corrected" => r = CORRECTED,
                 "wait_for_elected" => r.wait_for_elected = true,
                 "no_wait_for_elected" => r.wait_for_elected = false,
@@ -535,6 +563,8 @@ enum Body {
         term: Term,
         lease: u64,
         hb: bool,
+        /// The eligible set (a bit set of sim indexes; None: asynchronous).
+        eligible: Option<u32>,
     },
     /// step_down's `_release(name, term)`: ends the receiver's hold.
     Release {
@@ -551,6 +581,7 @@ enum Body {
         rid: u64,
         term: Term,
         lsn: u64,
+        tli: u32,
         mv: u64,
     },
     /// The connection was refused (the server is down, its host is up): the request failed.
@@ -564,6 +595,7 @@ enum Body {
         rid: u64,
         term: Term,
         lsn: u64,
+        tli: u32,
         mv: u64,
     },
     PreVoteAns {
@@ -572,6 +604,7 @@ enum Body {
         granted: bool,
         term: Term,
         lsn: Option<u64>,
+        tli: u32,
     },
     VoteAns {
         gen: u64,
@@ -579,6 +612,7 @@ enum Body {
         granted: bool,
         term: Term,
         lsn: Option<u64>,
+        tli: u32,
     },
 }
 
@@ -657,6 +691,8 @@ enum Ev {
         gen: u64,
         term: Term,
         passed: u64,
+        /// Synchronous replication: the commit's position in the node's WAL (else 0).
+        pos: u64,
     },
     /// The node stops running for `dur` (its clock goes on).
     Freeze {
@@ -798,6 +834,16 @@ struct SimNode {
     /// Highest term seen in replies (volatile).
     seen: Term,
     lsn: u64,
+    /// Synchronous replication (else empty, timeline 1): the WAL, as the term of the master
+    /// that wrote each record (`lsn` is its length), and its timeline.
+    wal: Vec<Term>,
+    tli: u32,
+    /// Master mode, synchronous (the worker's memory): the sets told, PostgreSQL's release
+    /// position (`WalSndCtl->lsn`) and its floor, the standbys streaming from it (bit set).
+    told: keeper_core::eligibility::Told,
+    released: u64,
+    ack_floor: Option<u64>,
+    streaming: u32,
     /// This node's node_info.
     view: Vec<Node>,
     /// The nodes in `view`, as a bit set; `view` names this node as the master.
@@ -879,6 +925,9 @@ struct Stats {
     /// Membership changes made, and refused because the previous one was not acknowledged.
     member_changes: u64,
     member_refused: u64,
+    /// Synchronous replication: elections won, each checked against every commit
+    /// acknowledged before (invariant 8).
+    sync_wins_checked: u64,
 }
 
 struct Outcome {
@@ -937,6 +986,12 @@ struct Sim {
     open_gate: bool,
     trace: Option<Vec<String>>,
     stats: Stats,
+    /// Synchronous replication: commits waiting for PostgreSQL's release and the post-commit
+    /// check; the acknowledged ones (position, term that wrote it, node, when); the next
+    /// timeline a promotion starts.
+    waiting: Vec<synchronous::Waiting>,
+    acked: Vec<(u64, Term, usize, u64)>,
+    next_tli: u32,
 }
 
 macro_rules! tr {
@@ -1014,6 +1069,12 @@ impl Sim {
                     known_term: 0,
                     seen: 0,
                     lsn: 0,
+                    wal: Vec::new(),
+                    tli: 1,
+                    told: Default::default(),
+                    released: 0,
+                    ack_floor: None,
+                    streaming: 0,
                     view: registry.clone(),
                     members,
                     reg_master: i == 0,
@@ -1090,6 +1151,9 @@ impl Sim {
             open_gate: false,
             trace: if trace { Some(Vec::new()) } else { None },
             stats: Stats::default(),
+            waiting: Vec::new(),
+            acked: Vec::new(),
+            next_tli: 2,
         };
         sim.generate();
         sim
@@ -1355,7 +1419,7 @@ impl Sim {
                     }
                 }
             }
-            Ev::CommitDone { n, gen, term, passed } => self.commit_done(n, gen, term, passed),
+            Ev::CommitDone { n, gen, term, passed, pos } => self.commit_done(n, gen, term, passed, pos),
             Ev::Freeze { target, dur } => {
                 let i = self.resolve(target);
                 if !self.healed && self.nodes[i].alive && !self.frozen(i) {
@@ -1516,3 +1580,4 @@ mod runner;
 mod scenarios;
 mod schedule;
 mod standby_mode;
+mod synchronous;

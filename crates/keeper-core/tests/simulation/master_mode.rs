@@ -37,9 +37,10 @@ impl Sim {
             started: Duration::from_micros(start_l),
             lease: Duration::from_micros(self.lease),
         });
+        let eligible = self.tell_eligible(i, entitled, term);
         let mut pending = 0;
         for p in round.peers().iter().map(|n| idx(n)) {
-            self.send(i, p, Body::Beat { gen, rid, term, lease: self.lease, hb: round.heartbeat() });
+            self.send(i, p, Body::Beat { gen, rid, term, lease: self.lease, hb: round.heartbeat(), eligible });
             pending += 1;
         }
         let version = self.version(i);
@@ -69,6 +70,10 @@ impl Sim {
 
     pub(super) fn end_beat(&mut self, i: usize, start_l: u64, round: HeartbeatRound, version: u64) {
         let term = self.nodes[i].master_term;
+        // A majority persisted the set this round carried (master.rs).
+        if round.majority_heard() {
+            self.nodes[i].told.majority_persisted();
+        }
         let RoundEnd { verdict, gate, answers } = round.finish();
         if self.faults.membership.is_some() {
             let view = self.nodes[i].view.clone();
@@ -159,7 +164,7 @@ impl Sim {
         v: usize,
         from: usize,
         term: Term,
-        lsn: u64,
+        at: Position,
         mv: u64,
     ) -> (Result<(), keeper_core::election::Refusal>, VoteRecord) {
         if self.rules.note_terms {
@@ -168,8 +173,8 @@ impl Sim {
         let req = VoteRequest {
             term,
             candidate: self.nodes[from].name.clone(),
-            candidate_lsn: lsn,
-            candidate_tli: 1,
+            candidate_lsn: at.lsn,
+            candidate_tli: at.tli,
             candidate_membership: mv,
         };
         let hold_left = self.hold_left(v);
@@ -181,7 +186,7 @@ impl Sim {
         let membership = self.vote_version(v);
         let s = &self.nodes[v];
         let my_lsn = if s.witness || s.master { 0 } else { s.lsn };
-        let view = VoterView { me: &s.name, nodes: &s.view, is_master, my_lsn, my_tli: 1, hold_left, membership };
+        let view = VoterView { me: &s.name, nodes: &s.view, is_master, my_lsn, my_tli: s.tli, hold_left, membership };
         decide_vote(&s.rec, &req, &view)
     }
 }

@@ -1,5 +1,6 @@
 //! The network: links up or down, partitions, and message delivery to the nodes' handlers.
 
+use super::synchronous::names;
 use super::*;
 
 impl Sim {
@@ -174,23 +175,28 @@ impl Sim {
                     }
                 }
             }
-            Body::Beat { gen, rid, term, lease, hb } => {
-                // Rule 4: term read, hold set and answer built in one step.
+            Body::Beat { gen, rid, term, lease, hb, eligible } => {
+                // Rule 4: term read, hold set, eligible set persisted and answer built in one
+                // step.
                 let p = to;
                 let local = self.local(p);
-                let s = &mut self.nodes[p];
                 if hb {
-                    // (the eligible set is not modelled: replication is asynchronous here)
-                    let (hold, _) = on_heartbeat(
+                    let eligible = self.rules.core().to_persist(eligible.map(names));
+                    let s = &mut self.nodes[p];
+                    let (hold, told) = on_heartbeat(
                         &s.rec,
                         term,
                         Duration::from_micros(lease),
                         Duration::from_micros(local),
                         Duration::from_micros(s.hold_until),
-                        None,
+                        eligible,
                     );
                     s.hold_until = us(hold);
+                    if told != s.rec {
+                        self.persist(p, told);
+                    }
                 }
+                let s = &mut self.nodes[p];
                 if hb && self.rules.note_terms {
                     s.seen = s.seen.max(term);
                 }
@@ -247,9 +253,9 @@ impl Sim {
                     self.end_round(to);
                 }
             }
-            Body::VoteReq { gen, rid, term, lsn, mv } => {
+            Body::VoteReq { gen, rid, term, lsn, tli, mv } => {
                 let v = to;
-                let (res, new) = self.decide(v, from, term, lsn, mv);
+                let (res, new) = self.decide(v, from, term, Position::new(tli, lsn), mv);
                 if self.trace.is_some() {
                     let what = match &res {
                         Ok(()) => "grants".to_string(),
@@ -266,26 +272,29 @@ impl Sim {
                 let s = &self.nodes[v];
                 // As the adapter's received_lsn(): WAL received, NULL when not in recovery.
                 let reply_lsn = if s.witness || s.master { None } else { Some(s.lsn) };
-                let body = Body::VoteAns { gen, rid, granted: res.is_ok(), term: s.rec.term, lsn: reply_lsn };
+                let body =
+                    Body::VoteAns { gen, rid, granted: res.is_ok(), term: s.rec.term, lsn: reply_lsn, tli: s.tli };
                 self.send(v, from, body);
             }
             Body::Refused { gen, rid, what } => self.refused(to, from, gen, rid, what),
-            Body::PreVoteReq { gen, rid, term, lsn, mv } => {
+            Body::PreVoteReq { gen, rid, term, lsn, tli, mv } => {
                 let v = to;
-                let (res, _) = self.decide(v, from, term, lsn, mv);
+                let (res, _) = self.decide(v, from, term, Position::new(tli, lsn), mv);
                 let s = &self.nodes[v];
                 let reply_lsn = if s.witness || s.master { None } else { Some(s.lsn) };
-                let body = Body::PreVoteAns { gen, rid, granted: res.is_ok(), term: s.rec.term, lsn: reply_lsn };
+                let body =
+                    Body::PreVoteAns { gen, rid, granted: res.is_ok(), term: s.rec.term, lsn: reply_lsn, tli: s.tli };
                 self.send(v, from, body);
             }
-            Body::PreVoteAns { gen, rid, granted, term, lsn } | Body::VoteAns { gen, rid, granted, term, lsn } => {
+            Body::PreVoteAns { gen, rid, granted, term, lsn, tli }
+            | Body::VoteAns { gen, rid, granted, term, lsn, tli } => {
                 if self.nodes[to].gen != gen || self.nodes[to].rid != rid {
                     return;
                 }
                 let name = self.nodes[from].name.clone();
                 let s = &mut self.nodes[to];
                 s.seen = s.seen.max(term);
-                s.keeper.candidacy.on_reply(&name, Ok(VoteReply { granted, term, lsn, tli: 1, reason: String::new() }));
+                s.keeper.candidacy.on_reply(&name, Ok(VoteReply { granted, term, lsn, tli, reason: String::new() }));
                 self.ballot_progress(to, false);
             }
         }

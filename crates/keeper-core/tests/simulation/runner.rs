@@ -159,6 +159,7 @@ pub(super) fn run_scenario(
         totals.switchovers += out.stats.switchovers;
         totals.member_changes += out.stats.member_changes;
         totals.member_refused += out.stats.member_refused;
+        totals.sync_wins_checked += out.stats.sync_wins_checked;
         checked += out.stats.liveness_checked as u64;
         if let Some((category, s)) = out.stats.stuck {
             match stuck.iter_mut().find(|x| x.0 == category) {
@@ -195,6 +196,12 @@ pub(super) fn run_scenario(
             totals.switchovers,
             totals.member_changes,
             totals.member_refused
+        );
+    }
+    if faults.synchronous {
+        println!(
+            "  synchronous replication: {} elections won, each checked against every commit acknowledged before",
+            totals.sync_wins_checked
         );
     }
     if !unlive.is_empty() {

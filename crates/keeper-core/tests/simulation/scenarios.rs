@@ -148,6 +148,7 @@ const NO_FAULTS: Faults = Faults {
     switchovers: false,
     membership: None,
     calm: false,
+    synchronous: false,
 };
 
 /// (a) A standby promoted by hand (no election) at a random time: it never holds the lease
@@ -341,6 +342,75 @@ fn two_nodes_without_lease_before_settled_is_unsafe() {
         0xD_D000,
         400,
         Rules { two_node_settled: false, ..AS_BUILT },
+        false,
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Rules 7 and 8: synchronous replication, `FIRST 1` over every other data node (see
+// synchronous.rs). Safety only: the sync guard's degrade is not modelled, so a cluster whose
+// eligible standbys are all down stays without a master, as the rules promise.
+
+const SYNCHRONOUS: Faults = Faults { synchronous: true, commits: true, freezes: true, ..NO_FAULTS };
+
+/// No acknowledged synchronous commit is lost by an election, the ones acknowledged just
+/// before a failover, by a frozen master, or while the synchronous standby changes included.
+#[test]
+fn synchronous_five_nodes() {
+    run_scenario(
+        "synchronous_five_nodes",
+        Shape { data: 5, witnesses: 0 },
+        SYNCHRONOUS,
+        0x5_5000,
+        400,
+        AS_BUILT,
+        false,
+    );
+}
+
+#[test]
+fn synchronous_three_nodes() {
+    run_scenario(
+        "synchronous_three_nodes",
+        Shape { data: 3, witnesses: 0 },
+        SYNCHRONOUS,
+        0x3_5000,
+        400,
+        AS_BUILT,
+        false,
+    );
+}
+
+/// Rule 7 is necessary: voters that drop the eligible set elect the node with the most WAL
+/// among them, which a majority without the synchronous standby lacks acknowledged commits.
+#[test]
+fn election_without_the_eligible_set_loses_commits() {
+    must_find_unsafe(
+        "voters ignoring the eligible set",
+        "scenarios::synchronous_five_nodes",
+        "as_built,no_eligible_votes",
+        Shape { data: 5, witnesses: 0 },
+        SYNCHRONOUS,
+        0x5_5000,
+        2000,
+        Rules { eligible_votes: false, ..AS_BUILT },
+        false,
+    );
+}
+
+/// Rule 8 is necessary: a commit acknowledged once PostgreSQL released it (on the synchronous
+/// standby of the moment) may miss a standby that voters still hold eligible.
+#[test]
+fn acknowledging_before_every_eligible_standby_has_it_loses_commits() {
+    must_find_unsafe(
+        "acknowledging on PostgreSQL's release alone",
+        "scenarios::synchronous_five_nodes",
+        "as_built,no_commit_on_eligible",
+        Shape { data: 5, witnesses: 0 },
+        SYNCHRONOUS,
+        0x5_5000,
+        2000,
+        Rules { commit_on_eligible: false, ..AS_BUILT },
         false,
     );
 }

@@ -102,7 +102,7 @@ impl Sim {
             me: &s.name,
             nodes: &s.view,
             old_master,
-            mine: Position::new(1, s.lsn),
+            mine: Position::new(s.tli, s.lsn),
             rec: &s.rec,
             seen: s.seen,
             hold_left,
@@ -123,7 +123,7 @@ impl Sim {
                     nodes: &s.view,
                     is_master: false,
                     my_lsn: s.lsn,
-                    my_tli: 1,
+                    my_tli: s.tli,
                     hold_left: self.hold_left(i),
                     membership: self.vote_version(i),
                 };
@@ -155,12 +155,13 @@ impl Sim {
                 if !dry && self.rules.hold_while_standing {
                     self.nodes[i].standing_until = send_l + self.k * 4 / 5;
                 }
-                let (term, lsn, mv) = (request.term, request.candidate_lsn, request.candidate_membership);
+                let (term, lsn, tli, mv) =
+                    (request.term, request.candidate_lsn, request.candidate_tli, request.candidate_membership);
                 for v in to.iter().map(|n| idx(n)) {
                     let body = if dry {
-                        Body::PreVoteReq { gen, rid, term, lsn, mv }
+                        Body::PreVoteReq { gen, rid, term, lsn, tli, mv }
                     } else {
-                        Body::VoteReq { gen, rid, term, lsn, mv }
+                        Body::VoteReq { gen, rid, term, lsn, tli, mv }
                     };
                     self.send(i, v, body);
                 }
@@ -169,7 +170,7 @@ impl Sim {
                 s.round = Round::Ballot { start_l };
                 self.ballot_progress(i, true);
             }
-            Step::Promote { term, votes, fetch_from: _, check_own_record, lease_from } => {
+            Step::Promote { term, votes, fetch_from, check_own_record, lease_from } => {
                 self.nodes[i].standing_until = 0;
                 if self.tally_won(i, term) {
                     return;
@@ -187,6 +188,9 @@ impl Sim {
                 if votes.iter().any(|v| self.nodes[idx(v)].hand_promoted && self.nodes[idx(v)].master) {
                     self.stats.hand_votes += 1;
                     self.stats.hand_votes_healed += self.healed as u64;
+                }
+                if self.faults.synchronous {
+                    self.fast_forward(i, fetch_from);
                 }
                 self.win(i, term, lease_from.map(|t| t.as_micros() as u64));
             }
@@ -234,6 +238,10 @@ impl Sim {
 
     pub(super) fn win(&mut self, i: usize, term: Term, lease_from: Option<u64>) {
         self.wins.push((term, i, self.now));
+        if self.faults.synchronous {
+            self.new_timeline(i);
+            self.check_acknowledged_kept(i, term);
+        }
         self.max_won_term = Some(self.max_won_term.map_or(term, |t| t.max(term)));
         let lease_until = lease_from.map_or(0, |t| t + self.lease);
         let name = self.nodes[i].name.clone();
