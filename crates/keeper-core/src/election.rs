@@ -103,6 +103,23 @@ impl VoteRecord {
         VoteRecord { eligible, eligible_term: term, ..self.clone() }
     }
 
+    /// This record after the master of `term` named `who` its switchover's target
+    /// (`step_down(to_node)`, `_release`): `who` joins the eligible set, unless the set came
+    /// with a newer term or replication is asynchronous (no set: anyone may be elected).
+    pub fn with_target(&self, who: &str, term: Term) -> VoteRecord {
+        let mut new = self.clone();
+        if term < self.eligible_term {
+            return new;
+        }
+        if let Some(set) = &mut new.eligible {
+            if !set.iter().any(|n| n == who) {
+                set.push(who.to_string());
+                set.sort();
+            }
+        }
+        new
+    }
+
     /// This record with `elected` set for `term` (the win persisted before the promotion).
     pub fn won(&self, me: &str, term: Term) -> VoteRecord {
         VoteRecord {
@@ -410,6 +427,40 @@ pub fn fast_forward_source(me: &str, mine: Position, replies: &[(String, VoteRep
         .max_by_key(|(_, p)| *p)
 }
 
+/// `_release` from a master that stepped down in `term`: it ends this voter's hold unless the
+/// voter's record is in a newer term (a release from an old master must not end the hold a
+/// newer master's lease relies on).
+pub fn release_applies(term: i64, my_term: Term) -> bool {
+    term >= 0 && term as u64 >= my_term
+}
+
+/// Where a winner's fetch of WAL from [`fast_forward_source`] stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FastForward {
+    /// It has the WAL up to the target: promote.
+    Fetched,
+    /// Not yet: look again shortly.
+    Wait,
+    /// The time allowed ran out: promote without it (that node will need a rejoin).
+    GiveUp,
+}
+
+/// `have`: this node's received position now; `elapsed` since the fetch began.
+pub fn fast_forward_progress(
+    have: Option<Position>,
+    target: Position,
+    elapsed: Duration,
+    keepalive_time: Duration,
+) -> FastForward {
+    if have.is_some_and(|p| p >= target) {
+        FastForward::Fetched
+    } else if elapsed >= crate::timing::fast_forward_limit(keepalive_time) {
+        FastForward::GiveUp
+    } else {
+        FastForward::Wait
+    }
+}
+
 pub use crate::timing::early_count_after;
 
 /// Whether a candidate that [`tally`] declared the winner of `term` may promote, given its
@@ -537,6 +588,18 @@ pub fn master_verdict(my_term: Term, nodes: &[Node], answers: &[(String, Option<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_switchover_target_joins_the_set_of_its_term_only() {
+        let rec = VoteRecord { eligible: Some(vec!["b".into()]), eligible_term: 5, ..Default::default() };
+        assert_eq!(rec.with_target("c", 5).eligible, Some(vec!["b".into(), "c".into()]));
+        assert_eq!(rec.with_target("c", 4), rec, "a set from a newer term stays");
+        assert_eq!(rec.with_target("b", 6), rec);
+        let asynchronous = VoteRecord::default();
+        assert_eq!(asynchronous.with_target("c", 9), asynchronous);
+        assert!(release_applies(5, 5) && release_applies(6, 5));
+        assert!(!release_applies(4, 5) && !release_applies(-1, 0));
+    }
 
     fn node(seqno: i32, name: &str, master: bool, next: bool, sync: bool, witness: bool) -> Node {
         Node {

@@ -88,6 +88,19 @@ impl StandbyMode {
     }
 }
 
+/// The master answers, but this standby streams from elsewhere (`primary_conninfo` names
+/// another server: a standby that became the new master's standby after a switchover, or an
+/// old master) and does not knowingly follow another node: stream from the master itself, as
+/// every pg_keeper standby does. An unparsable or empty `primary_conninfo` is left alone.
+pub fn streams_elsewhere(direct_ok: bool, following: Option<&str>, master: &Node, primary_conninfo: &str) -> bool {
+    if !direct_ok || following == Some(master.name.as_str()) {
+        return false;
+    }
+    let target = |ci: &str| crate::conninfo::ConnInfo::parse(ci).ok().map(|c| c.target());
+    let upstream = target(primary_conninfo);
+    upstream.is_some() && upstream != target(&master.conninfo)
+}
+
 /// What a standby saw in a round besides whether the master answered (the indirect polls'
 /// own answers, and a planned switchover's request).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

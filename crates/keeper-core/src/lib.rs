@@ -17,6 +17,7 @@ pub mod lsn;
 pub mod membership;
 pub mod polling;
 pub mod registry;
+pub mod rejoin;
 pub mod rules;
 pub mod settings;
 pub mod sync_guard;

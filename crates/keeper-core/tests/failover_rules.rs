@@ -224,3 +224,21 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_standby_streaming_from_another_server_than_the_live_master_repoints() {
+    use keeper_core::failover::streams_elsewhere;
+    let master =
+        Node { name: "node1".into(), conninfo: "host=h1 port=5432 dbname=postgres".into(), ..cluster(1)[0].clone() };
+    // Streams from node3 (a cascade left by a switchover): back to the master.
+    assert!(streams_elsewhere(true, None, &master, "host=h3 port=5432 application_name=node2"));
+    // Already from the master, whatever the other keys.
+    assert!(!streams_elsewhere(true, None, &master, "host=H1 application_name=node2"));
+    // The master did not answer directly: nothing to judge.
+    assert!(!streams_elsewhere(false, None, &master, "host=h3"));
+    // Knowingly following the master (checked its timeline): left alone.
+    assert!(!streams_elsewhere(true, Some("node1"), &master, "host=h3"));
+    // No or unparsable primary_conninfo: left alone.
+    assert!(!streams_elsewhere(true, None, &master, ""));
+    assert!(!streams_elsewhere(true, None, &master, "host='unterminated"));
+}

@@ -10,6 +10,7 @@
 
 use crate::worker::Worker;
 use crate::{gucs, probe};
+use keeper_core::rejoin::{auto_rejoin, AutoRejoin};
 use keeper_core::Node;
 use pgrx::prelude::*;
 use std::ffi::CStr;
@@ -61,26 +62,30 @@ impl Worker {
     /// show.
     pub(crate) fn auto_rejoin(&mut self, me: &str, nodes: &[Node], by: &str, term: u64) -> String {
         let base = format!("deposed by {by} (term {term})");
-        if !gucs::AUTO_REJOIN.get() {
-            return format!("{base}: needs rejoin (pg_keeper.auto_rejoin is off)");
-        }
-        if let Some((what, why)) = outcome(me) {
-            if what == "failed" {
+        let last = outcome(me);
+        let last_failed = last.as_ref().is_some_and(|(what, _)| what == "failed");
+        let new = nodes.iter().find(|n| n.name == by);
+        let step = auto_rejoin(
+            gucs::AUTO_REJOIN.get(),
+            last_failed,
+            self.rejoin_started.map(|t| t.elapsed()),
+            self.settings.keepalive_time,
+            new.is_some(),
+        );
+        let new = match (step, new) {
+            (AutoRejoin::Off, _) => return format!("{base}: needs rejoin (pg_keeper.auto_rejoin is off)"),
+            (AutoRejoin::Failed, _) => {
+                let why = last.map(|(_, why)| why).unwrap_or_default();
                 self.notice_once(format!("pg_keeper: automatic rejoin failed: {why}; run pgkeeper rejoin"));
                 // (the state is cut at 127 bytes: what to do first, then why)
                 return format!("{base}: needs pgkeeper rejoin: automatic rejoin failed: {why}");
             }
-        }
-        if self
-            .rejoin_started
-            .is_some_and(|t| t.elapsed() < keeper_core::timing::rejoin_retry_after(self.settings.keepalive_time))
-        {
-            return format!("{base}: rejoining automatically");
-        }
-        let Some(new) = nodes.iter().find(|n| n.name == by) else {
-            return format!("{base}: needs rejoin ({by} is not in node_info here)");
+            (AutoRejoin::Underway, _) => return format!("{base}: rejoining automatically"),
+            (AutoRejoin::StartOnceWritable, Some(new)) => new,
+            (AutoRejoin::NewMasterUnknown | AutoRejoin::StartOnceWritable, _) => {
+                return format!("{base}: needs rejoin ({by} is not in node_info here)")
+            }
         };
-        // Only once the new master takes writes: the helper would find nothing to rejoin.
         let deadline = self.probe_deadline();
         let db = gucs::database();
         let cfg = probe::config(&new.conninfo, Some(&db));

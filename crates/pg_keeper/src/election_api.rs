@@ -6,7 +6,9 @@
 use crate::api::{fail, required};
 use crate::RULES;
 use crate::{gucs, registry_sql, shared, votes};
-use keeper_core::election::{decide_vote, on_heartbeat, votes_as_master, Refusal, Term, VoteRequest, VoterView};
+use keeper_core::election::{
+    decide_vote, on_heartbeat, release_applies, votes_as_master, Refusal, Term, VoteRequest, VoterView,
+};
 use keeper_core::gate::Setting;
 use keeper_core::lsn::Position;
 use keeper_core::registry::diff;
@@ -420,7 +422,7 @@ fn _release(from_node: Option<&str>, term: Option<i64>, candidate: default!(Opti
         return false;
     }
     let my_term = votes::current(&me).map(|r| r.term).unwrap_or(u64::MAX);
-    if term < 0 || (term as u64) < my_term {
+    if !release_applies(term, my_term) {
         return false;
     }
     if let Some(c) = candidate {
@@ -438,22 +440,10 @@ fn _release(from_node: Option<&str>, term: Option<i64>, candidate: default!(Opti
     true
 }
 
-/// Add `who` to this node's eligible set (when synchronous replication restricts it), as
-/// the master of `term` says: not over a set from a newer term.
+/// Add `who` to this node's eligible set, as the master of `term` says
+/// (`VoteRecord::with_target`).
 fn make_eligible(me: &str, who: &str, term: Term) -> Result<(), String> {
-    votes::with_record(me, |rec, _| {
-        let mut new = rec.clone();
-        if term < rec.eligible_term {
-            return ((), new);
-        }
-        if let Some(set) = &mut new.eligible {
-            if !set.iter().any(|n| n == who) {
-                set.push(who.to_string());
-                set.sort();
-            }
-        }
-        ((), new)
-    })
+    votes::with_record(me, |rec, _| ((), rec.with_target(who, term)))
 }
 
 /// On a witness: replace the local copy of node_info with the master's rows. Returns the

@@ -7,6 +7,7 @@ use crate::actions;
 use crate::election_api::received_position;
 use crate::worker::{shutdown_requested, Worker};
 use keeper_core::conninfo::ConnInfo;
+use keeper_core::election::{fast_forward_progress, FastForward};
 use keeper_core::lsn::Position;
 use keeper_core::Node;
 use pgrx::prelude::*;
@@ -35,22 +36,23 @@ impl Worker {
             before.map(|p| p.to_string()).unwrap_or_default()
         );
         let started = Instant::now();
-        let limit = keeper_core::timing::fast_forward_limit(self.settings.keepalive_time);
         loop {
             let now = received_position();
-            if now.is_some_and(|p| p >= target) {
-                log!("pg_keeper: fetched WAL up to {target} from {from} in {} ms", started.elapsed().as_millis());
-                return;
+            match fast_forward_progress(now, target, started.elapsed(), self.settings.keepalive_time) {
+                FastForward::Fetched => {
+                    log!("pg_keeper: fetched WAL up to {target} from {from} in {} ms", started.elapsed().as_millis());
+                    return;
+                }
+                FastForward::Wait if !shutdown_requested() => std::thread::sleep(Duration::from_millis(20)),
+                FastForward::Wait | FastForward::GiveUp => {
+                    warning!(
+                        "pg_keeper: could not fetch WAL up to {target} from {from} within {} ms (have {}); promoting without it: {from} will need pgkeeper rejoin",
+                        started.elapsed().as_millis(),
+                        now.map(|p| p.to_string()).unwrap_or_default()
+                    );
+                    return;
+                }
             }
-            if started.elapsed() >= limit || shutdown_requested() {
-                warning!(
-                    "pg_keeper: could not fetch WAL up to {target} from {from} within {} ms (have {}); promoting without it: {from} will need pgkeeper rejoin",
-                    limit.as_millis(),
-                    now.map(|p| p.to_string()).unwrap_or_default()
-                );
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
         }
     }
 }

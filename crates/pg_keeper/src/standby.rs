@@ -6,7 +6,7 @@ use crate::{actions, gucs, probe, shared};
 use futures_util::future::join_all;
 use keeper_core::conninfo::ConnInfo;
 use keeper_core::election::VoteRecord;
-use keeper_core::failover::{Decision, FailoverConfig, Hold, Next, Sightings};
+use keeper_core::failover::{streams_elsewhere, Decision, FailoverConfig, Hold, Next, Sightings};
 use keeper_core::lsn;
 use keeper_core::polling::{Indirect, RoundObservation};
 use keeper_core::{Node, SyncConfig};
@@ -191,22 +191,13 @@ impl Worker {
             self.publish(Mode::Standby, &state, &peers);
             return;
         }
-        // The master answers, but this standby streams from elsewhere (another standby that
-        // became the new master's standby after a switchover, or an old master): stream from
-        // the master itself, as every pg_keeper standby does.
-        if obs.direct_ok && self.following.as_deref() != Some(master.name.as_str()) {
-            let target = |ci: &str| ConnInfo::parse(ci).ok().map(|c| c.target());
-            let upstream = target(&actions::config_option(c"primary_conninfo"));
-            if upstream.is_some() && upstream != target(&master.conninfo) {
-                log!(
-                    "pg_keeper: this standby streams from {} but the master is \"{}\"",
-                    upstream.unwrap_or_default(),
-                    master.name
-                );
-                let state = self.follow_new_master(me, nodes, &master.name);
-                self.publish(Mode::Standby, &state, &peers);
-                return;
-            }
+        let upstream = actions::config_option(c"primary_conninfo");
+        if streams_elsewhere(obs.direct_ok, self.following.as_deref(), master, &upstream) {
+            let at = ConnInfo::parse(&upstream).map(|c| c.target()).unwrap_or_default();
+            log!("pg_keeper: this standby streams from {at} but the master is \"{}\"", master.name);
+            let state = self.follow_new_master(me, nodes, &master.name);
+            self.publish(Mode::Standby, &state, &peers);
+            return;
         }
 
         let state = match round.next {
