@@ -13,6 +13,7 @@
 //! instead, and its commits keep waiting (under synchronous replication, that is a fence).
 
 use crate::sync_names::SyncConfig;
+use std::time::Duration;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SyncState {
@@ -53,6 +54,48 @@ impl SyncGuard {
             None => SyncState::Synchronous,
         };
         SyncGuard { state, short_rounds: 0 }
+    }
+
+    /// One master-mode round, as the worker runs it: [`SyncGuard::on_round`], except that
+    /// for a while after this node became master (a failover, a switchover, a restart:
+    /// `since_master`, up to [`crate::timing::repoint_grace`]) too few synchronous standbys
+    /// streaming is no short round as long as the listed standbys that answered this round's
+    /// poll (`answering`: up, re-pointing their WAL receivers to this node) would be enough:
+    /// the failover itself must not switch the new master to asynchronous replication, just
+    /// when a second failure is most likely. A listed standby that does not answer gets no
+    /// grace, and neither does one that answers but never streams, past the bound.
+    #[allow(clippy::too_many_arguments)]
+    pub fn on_master_round(
+        &mut self,
+        configured: Option<&SyncConfig>,
+        streaming: &[&str],
+        answering: &[&str],
+        since_master: Duration,
+        keepalive_time: Duration,
+        keepalive_count: u32,
+        reaches_majority: bool,
+    ) -> SyncAction {
+        if let Some(cfg) = configured {
+            let grace = crate::timing::repoint_grace(keepalive_time, keepalive_count);
+            let up = || streaming.iter().chain(answering.iter()).copied();
+            if self.state == SyncState::Synchronous
+                && !cfg.satisfied_by(streaming.iter().copied())
+                && since_master < grace
+                && cfg.satisfied_by(up())
+            {
+                self.short_rounds = 0;
+                let waiting: Vec<&str> =
+                    answering.iter().copied().filter(|s| cfg.lists(s) && !streaming.contains(s)).collect();
+                return SyncAction::Hold {
+                    reason: format!(
+                        "new master: waiting up to {} s for {} to stream from it before judging synchronous replication",
+                        grace.as_secs(),
+                        waiting.join(", ")
+                    ),
+                };
+            }
+        }
+        self.on_round(configured, streaming, keepalive_count, reaches_majority)
     }
 
     /// One master-mode round. `configured`: the value to honour (the remembered one while
@@ -121,6 +164,31 @@ impl SyncGuard {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_new_master_waits_for_its_standbys_to_re_point_within_the_grace() {
+        let c = SyncConfig::parse("FIRST 1 (node3, node1)").unwrap().unwrap();
+        let (k, n) = (Duration::from_secs(1), 1);
+        let grace = crate::timing::repoint_grace(k, n);
+        let mut g = SyncGuard::new(None);
+        // node3 answers but does not stream yet: no degrade, however many rounds.
+        for _ in 0..5 {
+            let a = g.on_master_round(Some(&c), &[], &["node3"], Duration::from_secs(1), k, n, true);
+            assert!(matches!(a, SyncAction::Hold { .. }), "{a:?}");
+        }
+        assert_eq!(
+            g.on_master_round(Some(&c), &["node3"], &["node3"], Duration::from_secs(2), k, n, true),
+            SyncAction::None
+        );
+        // A listed standby that does not answer: no grace.
+        let mut g = SyncGuard::new(None);
+        let a = g.on_master_round(Some(&c), &[], &["node2"], Duration::from_secs(1), k, n, true);
+        assert!(matches!(a, SyncAction::Degrade { .. }), "{a:?}");
+        // Past the bound, one that answers but never streams no longer holds it back.
+        let mut g = SyncGuard::new(None);
+        let a = g.on_master_round(Some(&c), &[], &["node3"], grace, k, n, true);
+        assert!(matches!(a, SyncAction::Degrade { .. }), "{a:?}");
+    }
 
     fn cfg(s: &str) -> Option<SyncConfig> {
         SyncConfig::parse(s).unwrap()

@@ -108,3 +108,16 @@ mod tests {
         assert_eq!(gate_wait(Duration::from_millis(100), 1), Duration::from_secs(2));
     }
 }
+
+/// How long a new master (or one that restarted) lets the listed synchronous standbys that
+/// answer its polls re-point their WAL receivers to it before its sync guard may degrade
+/// (`sync_guard::SyncGuard::on_master_round`): twice the failure-detection time, at least
+/// 10 s (a WAL receiver that just failed retries after `wal_retrieve_retry_interval`, 5 s by
+/// default), at most 60 s. Commits wait meanwhile, as they do for any synchronous standby.
+pub fn repoint_grace(keepalive_time: Duration, keepalive_count: u32) -> Duration {
+    (keepalive_time * keepalive_count.max(1) * 2).clamp(Duration::from_secs(10), Duration::from_secs(60))
+}
+
+/// How long a winner waits for its promotion (the end of recovery) before it reports it as
+/// not completed.
+pub const PROMOTION_WAIT: Duration = Duration::from_secs(60);

@@ -8,11 +8,27 @@ use std::process::{Child, Command};
 /// `pg_promote(wait => true)`: returns once this server accepts writes (or after 60 s).
 /// Runs through the read-only SPI path, which works during recovery.
 pub fn promote() -> Result<bool, String> {
-    crate::tx::transaction(|| {
-        Spi::connect(|c| c.select("SELECT pg_catalog.pg_promote(true, 60)", None, &[])?.first().get_one::<bool>())
+    let signalled = crate::tx::transaction(|| {
+        Spi::connect(|c| c.select("SELECT pg_catalog.pg_promote(false)", None, &[])?.first().get_one::<bool>())
     })
     .map(|v| v.unwrap_or(false))
-    .map_err(|e| e.to_string())
+    .map_err(|e| e.to_string())?;
+    if !signalled {
+        return Ok(false);
+    }
+    // pg_promote(true) looks every 100 ms; the end of recovery usually takes a few ms here,
+    // and every one of them is write unavailability.
+    let started = std::time::Instant::now();
+    while started.elapsed() < keeper_core::timing::PROMOTION_WAIT {
+        if unsafe { !pg_sys::RecoveryInProgress() } {
+            return Ok(true);
+        }
+        if crate::worker::shutdown_requested() {
+            return Ok(false);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    Ok(false)
 }
 
 /// `ALTER SYSTEM SET name = value` (or `RESET name` for None), built as a parse tree and handed

@@ -129,7 +129,7 @@ impl Worker {
                 }
             }
         };
-        probe::block_on_cancellable(&self.rt, collect, shutdown_requested).is_some()
+        probe::block_on_cancellable(self.rt, collect, shutdown_requested).is_some()
     }
 
     #[allow(clippy::too_many_arguments)]

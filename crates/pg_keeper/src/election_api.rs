@@ -41,11 +41,22 @@ fn cluster_node_or_fail() -> String {
 pub fn bound_lock_waits() {
     let k = Duration::from_secs_f64(gucs::KEEPALIVE_TIME.get().max(gucs::MIN_KEEPALIVE_TIME));
     let ms = keeper_core::timing::lock_timeout(k).as_millis() as i64;
-    let set = Spi::connect(|c| {
-        c.select("SELECT set_config('lock_timeout', $1, true)", None, &[format!("{ms}ms").into()]).map(|_| ())
-    });
-    if let Err(e) = set {
-        fail(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, format!("pg_keeper: cannot set lock_timeout: {e}"), None);
+    let value = std::ffi::CString::new(format!("{ms}ms")).expect("no NUL in a number");
+    // As `SET LOCAL lock_timeout` (set_config(..., true)), without a query to parse.
+    let ok = unsafe {
+        pg_sys::set_config_option(
+            c"lock_timeout".as_ptr(),
+            value.as_ptr(),
+            pg_sys::GucContext::PGC_USERSET,
+            pg_sys::GucSource::PGC_S_SESSION,
+            pg_sys::GucAction::GUC_ACTION_LOCAL,
+            true,
+            pgrx::PgLogLevel::ERROR as i32,
+            false,
+        )
+    };
+    if ok <= 0 {
+        fail(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, "pg_keeper: cannot set lock_timeout", None);
     }
 }
 
@@ -184,11 +195,14 @@ fn _poll(
     };
     let recovery = in_recovery();
     let witness = gucs::WITNESS.get();
+    let mut new_master = false;
     let (my_term, gate, elected, membership) = match gucs::node_name() {
         Some(me) if shared::available() => votes::with_record(&me, |rec, st| {
             let mut new = rec.clone();
             if let Some((t, lease)) = heartbeat {
                 st.seen_term = st.seen_term.max(t);
+                new_master = t > st.heartbeat_term;
+                st.heartbeat_term = st.heartbeat_term.max(t);
                 // The hold, and who may be elected (persisted, when it changed, before the
                 // answer that lets the master count this node: keeper_core::eligibility).
                 let ms = |v: i64| Duration::from_millis(v.max(0) as u64);
@@ -209,6 +223,9 @@ fn _poll(
         .unwrap_or_else(|e| fail(PgSqlErrorCode::ERRCODE_DATA_CORRUPTED, format!("pg_keeper vote record: {e}"), None)),
         _ => (0, shared::Gate::Open, false, 0),
     };
+    if new_master && recovery {
+        shared::notify_worker(true, false);
+    }
     let fenced = !recovery && !witness && gate != shared::Gate::Open;
     let deposed = !recovery && matches!(gate, shared::Gate::Deposed { .. } | shared::Gate::SteppedDown);
     TableIterator::once((

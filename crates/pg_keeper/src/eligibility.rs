@@ -19,6 +19,9 @@ pub struct Replication {
     pub pids: Vec<(String, i32)>,
     /// [`released_up_to`], read before the rows.
     pub acknowledged: Released,
+    /// Standbys in state `streaming` (connected and caught up): the sync guard's input, from
+    /// the same read (one pg_stat_replication query per round).
+    pub streaming: Vec<String>,
 }
 
 pub fn read(floor: u64) -> Result<Replication, String> {
@@ -27,12 +30,11 @@ pub fn read(floor: u64) -> Result<Replication, String> {
     let rows = crate::tx::transaction(|| {
         Spi::connect(|c| {
             let mut out = Vec::new();
-            for row in c.select(
+            for row in crate::plans::select(
+                c,
                 "SELECT application_name, pid, sync_state IN ('sync', 'quorum'), \
                  coalesce(write_lsn, '0/0')::text, coalesce(flush_lsn, '0/0')::text, \
-                 coalesce(replay_lsn, '0/0')::text FROM pg_catalog.pg_stat_replication",
-                None,
-                &[],
+                 coalesce(replay_lsn, '0/0')::text, state = 'streaming' FROM pg_catalog.pg_stat_replication",
             )? {
                 let lsn =
                     |i: usize| row.get::<String>(i).map(|s| s.and_then(|s| keeper_core::lsn::parse(&s)).unwrap_or(0));
@@ -41,6 +43,7 @@ pub fn read(floor: u64) -> Result<Replication, String> {
                     row.get::<i32>(2)?.unwrap_or(0),
                     row.get::<bool>(3)?.unwrap_or(false),
                     Released { write: lsn(4)?, flush: lsn(5)?, apply: lsn(6)? },
+                    row.get::<bool>(7)?.unwrap_or(false),
                 ));
             }
             Ok::<_, pgrx::spi::Error>(out)
@@ -49,8 +52,9 @@ pub fn read(floor: u64) -> Result<Replication, String> {
     .map_err(|e| e.to_string())?;
     Ok(Replication {
         acknowledged,
-        senders: rows.iter().map(|(n, _, w, f)| WalSender { name: n.clone(), waited_for: *w, at: *f }).collect(),
-        pids: rows.iter().map(|(n, p, _, _)| (n.clone(), *p)).collect(),
+        senders: rows.iter().map(|(n, _, w, f, _)| WalSender { name: n.clone(), waited_for: *w, at: *f }).collect(),
+        pids: rows.iter().map(|(n, p, _, _, _)| (n.clone(), *p)).collect(),
+        streaming: rows.iter().filter(|r| r.4).map(|r| r.0.clone()).collect(),
     })
 }
 

@@ -20,6 +20,7 @@ mod gate;
 pub(crate) const RULES: keeper_core::rules::Rules = keeper_core::rules::Rules::AS_BUILT;
 mod gucs;
 mod master;
+mod plans;
 mod probe;
 mod registry_sql;
 mod routing;

@@ -136,7 +136,7 @@ impl Worker {
                 r
             }
         });
-        let Some(results) = probe::block_on_cancellable(&self.rt, join_all(futs), shutdown_requested) else {
+        let Some(results) = probe::block_on_cancellable(self.rt, join_all(futs), shutdown_requested) else {
             return;
         };
         let round = round.into_inner();
@@ -238,14 +238,21 @@ impl Worker {
                     self.notice_once("pg_keeper: a majority answers again: lease renewed".into());
                 }
                 if full {
-                    let unanswered: Vec<String> =
-                        peer_results.iter().filter(|p| !p.ok).map(|p| p.name.clone()).collect();
-                    match observe() {
+                    let (answered, unanswered): (Vec<&PeerResult>, Vec<&PeerResult>) =
+                        peer_results.iter().partition(|p| p.ok);
+                    let names = |v: Vec<&PeerResult>| v.into_iter().map(|p| p.name.clone()).collect::<Vec<_>>();
+                    let (answered, unanswered) = (names(answered), names(unanswered));
+                    // (read with the eligible set before the round; read again only if that failed)
+                    let obs = match &repl {
+                        Some(r) => Ok(crate::sync_state::Observation { streaming: r.streaming.clone() }),
+                        None => observe(),
+                    };
+                    match obs {
                         Ok(obs) => {
                             // (not on the value just replaced: it would look like the only
                             // synchronous standby, this node, stopped streaming)
                             if !sync_names_changed {
-                                self.guard_sync(me, &obs, &unanswered, renew);
+                                self.guard_sync(me, &obs, &unanswered, &answered, renew);
                             }
                             if renew || !can_fail_over {
                                 self.keep_node_info(me, nodes, &obs.streaming);
@@ -305,7 +312,7 @@ impl Worker {
             let membership = self.membership;
             async move { probe::push_registry(cfg?, deadline, nodes, membership).await }
         });
-        let Some(results) = probe::block_on_cancellable(&self.rt, join_all(futs), shutdown_requested) else {
+        let Some(results) = probe::block_on_cancellable(self.rt, join_all(futs), shutdown_requested) else {
             return;
         };
         for (w, r) in witnesses.iter().zip(results) {

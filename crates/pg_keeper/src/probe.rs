@@ -2,16 +2,84 @@
 //! connect, authentication and query (tokio-postgres' connect_timeout alone covers only the
 //! TCP connect). Runs on a current-thread tokio runtime on the calling thread; no pg_sys call
 //! is made from here.
+//!
+//! Connections are kept and reused (issue 4/7: a fresh connection is a backend fork and an
+//! authentication on the node asked, every probe, every round). The deadline covers the
+//! query on a reused connection exactly as on a new one, so a frozen or black-holed peer
+//! still fails its probe in time; a connection that failed or timed out is dropped (its task
+//! aborted, its socket closed), and one the peer closed meanwhile (a restart) is replaced by
+//! a fresh connection within the same deadline. Each process (the worker, a backend running
+//! an indirect poll) keeps at most one connection per conninfo.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::str::FromStr;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
-use tokio_postgres::{Client, Config, NoTls};
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Client, Config, NoTls, Row, Statement};
 
 /// Name this process's connections carry, so they are easy to tell apart in pg_stat_activity.
 const APP_NAME: &str = "pg_keeper";
 
-pub fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime")
+/// The process's runtime (current-thread: driven only while a probe runs on this thread), for
+/// its life: the kept connections' tasks live on it. Created on first use, never in the
+/// postmaster (which would hand it to every forked child).
+pub fn runtime() -> &'static tokio::runtime::Runtime {
+    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RT.get_or_init(|| tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime"))
+}
+
+/// A kept connection: the client, the task that drives its socket, and the statements
+/// prepared on it (the node asked then neither parses nor plans them again).
+struct Kept {
+    client: Client,
+    task: tokio::task::JoinHandle<()>,
+    statements: HashMap<&'static str, Statement>,
+}
+
+impl Kept {
+    async fn query_one(
+        &mut self,
+        sql: &'static str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Row, tokio_postgres::Error> {
+        let stmt = match self.statements.get(sql) {
+            Some(s) => s.clone(),
+            None => {
+                let s = self.client.prepare(sql).await?;
+                self.statements.insert(sql, s.clone());
+                s
+            }
+        };
+        self.client.query_one(&stmt, params).await
+    }
+}
+
+impl Drop for Kept {
+    fn drop(&mut self) {
+        // Closes the socket without waiting for the peer.
+        self.task.abort();
+    }
+}
+
+thread_local! {
+    static KEPT: RefCell<HashMap<String, Kept>> = RefCell::new(HashMap::new());
+}
+
+/// The pool's key: every setting the connection was made with.
+fn key(cfg: &Config) -> String {
+    format!("{cfg:?}")
+}
+
+fn take(key: &str) -> Option<Kept> {
+    KEPT.with(|k| k.borrow_mut().remove(key))
+}
+
+fn keep(key: String, c: Kept) {
+    if !c.client.is_closed() {
+        KEPT.with(|k| k.borrow_mut().insert(key, c));
+    }
 }
 
 fn os_user() -> String {
@@ -34,6 +102,13 @@ pub fn config(conninfo: &str, dbname: Option<&str>) -> Result<Config, String> {
         cfg.dbname(db);
     }
     cfg.application_name(APP_NAME);
+    // The backends that serve pg_keeper's probes run small queries the JIT would only slow
+    // down (its compile time was most of their CPU). Appended to the node's own options.
+    let options = match cfg.get_options() {
+        Some(o) if !o.trim().is_empty() => format!("{o} -c jit=off"),
+        _ => "-c jit=off".to_string(),
+    };
+    cfg.options(&options);
     Ok(cfg)
 }
 
@@ -49,23 +124,52 @@ fn describe(e: tokio_postgres::Error) -> String {
     s
 }
 
-/// Connect and run `f` on the client, all within `deadline`.
-async fn with_client<T, F, Fut>(cfg: Config, deadline: Duration, f: F) -> Result<T, String>
-where
-    F: FnOnce(Client) -> Fut,
-    Fut: std::future::Future<Output = Result<T, tokio_postgres::Error>>,
-{
-    let mut cfg = cfg;
-    cfg.connect_timeout(deadline);
-    let work = async move {
+/// Run one query on `cfg`'s node, all within `deadline`: on the kept connection if there is
+/// one, else (or if the peer closed it) on a new one, kept afterwards. An error the server
+/// reported (the connection is fine) keeps it; any other error, or the deadline, drops it.
+async fn query_one(
+    cfg: Config,
+    deadline: Duration,
+    sql: &'static str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<Row, String> {
+    let started = Instant::now();
+    let key = key(&cfg);
+    let work = async {
+        if let Some(mut c) = take(&key) {
+            match c.query_one(sql, params).await {
+                Ok(row) => {
+                    keep(key, c);
+                    return Ok(row);
+                }
+                Err(e) if e.as_db_error().is_some() => {
+                    keep(key, c);
+                    return Err(describe(e));
+                }
+                // Closed by the peer (a restart, idle_session_timeout): a new connection.
+                Err(_) => drop(c),
+            }
+        }
+        let mut cfg = cfg;
+        cfg.connect_timeout(deadline.saturating_sub(started.elapsed()).max(Duration::from_millis(1)));
         let (client, connection) = cfg.connect(NoTls).await.map_err(describe)?;
-        // The connection is driven by its own task; aborting it when we are done (or when the
-        // deadline fires) closes the socket without waiting for the peer.
-        let conn_task = tokio::spawn(connection);
-        let out = f(client).await.map_err(describe);
-        conn_task.abort();
-        out
+        let task = tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        let mut c = Kept { client, task, statements: HashMap::new() };
+        match c.query_one(sql, params).await {
+            Ok(row) => {
+                keep(key, c);
+                Ok(row)
+            }
+            Err(e) if e.as_db_error().is_some() => {
+                keep(key, c);
+                Err(describe(e))
+            }
+            Err(e) => Err(describe(e)),
+        }
     };
+    // On the deadline the work is dropped, and with it the connection it had taken.
     match tokio::time::timeout(deadline, work).await {
         Ok(r) => r,
         Err(_) => Err(format!("no answer within {} ms", deadline.as_millis())),
@@ -74,7 +178,7 @@ where
 
 /// Plain poll (`SELECT 1`, any server, extension or not): Ok when it answered in time.
 pub async fn poll(cfg: Config, deadline: Duration) -> Result<(), String> {
-    with_client(cfg, deadline, |c| async move { c.query_one("SELECT 1", &[]).await.map(|_| ()) }).await
+    query_one(cfg, deadline, "SELECT 1", &[]).await.map(|_| ())
 }
 
 /// What a node says of itself through `pgkeeper._poll`: its role, whether its commit gate is
@@ -104,18 +208,15 @@ pub async fn state(cfg: Config, deadline: Duration, heartbeat: Option<Heartbeat<
         }
         None => (None, None, None, None),
     };
-    let answer = with_client(cfg, deadline, |c| async move {
-        let row = c
-            .query_one(
-                "SELECT in_recovery, fenced, term, witness, deposed, elected, membership \
-                 FROM pgkeeper._poll($1::text, $2::bigint, $3::bigint, $4::text[])",
-                &[&from, &term, &lease, &eligible],
-            )
-            .await?;
-        Ok(peer_answer(&row, 0))
-    })
+    let row = query_one(
+        cfg,
+        deadline,
+        "SELECT in_recovery, fenced, term, witness, deposed, elected, membership \
+         FROM pgkeeper._poll($1::text, $2::bigint, $3::bigint, $4::text[])",
+        &[&from, &term, &lease, &eligible],
+    )
     .await?;
-    Ok(State { latency: start.elapsed(), answer })
+    Ok(State { latency: start.elapsed(), answer: peer_answer(&row, 0) })
 }
 
 /// `_poll`'s columns (in_recovery, fenced, term, witness, deposed, elected, membership) from
@@ -142,23 +243,21 @@ pub async fn request_vote(
     let candidate = req.candidate.clone();
     let lsn = keeper_core::lsn::format(req.candidate_lsn);
     let (term, membership, tli) = (req.term as i64, req.candidate_membership as i64, req.candidate_tli as i64);
-    with_client(cfg, deadline, |c| async move {
-        let row = c
-            .query_one(
-                "SELECT granted, term, lsn, reason, tli \
-                 FROM pgkeeper.request_vote($1::text, $2::bigint, $3::text, $4::boolean, $5::bigint, $6::bigint)",
-                &[&candidate, &term, &lsn, &dry, &membership, &tli],
-            )
-            .await?;
-        Ok(keeper_core::election::VoteReply {
-            granted: row.get(0),
-            term: row.get::<_, i64>(1).max(0) as u64,
-            lsn: row.get::<_, Option<String>>(2).and_then(|s| keeper_core::lsn::parse(&s)),
-            tli: row.get::<_, i64>(4).clamp(0, u32::MAX as i64) as u32,
-            reason: row.get::<_, Option<String>>(3).unwrap_or_default(),
-        })
+    let row = query_one(
+        cfg,
+        deadline,
+        "SELECT granted, term, lsn, reason, tli \
+         FROM pgkeeper.request_vote($1::text, $2::bigint, $3::text, $4::boolean, $5::bigint, $6::bigint)",
+        &[&candidate, &term, &lsn, &dry, &membership, &tli],
+    )
+    .await?;
+    Ok(keeper_core::election::VoteReply {
+        granted: row.get(0),
+        term: row.get::<_, i64>(1).max(0) as u64,
+        lsn: row.get::<_, Option<String>>(2).and_then(|s| keeper_core::lsn::parse(&s)),
+        tli: row.get::<_, i64>(4).clamp(0, u32::MAX as i64) as u32,
+        reason: row.get::<_, Option<String>>(3).unwrap_or_default(),
     })
-    .await
 }
 
 /// Tell a node that this master (stepping down) takes no more writes (`pgkeeper._release`).
@@ -169,14 +268,8 @@ pub async fn release(
     term: u64,
     candidate: Option<&str>,
 ) -> Result<bool, String> {
-    let me = me.to_string();
-    let candidate = candidate.map(str::to_string);
-    with_client(cfg, deadline, |c| async move {
-        c.query_one("SELECT pgkeeper._release($1::text, $2::bigint, $3::text)", &[&me, &(term as i64), &candidate])
-            .await
-            .map(|r| r.get(0))
-    })
-    .await
+    let sql = "SELECT pgkeeper._release($1::text, $2::bigint, $3::text)";
+    query_one(cfg, deadline, sql, &[&me, &(term as i64), &candidate]).await.map(|r| r.get(0))
 }
 
 /// Hand node_info to a witness (`pgkeeper._witness_sync`): it has no replica of the table.
@@ -192,16 +285,14 @@ pub async fn push_registry(
     let flags = |f: fn(&keeper_core::Node) -> bool| nodes.iter().map(f).collect::<Vec<bool>>();
     let (m, x, s, w) =
         (flags(|n| n.is_master), flags(|n| n.is_nextmaster), flags(|n| n.is_sync), flags(|n| n.is_witness));
-    with_client(cfg, deadline, |c| async move {
-        let row = c
-            .query_one(
-                "SELECT pgkeeper._witness_sync($1::int[], $2::text[], $3::text[], $4::bool[], $5::bool[], $6::bool[], $7::bool[], $8::bigint)",
-                &[&seqnos, &names, &conninfos, &m, &x, &s, &w, &(membership as i64)],
-            )
-            .await?;
-        Ok(row.get::<_, i32>(0))
-    })
-    .await
+    let row = query_one(
+        cfg,
+        deadline,
+        "SELECT pgkeeper._witness_sync($1::int[], $2::text[], $3::text[], $4::bool[], $5::bool[], $6::bool[], $7::bool[], $8::bigint)",
+        &[&seqnos, &names, &conninfos, &m, &x, &s, &w, &(membership as i64)],
+    )
+    .await?;
+    Ok(row.get::<_, i32>(0))
 }
 
 /// What a standby said when asked to poll the master for us.
@@ -221,36 +312,31 @@ pub async fn poll_via(
     deadline: Duration,
     nested: Duration,
 ) -> Result<ViaAnswer, String> {
-    let target = target_conninfo.to_string();
     let ms = nested.as_millis().clamp(1, 60_000) as i32;
-    with_client(via, deadline, |c| async move {
-        let row = c
-            .query_one(
-                "SELECT pgkeeper.indirect_polling($1::text, $2::integer, true), \
-                 p.in_recovery, p.fenced, p.term, p.witness, p.deposed, p.elected, p.membership \
-                 FROM pgkeeper._poll() p",
-                &[&target, &ms],
-            )
-            .await?;
-        Ok(ViaAnswer { reached: row.get(0), me: peer_answer(&row, 1) })
-    })
-    .await
+    let row = query_one(
+        via,
+        deadline,
+        "SELECT pgkeeper.indirect_polling($1::text, $2::integer, true), \
+         p.in_recovery, p.fenced, p.term, p.witness, p.deposed, p.elected, p.membership \
+         FROM pgkeeper._poll() p",
+        &[&target_conninfo, &ms],
+    )
+    .await?;
+    Ok(ViaAnswer { reached: row.get(0), me: peer_answer(&row, 1) })
 }
 
 /// A promoted node's timeline and its newest timeline history file (needs superuser or
 /// pg_read_server_files on that node): (timeline, history; None when it has none).
 pub async fn fork_point(cfg: Config, deadline: Duration) -> Result<(u32, Option<String>), String> {
-    with_client(cfg, deadline, |c| async move {
-        let row = c
-            .query_one(
-                "SELECT ('x' || t)::bit(32)::bigint, pg_catalog.pg_read_file('pg_wal/' || t || '.history', 0, 1048576, true) \
-                 FROM (SELECT substr(pg_catalog.pg_walfile_name(pg_catalog.pg_current_wal_lsn()), 1, 8) AS t) s",
-                &[],
-            )
-            .await?;
-        Ok((row.get::<_, i64>(0) as u32, row.get::<_, Option<String>>(1)))
-    })
-    .await
+    let row = query_one(
+        cfg,
+        deadline,
+        "SELECT ('x' || t)::bit(32)::bigint, pg_catalog.pg_read_file('pg_wal/' || t || '.history', 0, 1048576, true) \
+         FROM (SELECT substr(pg_catalog.pg_walfile_name(pg_catalog.pg_current_wal_lsn()), 1, 8) AS t) s",
+        &[],
+    )
+    .await?;
+    Ok((row.get::<_, i64>(0) as u32, row.get::<_, Option<String>>(1)))
 }
 
 /// Run `fut` to completion unless `cancel` says stop (checked every 20 ms): a black-holed

@@ -57,8 +57,7 @@ pub fn read_nodes(client: &SpiClient<'_>) -> Result<Option<Vec<Node>>, pgrx::spi
 /// (Tables of an older pg_keeper without `membership`: an error, so the worker changes
 /// nothing, rather than "not in a cluster".)
 pub fn read_registry(client: &SpiClient<'_>) -> Result<Option<Registry>, pgrx::spi::Error> {
-    let exists = client
-        .select("SELECT to_regclass('pgkeeper.node_info') IS NOT NULL", None, &[])?
+    let exists = crate::plans::select(client, "SELECT to_regclass('pgkeeper.node_info') IS NOT NULL")?
         .first()
         .get_one::<bool>()?
         .unwrap_or(false);
@@ -66,7 +65,7 @@ pub fn read_registry(client: &SpiClient<'_>) -> Result<Option<Registry>, pgrx::s
         return Ok(None);
     }
     let mut out = Registry::default();
-    for row in client.select(SELECT_REGISTRY, None, &[])? {
+    for row in crate::plans::select(client, SELECT_REGISTRY)? {
         out.membership = row.get::<i64>(8)?.unwrap_or(0).max(0) as u64;
         let Some(seqno) = row.get::<i32>(1)? else { continue };
         out.nodes.push(Node {

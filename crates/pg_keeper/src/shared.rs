@@ -106,6 +106,10 @@ pub struct KeeperState {
     /// Newest term seen in heartbeats, vote requests and vote replies (not adopted: a
     /// candidate goes past it).
     pub seen_term: u64,
+    /// Term of the newest heartbeat handled: the first heartbeat of a newer term (a new
+    /// master) wakes the worker for a round at once, so that a standby that did not vote
+    /// follows the new master without waiting for its next round.
+    pub heartbeat_term: u64,
     /// Won an election, promotion under way: vote like a master (refuse).
     pub promoting: bool,
     /// Master mode ran a round with the gate closed for good (deposed or stepped down): it
@@ -165,6 +169,7 @@ impl Default for KeeperState {
             hold_ready: false,
             stand_until: 0,
             seen_term: 0,
+            heartbeat_term: 0,
             promoting: false,
             heartbeats_stopped: false,
         }

@@ -103,7 +103,7 @@ impl Worker {
             async move { probe::poll_via(cfg?, &target, deadline, nested).await }
         }));
         let both = async { tokio::join!(direct, indirect) };
-        let Some((direct, indirect)) = probe::block_on_cancellable(&self.rt, both, shutdown_requested) else {
+        let Some((direct, indirect)) = probe::block_on_cancellable(self.rt, both, shutdown_requested) else {
             return;
         };
 
@@ -268,7 +268,10 @@ impl Worker {
         match actions::promote() {
             Ok(true) => {}
             Ok(false) => {
-                warning!("pg_keeper: promotion did not complete within 60 s");
+                warning!(
+                    "pg_keeper: promotion did not complete within {} s",
+                    keeper_core::timing::PROMOTION_WAIT.as_secs()
+                );
                 return "promotion did not complete".into();
             }
             Err(e) => {

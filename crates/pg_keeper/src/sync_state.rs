@@ -69,36 +69,42 @@ pub(crate) fn sync_names_now() -> String {
 
 /// What master mode reads once per round for the guard and for node_info.
 pub(crate) struct Observation {
-    /// synchronous_standby_names in the files other than postgresql.auto.conf.
-    pub file_value: Option<String>,
     /// Standbys pg_stat_replication shows as `streaming` (connected and caught up).
     pub streaming: Vec<String>,
+}
+
+/// synchronous_standby_names in the files other than postgresql.auto.conf. Read only while
+/// degraded or when degrading: pg_file_settings parses every configuration file, which was
+/// the largest part of an idle master round's CPU.
+fn file_value() -> Result<Option<String>, String> {
+    crate::tx::transaction(|| {
+        Spi::connect(|c| {
+            c.select(
+                "SELECT setting FROM pg_catalog.pg_file_settings \
+                 WHERE name = 'synchronous_standby_names' AND error IS NULL \
+                   AND sourcefile NOT LIKE '%/postgresql.auto.conf' \
+                 ORDER BY seqno DESC LIMIT 1",
+                None,
+                &[],
+            )?
+            .first()
+            .get_one::<String>()
+        })
+    })
+    .map_err(|e| e.to_string())
 }
 
 pub(crate) fn observe() -> Result<Observation, String> {
     crate::tx::transaction(|| {
         Spi::connect(|c| {
-            let file_value = c
-                .select(
-                    "SELECT setting FROM pg_catalog.pg_file_settings \
-                     WHERE name = 'synchronous_standby_names' AND error IS NULL \
-                       AND sourcefile NOT LIKE '%/postgresql.auto.conf' \
-                     ORDER BY seqno DESC LIMIT 1",
-                    None,
-                    &[],
-                )?
-                .first()
-                .get_one::<String>()
-                .unwrap_or(None);
             let mut streaming = Vec::new();
-            for row in c.select(
+            for row in crate::plans::select(
+                c,
                 "SELECT application_name FROM pg_catalog.pg_stat_replication WHERE state = 'streaming'",
-                None,
-                &[],
             )? {
                 streaming.push(row.get::<String>(1)?.unwrap_or_default());
             }
-            Ok::<_, pgrx::spi::Error>(Observation { file_value, streaming })
+            Ok::<_, pgrx::spi::Error>(Observation { streaming })
         })
     })
     .map_err(|e| e.to_string())
@@ -125,11 +131,19 @@ impl Worker {
     /// round's poll (a hung standby can look 'streaming' in pg_stat_replication until
     /// wal_sender_timeout). Standbys not registered in node_info count as pg_stat_replication
     /// shows them: pg_keeper does not poll them, and must not degrade for lack of a poll.
-    /// `reaches_majority`: this master reached a majority of the registered nodes (itself
-    /// included) this round; without it the guard never degrades (see keeper-core).
-    pub(crate) fn guard_sync(&mut self, me: &str, obs: &Observation, unanswered: &[String], reaches_majority: bool) {
+    /// `answered`: those that did (a listed one not streaming yet may be re-pointing to a new
+    /// master: `SyncGuard::on_master_round`). `reaches_majority`: this master reached a
+    /// majority of the registered nodes (itself included) this round; without it the guard
+    /// never degrades (see keeper-core).
+    pub(crate) fn guard_sync(
+        &mut self,
+        me: &str,
+        obs: &Observation,
+        unanswered: &[String],
+        answered: &[String],
+        reaches_majority: bool,
+    ) {
         let current = sync_names_now();
-        let file_value = obs.file_value.clone();
         if self.sync_guard.is_none() {
             self.degraded = load(me);
             self.sync_guard = Some(SyncGuard::new(self.degraded.as_ref().map(|d| d.reason.clone())));
@@ -141,10 +155,10 @@ impl Worker {
                 remove(me);
                 self.degraded = None;
                 self.sync_guard = Some(SyncGuard::new(None));
-            } else if file_value != d.file_value {
+            } else if let Some(file_value) = file_value().ok().filter(|f| *f != d.file_value) {
                 let new = file_value.clone().unwrap_or_default();
                 log!("pg_keeper: synchronous_standby_names changed in the configuration file while degraded: {new:?} will be restored");
-                let d = Degraded { configured: new, file_value: file_value.clone(), ..d };
+                let d = Degraded { configured: new, file_value, ..d };
                 if let Err(e) = save(me, &d) {
                     warning!("pg_keeper: cannot record the synchronous replication state: {e}");
                 }
@@ -168,15 +182,28 @@ impl Worker {
             .collect();
         let guard = self.sync_guard.as_mut().expect("initialised above");
         let mut holding = None;
-        match guard.on_round(cfg.as_ref(), &streaming, self.settings.keepalive_count, reaches_majority) {
+        let answering: Vec<&str> = answered.iter().map(String::as_str).collect();
+        match guard.on_master_round(
+            cfg.as_ref(),
+            &streaming,
+            &answering,
+            self.master_since.elapsed(),
+            self.settings.keepalive_time,
+            self.settings.keepalive_count,
+            reaches_majority,
+        ) {
             SyncAction::None => {}
             SyncAction::Hold { reason } => {
                 self.notice_once(format!("pg_keeper: {reason}"));
                 holding = Some(reason);
             }
             SyncAction::Degrade { reason } => {
-                let d =
-                    Degraded { configured: configured.clone(), file_value, since_ms: now_ms(), reason: reason.clone() };
+                let d = Degraded {
+                    configured: configured.clone(),
+                    file_value: file_value().unwrap_or(None),
+                    since_ms: now_ms(),
+                    reason: reason.clone(),
+                };
                 if let Err(e) = save(me, &d) {
                     // Without the record the value could not be restored: do not degrade.
                     warning!(

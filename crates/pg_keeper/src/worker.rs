@@ -51,6 +51,16 @@ pub extern "C-unwind" fn pg_keeper_worker_main(_arg: pg_sys::Datum) {
         &format!("the pg_keeper worker cannot connect to database \"{db}\" (pg_keeper.database; see the server log)"),
     );
     BackgroundWorker::connect_worker_to_spi(Some(&db), None);
+    // The worker's small catalog queries are no work for the JIT: compiling them took half
+    // its CPU (issue 4/7).
+    unsafe {
+        pg_sys::SetConfigOption(
+            c"jit".as_ptr(),
+            c"off".as_ptr(),
+            pg_sys::GucContext::PGC_SUSET,
+            pg_sys::GucSource::PGC_S_OVERRIDE,
+        );
+    }
     shared::put_str(
         &mut shared::STATE.exclusive().gate_reason,
         "the pg_keeper worker has not yet heard from a majority since it started",
@@ -74,7 +84,9 @@ fn set_title(s: &str) {
 }
 
 pub(crate) struct Worker {
-    pub(crate) rt: tokio::runtime::Runtime,
+    pub(crate) rt: &'static tokio::runtime::Runtime,
+    /// When this worker entered master mode (the sync guard's grace for re-pointing standbys).
+    pub(crate) master_since: Instant,
     pub(crate) settings: Settings,
     mode: Option<Mode>,
     /// This node's keeper-core state machines (standby mode, the candidacy) and rules.
@@ -138,6 +150,7 @@ impl Worker {
     fn new() -> Worker {
         Worker {
             rt: probe::runtime(),
+            master_since: Instant::now(),
             settings: Settings::default(),
             mode: None,
             keeper: keeper_core::Keeper::new(
@@ -336,6 +349,7 @@ impl Worker {
                 Mode::Witness => log!("pg_keeper: entering witness mode"),
             }
             self.mode = Some(mode);
+            self.master_since = Instant::now();
             self.keeper.enter_mode();
             self.following = None;
             self.sync_guard = None;
@@ -361,7 +375,7 @@ impl Worker {
         // (a short lock wait: a held lock then costs this round 50 ms, and the last copy serves)
         let read = crate::tx::transaction(|| {
             Spi::connect(|c| {
-                c.select("SELECT set_config('lock_timeout', '50ms', true)", None, &[])?;
+                crate::plans::select(c, "SELECT set_config('lock_timeout', '50ms', true)")?;
                 registry_sql::read_registry(c)
             })
         });
