@@ -13,9 +13,11 @@
 //! `pgkeeper switchover`; `pgkeeper-bench partition` (module [`partition`]) failover and fencing when the master is isolated by a network
 //! partition; `pgkeeper-bench overhead` (module [`overhead`]) what pg_keeper costs a busy
 //! master in throughput and CPU; `pgkeeper-bench cost` (module [`cost`]) what it costs an idle
-//! cluster of 3, 5 and 7 nodes in CPU; `pgkeeper-bench` without a kind runs all six.
+//! cluster of 3, 5 and 7 nodes in CPU; `pgkeeper-bench load` (module [`load`]) counts false
+//! failovers under a saturating load; `pgkeeper-bench` without a kind runs all seven.
 
 mod cost;
+mod load;
 mod overhead;
 mod partition;
 mod switchover;
@@ -37,8 +39,9 @@ const ATTEMPT_BOUND: Duration = Duration::from_secs(1);
 const FAILOVER_DEADLINE: Duration = Duration::from_secs(60);
 const WRITES_TABLE: &str = "CREATE TABLE bench_writes (id bigint PRIMARY KEY, \
      client_start_s double precision NOT NULL, at timestamptz NOT NULL DEFAULT clock_timestamp())";
-const PEERS: &str = "Patroni 22.1 s at defaults / 20.0 s at its fastest; \
-     pg_auto_failover 51.4 s / 2.9 s; repmgr 52.0 s / 1.07 s (unconfirmed)";
+const PEERS: &str = "measured the same way (3 nodes, synchronous, a probe per node every 100 ms, whole-server kill, \
+     5 runs, medians): repmgr 0.70 s at its fastest (asynchronous, promotes on one refused connection), \
+     pg_auto_failover 4.78 s at aggressive settings, Patroni 20.07 s at its floor (ttl 20)";
 
 /// One benchmarked configuration.
 #[derive(Clone, Copy)]
@@ -48,17 +51,27 @@ struct Conf {
     keepalive_count: u32,
     /// Target for the median failover time, seconds.
     target: f64,
+    /// Cluster size (the scale runs: the same target as with 3).
+    nodes: usize,
 }
 
 /// The README's recommended synchronous replication: every candidate listed, on every node
 /// (a new master drops itself from the list).
-const SYNC_NAMES: &str = "FIRST 1 (node2, node3, node1)";
+pub(crate) const SYNC_NAMES: &str = "FIRST 1 (node2, node3, node1)";
 
-const CONFS: [Conf; 4] = [
-    Conf { label: "5 s x 1 (defaults)", keepalive_time: 5.0, keepalive_count: 1, target: 6.5 },
-    Conf { label: "1 s x 1", keepalive_time: 1.0, keepalive_count: 1, target: 1.4 },
-    Conf { label: "1 s x 3", keepalive_time: 1.0, keepalive_count: 3, target: 3.4 },
-    Conf { label: "0.2 s x 2 (fast profile)", keepalive_time: 0.2, keepalive_count: 2, target: 0.45 },
+/// [`SYNC_NAMES`] for a cluster of `nodes` nodes.
+fn sync_names(nodes: usize) -> String {
+    let standbys: Vec<String> = (2..=nodes).map(|i| format!("node{i}")).collect();
+    format!("FIRST 1 ({}, node1)", standbys.join(", "))
+}
+
+const CONFS: [Conf; 6] = [
+    Conf { label: "5 s x 1 (defaults)", keepalive_time: 5.0, keepalive_count: 1, target: 6.5, nodes: 3 },
+    Conf { label: "1 s x 1", keepalive_time: 1.0, keepalive_count: 1, target: 1.4, nodes: 3 },
+    Conf { label: "1 s x 3", keepalive_time: 1.0, keepalive_count: 3, target: 3.4, nodes: 3 },
+    Conf { label: "0.2 s x 2 (fast profile)", keepalive_time: 0.2, keepalive_count: 2, target: 0.45, nodes: 3 },
+    Conf { label: "1 s x 1, 5 nodes", keepalive_time: 1.0, keepalive_count: 1, target: 1.4, nodes: 5 },
+    Conf { label: "1 s x 1, 7 nodes", keepalive_time: 1.0, keepalive_count: 1, target: 1.4, nodes: 7 },
 ];
 
 /// What one run measured. Times in seconds, relative to the kill unless said otherwise.
@@ -108,7 +121,7 @@ fn run(args: &[String]) -> Result<()> {
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
-            k @ ("failover" | "sync" | "switchover" | "partition" | "overhead" | "cost") => {
+            k @ ("failover" | "sync" | "switchover" | "partition" | "overhead" | "cost" | "load") => {
                 if kind.is_some() {
                     bail!("bench: give one kind at most ({USAGE})");
                 }
@@ -130,6 +143,7 @@ fn run(args: &[String]) -> Result<()> {
         Some("partition") => partition::run(runs, &out),
         Some("overhead") => overhead::run(runs, &out),
         Some("cost") => cost::run(&out),
+        Some("load") => load::run(&out),
         _ => {
             // All five; each runs even if an earlier one failed.
             let f = failover(runs, &out);
@@ -153,18 +167,23 @@ fn run(args: &[String]) -> Result<()> {
                 eprintln!("bench overhead: {e:#}");
             }
             let c = cost::run(&out);
+            if let Err(e) = &c {
+                eprintln!("bench cost: {e:#}");
+            }
+            let l = load::run(&out);
             f.context("bench failover")?;
             s.context("bench sync")?;
             w.context("bench switchover")?;
             p.context("bench partition")?;
             o.context("bench overhead")?;
-            c.context("bench cost")
+            c.context("bench cost")?;
+            l.context("bench load")
         }
     }
 }
 
 const USAGE: &str =
-    "usage: pgkeeper-bench [failover|sync|switchover|partition|overhead|cost] [--runs N] [--out DIR]; no kind: all six";
+    "usage: pgkeeper-bench [failover|sync|switchover|partition|overhead|cost|load] [--runs N] [--out DIR]; no kind: all seven";
 
 fn failover(runs: usize, out: &Path) -> Result<()> {
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
@@ -206,12 +225,23 @@ fn failover(runs: usize, out: &Path) -> Result<()> {
 
 // ------------------------------------------------------------------------------ one run
 
-/// A fresh 3-node cluster: node1 master, node2 (synchronous) and node3 standbys, pg_keeper
-/// loaded with these settings.
-fn build_cluster(name: &str, keepalive_time: f64, keepalive_count: u32) -> Result<Cluster> {
+/// A fresh 3-node cluster: node1 master, node2 and node3 standbys, `sync_names` on every
+/// node, pg_keeper loaded with these settings.
+fn build_cluster(name: &str, keepalive_time: f64, keepalive_count: u32, sync_names: &str) -> Result<Cluster> {
+    build_cluster_of(name, 3, keepalive_time, keepalive_count, sync_names)
+}
+
+/// The same with `nodes` nodes (node1 the master).
+fn build_cluster_of(
+    name: &str,
+    nodes: usize,
+    keepalive_time: f64,
+    keepalive_count: u32,
+    sync_names: &str,
+) -> Result<Cluster> {
     Cluster::builder(name)
-        .standbys(2)
-        .synchronous_standby_names(SYNC_NAMES)
+        .standbys(nodes - 1)
+        .synchronous_standby_names(sync_names)
         .keeper(true)
         .conf(&format!("pg_keeper.keepalive_time = {keepalive_time}"))
         .conf(&format!("pg_keeper.keepalive_count = {keepalive_count}"))
@@ -236,7 +266,8 @@ fn prepare(cluster: &Cluster, table_sql: &str) -> Result<()> {
 }
 
 fn one_run(conf: &Conf, rng: &mut XorShift, r: &mut Run) -> Result<()> {
-    let cluster = build_cluster("bench", conf.keepalive_time, conf.keepalive_count)?;
+    let cluster =
+        build_cluster_of("bench", conf.nodes, conf.keepalive_time, conf.keepalive_count, &sync_names(conf.nodes))?;
     let res = measure(&cluster, conf, rng, r);
     drop(cluster); // tear down before the next run
     res
@@ -355,14 +386,14 @@ fn q(n: &Node, sql: &str) -> String {
     n.query_one(sql).ok().flatten().unwrap_or_default()
 }
 
-/// Every worker connected: node1 'connected, 2', the standbys 'connected to node1...'.
+/// Every worker connected: node1 'connected, N-1', the standbys 'connected to node1...'.
 fn wait_connected(cluster: &Cluster) -> Result<()> {
     let state = |n: &Node| q(n, "SELECT state FROM pgkeeper.status()");
     let ok = || {
         cluster.nodes().iter().all(|n| {
             let s = state(n);
             if n.name() == "node1" {
-                s == "connected, 2"
+                s == format!("connected, {}", cluster.nodes().len() - 1)
             } else {
                 s.starts_with("connected to node1")
             }
@@ -683,8 +714,8 @@ fn write_outputs(out: &Path, runs_per_conf: usize, all: &[Run], took: Duration) 
     writeln!(
         md,
         "- method: `pgkeeper-bench failover` ({runs_per_conf} runs per configuration, {:.0} min in all); \
-         3 local nodes, `synchronous_standby_names = '{SYNC_NAMES}'` on every node (the README's \
-         recommendation); one probe per node writes every 100 ms on a fresh connection \
+         3 local nodes (5 and 7 in the scale rows), `synchronous_standby_names = '{SYNC_NAMES}'` (every \
+         standby listed) on every node, the README's recommendation; one probe per node writes every 100 ms on a fresh connection \
          (`connect_timeout=1`); node1's whole server (postmaster and every child) is killed with \
          SIGKILL at a random point of the polling loop; failover time = first acknowledged write \
          after the kill minus the kill instant. See `bench/README.md`.\n",
@@ -746,7 +777,7 @@ fn write_outputs(out: &Path, runs_per_conf: usize, all: &[Run], took: Duration) 
          the floor there), <= 1.4 s at 1 s x 1, <= 3.4 s at 1 s x 3, <= 0.45 s at the fast profile; no lost row and no \
          degrade to asynchronous replication in any run."
     )?;
-    writeln!(md, "\nPeers, for comparison (from the issue): {PEERS}.")?;
+    writeln!(md, "\nPeers, for comparison (issue 4/7), {PEERS}.")?;
 
     writeln!(md, "\n## Where the time goes (medians, seconds after the kill)\n")?;
     writeln!(md, "From node2's server log (`pg_keeper: promoting node2`, `node2 promoted`) and the client.\n")?;
@@ -876,7 +907,7 @@ fn svg(per_conf: &[Vec<&Run>], stats: &[Option<Stats>], date: &str) -> String {
     );
     let _ = writeln!(
         s,
-        r##"<text x="{}" y="45" fill="#555" text-anchor="middle">3 local nodes, node2 synchronous, write every 50 ms; {}</text>"##,
+        r##"<text x="{}" y="45" fill="#555" text-anchor="middle">3 local nodes (5, 7 in the scale rows), FIRST 1 over every standby, a probe per node every 100 ms; {}</text>"##,
         w / 2.0,
         xml(date)
     );

@@ -72,7 +72,7 @@ fn measure(master: &Node) -> Result<f64> {
         .ok_or_else(|| anyhow!("no tps in pgbench's output:\n{o}"))
 }
 
-fn pgbench(master: &Node, args: &[&str]) -> Result<String> {
+pub(crate) fn pgbench(master: &Node, args: &[&str]) -> Result<String> {
     let port = master.port().to_string();
     let o = Command::new(keeper_harness::pg_bindir().join("pgbench"))
         .args(["-h", "127.0.0.1", "-p", &port, "-U", "postgres"])

@@ -1,7 +1,7 @@
 //! `pgkeeper-bench switchover [--runs N] [--out DIR]`: how long writes are unavailable during
 //! a planned `pgkeeper switchover`, as a client sees it, on real local 3-node clusters.
 //!
-//! Each run: a fresh cluster (node2 synchronous, keepalive 1 s x 3), a client writing every
+//! Each run: a fresh cluster (`FIRST 1 (node2, node3, node1)`, keepalive 1 s x 3), a client writing every
 //! 20 ms on a fresh multi-host connection with `target_session_attrs=read-write`, a sampler
 //! asking every node `NOT pg_is_in_recovery()` every 20 ms, and the real command run as a
 //! subprocess: `pgkeeper switchover --to node2 --pgdata <node1's data dir> <node1's conninfo>`.
@@ -122,7 +122,7 @@ pub(super) fn run(runs: usize, out: &Path) -> Result<()> {
 }
 
 fn one_run(exe: &Path, r: &mut Run) -> Result<()> {
-    let cluster = build_cluster("bench-switch", KEEPALIVE_TIME, KEEPALIVE_COUNT)?;
+    let cluster = build_cluster("bench-switch", KEEPALIVE_TIME, KEEPALIVE_COUNT, super::SYNC_NAMES)?;
     let res = measure(&cluster, exe, r);
     drop(cluster);
     res
@@ -213,7 +213,7 @@ fn measure(cluster: &Cluster, exe: &Path, r: &mut Run) -> Result<()> {
     // Every standby streaming, node2 the synchronous one (the command checks it streams).
     let ready = || {
         q(n1, "SELECT string_agg(application_name || ':' || state || ':' || sync_state, ',' ORDER BY application_name) FROM pg_stat_replication")
-            == "node2:streaming:sync,node3:streaming:async"
+            == "node2:streaming:sync,node3:streaming:potential"
     };
     wait_until(Duration::from_secs(60), ready).map_err(|_| {
         anyhow!(

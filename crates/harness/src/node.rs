@@ -223,6 +223,11 @@ impl Node {
         self.stop_mode("fast")
     }
 
+    /// `pg_ctl stop -m smart -w -t 60`: waits for every session to end. Ok if not running.
+    pub fn stop_smart(&self) -> Result<()> {
+        self.stop_mode("smart")
+    }
+
     /// `pg_ctl stop -m immediate -w` (crash-like shutdown). Ok if not running.
     pub fn stop_immediate(&self) -> Result<()> {
         self.stop_mode("immediate")

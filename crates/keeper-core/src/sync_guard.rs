@@ -60,7 +60,8 @@ impl SyncGuard {
     /// for a while after this node became master (a failover, a switchover, a restart:
     /// `since_master`, up to [`crate::timing::repoint_grace`]) too few synchronous standbys
     /// streaming is no short round as long as the listed standbys that answered this round's
-    /// poll (`answering`: up, re-pointing their WAL receivers to this node) would be enough:
+    /// poll from recovery (`answering`: up, re-pointing their WAL receivers to this node) would
+    /// be enough:
     /// the failover itself must not switch the new master to asynchronous replication, just
     /// when a second failure is most likely. A listed standby that does not answer gets no
     /// grace, and neither does one that answers but never streams, past the bound.
@@ -83,7 +84,9 @@ impl SyncGuard {
                 && since_master < grace
                 && cfg.satisfied_by(up())
             {
-                self.short_rounds = 0;
+                // (still counted: once the grace is over, a standby that never streamed is
+                // handled at once, not after `keepalive_count` more rounds)
+                self.short_rounds = self.short_rounds.saturating_add(1);
                 let waiting: Vec<&str> =
                     answering.iter().copied().filter(|s| cfg.lists(s) && !streaming.contains(s)).collect();
                 return SyncAction::Hold {

@@ -121,3 +121,27 @@ pub fn repoint_grace(keepalive_time: Duration, keepalive_count: u32) -> Duration
 /// How long a winner waits for its promotion (the end of recovery) before it reports it as
 /// not completed.
 pub const PROMOTION_WAIT: Duration = Duration::from_secs(60);
+
+/// Master mode reads its WAL senders (the eligible set, the sync guard's streaming list) every
+/// this many heartbeat rounds: every round down to 1 s rounds, every other one below, where a
+/// round comes every 0.1 s and the read (pg_stat_replication snapshots every backend) was the
+/// largest part of an idle master's CPU. Between reads the heartbeat carries the set told last,
+/// which is safe: a commit is checked against the positions its eligible standbys report at
+/// commit time; a change of the set (a new synchronous standby) is told one round later.
+pub fn replication_read_every(keepalive_time: Duration) -> u64 {
+    if keepalive_time < Duration::from_secs(1) {
+        2
+    } else {
+        1
+    }
+}
+
+/// How long a kept node-to-node connection serves before the next probe makes a new one
+/// (`probe.rs`): a node that takes no new connections (a smart shutdown waits for every
+/// session, pg_keeper's kept ones included; a stopped postmaster; every slot taken; a
+/// password or pg_hba.conf changed) then fails its probes, as it did when every probe
+/// connected afresh. Twelve probe deadlines (about ten rounds), 5 s to 60 s; reconnecting that
+/// rarely costs nothing measurable.
+pub fn connection_max_age(probe_deadline: Duration) -> Duration {
+    (probe_deadline * 12).clamp(Duration::from_secs(5), Duration::from_secs(60))
+}

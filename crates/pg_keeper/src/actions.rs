@@ -26,7 +26,18 @@ pub fn promote() -> Result<bool, String> {
         if crate::worker::shutdown_requested() {
             return Ok(false);
         }
-        std::thread::sleep(std::time::Duration::from_millis(2));
+        // A latch wait, not a sleep: the worker exits with the postmaster, and absorbs the
+        // interrupts the startup process may wait for (a ProcSignalBarrier) meanwhile.
+        unsafe {
+            pg_sys::WaitLatch(
+                pg_sys::MyLatch,
+                (pg_sys::WL_LATCH_SET | pg_sys::WL_TIMEOUT | pg_sys::WL_EXIT_ON_PM_DEATH) as i32,
+                2,
+                pg_sys::PG_WAIT_EXTENSION,
+            );
+            pg_sys::ResetLatch(pg_sys::MyLatch);
+        }
+        pgrx::check_for_interrupts!();
     }
     Ok(false)
 }

@@ -60,6 +60,14 @@ pub fn bound_lock_waits() {
     }
 }
 
+/// The postmaster is shutting down (postmaster.pid's status line says `stopping`).
+fn shutting_down() -> bool {
+    let dir = unsafe { std::ffi::CStr::from_ptr(pg_sys::DataDir) }.to_string_lossy().into_owned();
+    std::fs::read_to_string(format!("{dir}/postmaster.pid"))
+        .map(|pid| pid.lines().nth(7).is_some_and(|l| l.starts_with("stopping")))
+        .unwrap_or(false)
+}
+
 fn in_recovery() -> bool {
     unsafe { pg_sys::RecoveryInProgress() }
 }
@@ -173,6 +181,12 @@ fn _poll(
     ),
 > {
     bound_lock_waits();
+    if shutting_down() {
+        // A smart shutdown waits for every session to end, pg_keeper's kept ones included:
+        // this answer makes the caller drop its connection, and its next probe, refused,
+        // counts as failed (as when every probe connected afresh).
+        fail(PgSqlErrorCode::ERRCODE_CANNOT_CONNECT_NOW, "the database system is shutting down", None);
+    }
     let heartbeat = match (from_node, term, lease_ms) {
         (Some(_), Some(t), Some(ms)) => {
             if !(1..=3_600_000).contains(&ms) || t < 0 {

@@ -62,12 +62,15 @@ impl Worker {
         // Commits acknowledged before this server became master (or before it restarted)
         // are not in WalSndCtl, which starts at zero: none ends past the WAL it had then.
         let floor = *self.ack_floor.get_or_insert_with(|| unsafe { pg_sys::GetFlushRecPtr(std::ptr::null_mut()) });
-        let repl = match crate::eligibility::read(floor) {
-            Ok(r) => Some(r),
-            Err(e) => {
+        let read_now = (self.master_rounds - 1)
+            .is_multiple_of(keeper_core::timing::replication_read_every(self.settings.keepalive_time));
+        let repl = match read_now.then(|| crate::eligibility::read(floor)) {
+            Some(Ok(r)) => Some(r),
+            Some(Err(e)) => {
                 self.notice_once(format!("pg_keeper: cannot read pg_stat_replication: {e}"));
                 None
             }
+            None => None,
         };
         let eligible = match &repl {
             Some(r) => crate::eligibility::eligible(me, nodes, r),
@@ -238,10 +241,15 @@ impl Worker {
                     self.notice_once("pg_keeper: a majority answers again: lease renewed".into());
                 }
                 if full {
-                    let (answered, unanswered): (Vec<&PeerResult>, Vec<&PeerResult>) =
-                        peer_results.iter().partition(|p| p.ok);
-                    let names = |v: Vec<&PeerResult>| v.into_iter().map(|p| p.name.clone()).collect::<Vec<_>>();
-                    let (answered, unanswered) = (names(answered), names(unanswered));
+                    let unanswered: Vec<String> =
+                        peer_results.iter().filter(|p| !p.ok).map(|p| p.name.clone()).collect();
+                    // Standbys that answered from recovery: ones that may be re-pointing to
+                    // this node (not an old master, deposed or writable).
+                    let answered: Vec<String> = answers
+                        .iter()
+                        .filter(|(_, a)| a.as_ref().is_some_and(|a| a.in_recovery))
+                        .map(|(n, _)| n.clone())
+                        .collect();
                     // (read with the eligible set before the round; read again only if that failed)
                     let obs = match &repl {
                         Some(r) => Ok(crate::sync_state::Observation { streaming: r.streaming.clone() }),

@@ -30,12 +30,13 @@ pub fn runtime() -> &'static tokio::runtime::Runtime {
     RT.get_or_init(|| tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime"))
 }
 
-/// A kept connection: the client, the task that drives its socket, and the statements
-/// prepared on it (the node asked then neither parses nor plans them again).
+/// A kept connection: the client, the task that drives its socket, the statements prepared
+/// on it (the node asked then neither parses nor plans them again), and when it was made.
 struct Kept {
     client: Client,
     task: tokio::task::JoinHandle<()>,
     statements: HashMap<&'static str, Statement>,
+    born: Instant,
 }
 
 impl Kept {
@@ -52,13 +53,20 @@ impl Kept {
                 s
             }
         };
-        self.client.query_one(&stmt, params).await
+        let r = self.client.query_one(&stmt, params).await;
+        if r.is_err() {
+            // (a statement whose result type changed, or one a pooler lost, would fail for
+            // ever: prepare it again next time)
+            self.statements.remove(sql);
+        }
+        r
     }
 }
 
 impl Drop for Kept {
     fn drop(&mut self) {
-        // Closes the socket without waiting for the peer.
+        // Closes the socket without waiting for the peer (at the next time the runtime runs:
+        // a current-thread runtime only schedules the cancellation).
         self.task.abort();
     }
 }
@@ -67,19 +75,33 @@ thread_local! {
     static KEPT: RefCell<HashMap<String, Kept>> = RefCell::new(HashMap::new());
 }
 
-/// The pool's key: every setting the connection was made with.
+/// The pool's key: every setting the connection was made with (tokio-postgres' Debug hides
+/// the password: a hash of it is added, so another password is another connection).
 fn key(cfg: &Config) -> String {
-    format!("{cfg:?}")
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    cfg.get_password().hash(&mut h);
+    format!("{cfg:?} {:x}", h.finish())
 }
 
 fn take(key: &str) -> Option<Kept> {
     KEPT.with(|k| k.borrow_mut().remove(key))
 }
 
-fn keep(key: String, c: Kept) {
-    if !c.client.is_closed() {
-        KEPT.with(|k| k.borrow_mut().insert(key, c));
-    }
+/// At most this many kept connections per process (a session calling indirect_polling with
+/// many conninfos must not pile up connections; a cluster has far fewer nodes).
+const MAX_KEPT: usize = 64;
+
+/// Keep `c` for the next probe with this key, unless it is closed or has lived its time; and
+/// drop every other connection that has (a node deleted from node_info, an old conninfo).
+fn keep(key: String, c: Kept, max_age: Duration) {
+    KEPT.with(|k| {
+        let mut k = k.borrow_mut();
+        k.retain(|_, other| other.born.elapsed() < max_age);
+        if !c.client.is_closed() && c.born.elapsed() < max_age && (k.len() < MAX_KEPT || k.contains_key(&key)) {
+            k.insert(key, c);
+        }
+    });
 }
 
 fn os_user() -> String {
@@ -124,9 +146,27 @@ fn describe(e: tokio_postgres::Error) -> String {
     s
 }
 
+/// The server ended or is ending the session (FATAL or PANIC, a shutdown, `idle_session_timeout`,
+/// `pg_terminate_backend`, a connection exception): the connection is finished, though the
+/// error came from the server. Also a prepared statement the server no longer has or whose
+/// result type changed (0A000, 26000): a new connection prepares it afresh.
+fn connection_finished(e: &tokio_postgres::Error) -> bool {
+    let Some(db) = e.as_db_error() else { return true };
+    let code = db.code().code();
+    matches!(db.severity(), "FATAL" | "PANIC")
+        || code.starts_with("08")
+        || code.starts_with("57P")
+        || code == "0A000"
+        || code == "26000"
+}
+
 /// Run one query on `cfg`'s node, all within `deadline`: on the kept connection if there is
-/// one, else (or if the peer closed it) on a new one, kept afterwards. An error the server
-/// reported (the connection is fine) keeps it; any other error, or the deadline, drops it.
+/// one, else (or if that one is finished) on a new one, kept afterwards. An error the server
+/// reported for the query keeps the connection; any other error, or the deadline, drops it.
+/// A connection lives at most `timing::connection_max_age`: then the probe connects afresh,
+/// so a node that takes no new connection (a smart shutdown waiting for its sessions to end,
+/// a stopped postmaster, slots exhausted, a password changed) fails its probes as before, and
+/// pg_keeper's own sessions never hold a shutdown back for long.
 async fn query_one(
     cfg: Config,
     deadline: Duration,
@@ -134,19 +174,20 @@ async fn query_one(
     params: &[&(dyn ToSql + Sync)],
 ) -> Result<Row, String> {
     let started = Instant::now();
+    let max_age = keeper_core::timing::connection_max_age(deadline);
     let key = key(&cfg);
     let work = async {
         if let Some(mut c) = take(&key) {
             match c.query_one(sql, params).await {
                 Ok(row) => {
-                    keep(key, c);
+                    keep(key, c, max_age);
                     return Ok(row);
                 }
-                Err(e) if e.as_db_error().is_some() => {
-                    keep(key, c);
+                Err(e) if !connection_finished(&e) => {
+                    keep(key, c, max_age);
                     return Err(describe(e));
                 }
-                // Closed by the peer (a restart, idle_session_timeout): a new connection.
+                // Finished (a restart, a shutdown, idle_session_timeout): a new connection.
                 Err(_) => drop(c),
             }
         }
@@ -156,17 +197,18 @@ async fn query_one(
         let task = tokio::spawn(async move {
             let _ = connection.await;
         });
-        let mut c = Kept { client, task, statements: HashMap::new() };
+        let mut c = Kept { client, task, statements: HashMap::new(), born: Instant::now() };
         match c.query_one(sql, params).await {
             Ok(row) => {
-                keep(key, c);
+                keep(key, c, max_age);
                 Ok(row)
             }
-            Err(e) if e.as_db_error().is_some() => {
-                keep(key, c);
+            Err(e) => {
+                if !connection_finished(&e) {
+                    keep(key, c, max_age);
+                }
                 Err(describe(e))
             }
-            Err(e) => Err(describe(e)),
         }
     };
     // On the deadline the work is dropped, and with it the connection it had taken.

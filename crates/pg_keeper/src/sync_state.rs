@@ -79,16 +79,19 @@ pub(crate) struct Observation {
 fn file_value() -> Result<Option<String>, String> {
     crate::tx::transaction(|| {
         Spi::connect(|c| {
-            c.select(
+            let rows = c.select(
                 "SELECT setting FROM pg_catalog.pg_file_settings \
                  WHERE name = 'synchronous_standby_names' AND error IS NULL \
                    AND sourcefile NOT LIKE '%/postgresql.auto.conf' \
                  ORDER BY seqno DESC LIMIT 1",
                 None,
                 &[],
-            )?
-            .first()
-            .get_one::<String>()
+            )?;
+            // (no file sets it: None, not an error)
+            if rows.is_empty() {
+                return Ok(None);
+            }
+            rows.first().get_one::<String>()
         })
     })
     .map_err(|e| e.to_string())
@@ -198,12 +201,17 @@ impl Worker {
                 holding = Some(reason);
             }
             SyncAction::Degrade { reason } => {
-                let d = Degraded {
-                    configured: configured.clone(),
-                    file_value: file_value().unwrap_or(None),
-                    since_ms: now_ms(),
-                    reason: reason.clone(),
+                let file_value = match file_value() {
+                    Ok(v) => v,
+                    Err(e) => {
+                        // Without it the restore could not tell RESET from SET: not this round.
+                        warning!("pg_keeper: not degrading synchronous replication: cannot read pg_file_settings: {e}");
+                        self.sync_guard = Some(SyncGuard::new(None));
+                        return;
+                    }
                 };
+                let d =
+                    Degraded { configured: configured.clone(), file_value, since_ms: now_ms(), reason: reason.clone() };
                 if let Err(e) = save(me, &d) {
                     // Without the record the value could not be restored: do not degrade.
                     warning!(
