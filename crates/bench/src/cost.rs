@@ -6,7 +6,7 @@
 //! connected and 5 s of settling, 30 s are measured two ways: the CPU time of every process
 //! of every node (each postmaster with what it reaped, and its live descendants: workers,
 //! WAL senders and receivers, the backends other nodes' probes start), and the machine's
-//! (`/proc/stat`, everything running, this program included). Results: `cost.md`,
+//! (`/proc/stat`, everything running, this program included, steal time excluded). Results: `cost.md`,
 //! `cost.json`.
 
 use super::{machine, now_utc, write_json};
@@ -131,8 +131,9 @@ fn machine_cpu() -> Result<f64> {
     let s = std::fs::read_to_string("/proc/stat")?;
     let cpu = s.lines().next().ok_or_else(|| anyhow!("empty /proc/stat"))?;
     let v: Vec<f64> = cpu.split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
-    // user nice system idle iowait irq softirq steal ...: all but idle and iowait.
-    let busy: f64 = v.iter().enumerate().filter(|(i, _)| *i != 3 && *i != 4).map(|(_, x)| x).sum();
+    // user nice system idle iowait irq softirq steal guest guest_nice: user to softirq but
+    // idle and iowait (steal is the hypervisor's, guest is counted in user already).
+    let busy: f64 = v.iter().take(7).enumerate().filter(|(i, _)| *i != 3 && *i != 4).map(|(_, x)| x).sum();
     Ok(busy / tick)
 }
 

@@ -38,6 +38,19 @@ pub fn evaluate(obs: &RoundObservation) -> RoundOutcome {
     RoundOutcome::MasterUnreachable { confirmed_by }
 }
 
+/// Whether a standby's round asks the other standbys to poll the master for it (the
+/// indirect polls): they only decide anything when the master does not answer this standby
+/// directly as a live master, and asking every other standby every round costs the cluster
+/// the square of its node count (issue 4/7). So a round asks them when the direct poll has
+/// not answered as a live master within [`crate::timing::indirect_hedge`] (a refusal, a
+/// fenced or recovering master, no answer yet: at once, concurrently with the direct poll
+/// still running), and otherwise only every [`crate::timing::ASK_OTHERS_EVERY`] rounds, for
+/// what their answers also show (a second writable node, a node just elected).
+/// `live_in_time`: the direct poll answered as a live (writable) master within the hedge.
+pub fn ask_others(live_in_time: bool, round: u64) -> bool {
+    !live_in_time || round.is_multiple_of(crate::timing::ASK_OTHERS_EVERY)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -58,6 +71,14 @@ mod tests {
         let o = obs(false, &[("a", Indirect::Unreached), ("b", Indirect::NoAnswer)]);
         assert_eq!(evaluate(&o), RoundOutcome::MasterUnreachable { confirmed_by: vec!["a".into()] });
         assert_eq!(evaluate(&obs(false, &[])), RoundOutcome::MasterUnreachable { confirmed_by: vec![] });
+    }
+
+    #[test]
+    fn the_others_are_asked_whenever_the_master_did_not_answer_in_time() {
+        let every = crate::timing::ASK_OTHERS_EVERY;
+        assert!(ask_others(false, 1) && ask_others(false, every + 1), "no live answer in time: always");
+        assert!(!ask_others(true, 1) && !ask_others(true, every - 1));
+        assert!(ask_others(true, 0) && ask_others(true, every), "and every ASK_OTHERS_EVERY rounds anyway");
     }
 
     #[test]

@@ -137,11 +137,23 @@ pub fn replication_read_every(keepalive_time: Duration) -> u64 {
 }
 
 /// How long a kept node-to-node connection serves before the next probe makes a new one
-/// (`probe.rs`): a node that takes no new connections (a smart shutdown waits for every
-/// session, pg_keeper's kept ones included; a stopped postmaster; every slot taken; a
-/// password or pg_hba.conf changed) then fails its probes, as it did when every probe
-/// connected afresh. Twelve probe deadlines (about ten rounds), 5 s to 60 s; reconnecting that
-/// rarely costs nothing measurable.
-pub fn connection_max_age(probe_deadline: Duration) -> Duration {
-    (probe_deadline * 12).clamp(Duration::from_secs(5), Duration::from_secs(60))
+/// (`probe.rs`): then a node that takes no new connections (its postmaster stopped, a
+/// password or pg_hba.conf changed) fails its probes as it did when every probe connected
+/// afresh, and connections to deleted nodes go. A minute: a new connection costs the node
+/// asked a fork, an authentication and cold caches (with an age of 12 probe deadlines this
+/// doubled an idle cluster's CPU at 1 s rounds). A smart shutdown does not wait for it: a
+/// stopping server refuses `_poll`, and the caller drops its connection at once.
+pub const CONNECTION_MAX_AGE: Duration = Duration::from_secs(60);
+
+/// How long a standby's direct poll may take to answer as a live master before the round also
+/// asks the other standbys (`polling::ask_others`): an eighth of the probe deadline, at most
+/// 25 ms. A live master answers a kept connection in a millisecond or two; a busy one that
+/// takes longer only makes that round cost what every round cost before. The indirect polls
+/// then get the rest of the probe deadline, so a round still ends within it.
+pub fn indirect_hedge(probe_deadline: Duration) -> Duration {
+    (probe_deadline / 8).min(Duration::from_millis(25))
 }
+
+/// A standby whose master answers asks the others anyway every this many rounds, for what
+/// their answers also show (a second writable node: a conflict to report).
+pub const ASK_OTHERS_EVERY: u64 = 10;

@@ -60,12 +60,26 @@ pub fn bound_lock_waits() {
     }
 }
 
-/// The postmaster is shutting down (postmaster.pid's status line says `stopping`).
+/// The postmaster is shutting down (postmaster.pid's status line says `stopping`). The
+/// postmaster rewrites the file to change that line: read it only when its modification
+/// time changed (a stat per `_poll`, not a read).
 fn shutting_down() -> bool {
+    thread_local! {
+        static LAST: std::cell::Cell<Option<(std::time::SystemTime, bool)>> = const { std::cell::Cell::new(None) };
+    }
     let dir = unsafe { std::ffi::CStr::from_ptr(pg_sys::DataDir) }.to_string_lossy().into_owned();
-    std::fs::read_to_string(format!("{dir}/postmaster.pid"))
+    let path = format!("{dir}/postmaster.pid");
+    let Ok(mtime) = std::fs::metadata(&path).and_then(|m| m.modified()) else { return false };
+    if let Some((t, stopping)) = LAST.with(|l| l.get()) {
+        if t == mtime {
+            return stopping;
+        }
+    }
+    let stopping = std::fs::read_to_string(&path)
         .map(|pid| pid.lines().nth(7).is_some_and(|l| l.starts_with("stopping")))
-        .unwrap_or(false)
+        .unwrap_or(false);
+    LAST.with(|l| l.set(Some((mtime, stopping))));
+    stopping
 }
 
 fn in_recovery() -> bool {

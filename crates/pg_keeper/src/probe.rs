@@ -163,7 +163,7 @@ fn connection_finished(e: &tokio_postgres::Error) -> bool {
 /// Run one query on `cfg`'s node, all within `deadline`: on the kept connection if there is
 /// one, else (or if that one is finished) on a new one, kept afterwards. An error the server
 /// reported for the query keeps the connection; any other error, or the deadline, drops it.
-/// A connection lives at most `timing::connection_max_age`: then the probe connects afresh,
+/// A connection lives at most `timing::CONNECTION_MAX_AGE`: then the probe connects afresh,
 /// so a node that takes no new connection (a smart shutdown waiting for its sessions to end,
 /// a stopped postmaster, slots exhausted, a password changed) fails its probes as before, and
 /// pg_keeper's own sessions never hold a shutdown back for long.
@@ -174,7 +174,7 @@ async fn query_one(
     params: &[&(dyn ToSql + Sync)],
 ) -> Result<Row, String> {
     let started = Instant::now();
-    let max_age = keeper_core::timing::connection_max_age(deadline);
+    let max_age = keeper_core::timing::CONNECTION_MAX_AGE;
     let key = key(&cfg);
     let work = async {
         if let Some(mut c) = take(&key) {

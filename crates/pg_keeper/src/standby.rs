@@ -93,19 +93,50 @@ impl Worker {
         let nested = keeper_core::timing::nested_deadline(deadline);
         let others: Vec<&Node> = nodes.iter().filter(|n| n.name != me && !n.is_master).collect();
         let db = gucs::database();
+        let started = std::time::Instant::now();
         let direct = {
             let cfg = probe::config(&master.conninfo, Some(&db));
             async move { probe::state(cfg?, deadline, None).await }
         };
-        let indirect = join_all(others.iter().map(|n| {
-            let cfg = probe::config(&n.conninfo, Some(&db));
-            let target = master.conninfo.clone();
-            async move { probe::poll_via(cfg?, &target, deadline, nested).await }
-        }));
-        let both = async { tokio::join!(direct, indirect) };
+        // The others are asked when the master has not answered as a live master within the
+        // hedge, and every few rounds anyway (keeper_core::polling::ask_others); they get the
+        // rest of the deadline, so the round still ends within it.
+        let round = self.rounds;
+        let hedge = keeper_core::timing::indirect_hedge(deadline);
+        let ask = |others: &[&Node]| {
+            let left = deadline.saturating_sub(started.elapsed()).max(std::time::Duration::from_millis(1));
+            let nested = keeper_core::timing::nested_deadline(left).min(nested);
+            join_all(others.iter().map(|n| {
+                let cfg = probe::config(&n.conninfo, Some(&db));
+                let target = master.conninfo.clone();
+                async move { probe::poll_via(cfg?, &target, left, nested).await }
+            }))
+        };
+        let both = async {
+            tokio::pin!(direct);
+            let early = tokio::select! {
+                d = &mut direct => Some(d),
+                _ = tokio::time::sleep(hedge) => None,
+            };
+            let live_in_time = matches!(&early, Some(Ok(s)) if s.answer.writable());
+            if !keeper_core::polling::ask_others(live_in_time, round) {
+                return (early.expect("answered"), None);
+            }
+            match early {
+                Some(d) => (d, Some(ask(&others).await)),
+                None => {
+                    let (d, i) = tokio::join!(direct, ask(&others));
+                    (d, Some(i))
+                }
+            }
+        };
         let Some((direct, indirect)) = probe::block_on_cancellable(self.rt, both, shutdown_requested) else {
             return;
         };
+        // Not asked this round (the master answered at once): as if none had answered; what
+        // they said last stays in the status.
+        let asked = indirect.is_some();
+        let indirect = indirect.unwrap_or_else(|| others.iter().map(|_| Err("not asked".to_string())).collect());
 
         // A registered master that answers from recovery (an old master rejoined as a
         // standby) or fenced (it lost its lease) is not a live master.
@@ -151,7 +182,10 @@ impl Worker {
                 Err(e) => e.clone(),
             },
         }];
-        for (n, r) in others.iter().zip(indirect) {
+        if !asked {
+            peers.extend(self.last_indirect.iter().filter(|p| others.iter().any(|n| n.name == p.name)).cloned());
+        }
+        for (n, r) in others.iter().zip(indirect).filter(|_| asked) {
             peers.push(PeerResult {
                 name: n.name.clone(),
                 ok: r.is_ok(),
@@ -163,6 +197,9 @@ impl Worker {
                     Err(e) => e,
                 },
             });
+        }
+        if asked {
+            self.last_indirect = peers[1..].to_vec();
         }
 
         let cfg = FailoverConfig {

@@ -87,11 +87,14 @@ pub(crate) struct Worker {
     pub(crate) rt: &'static tokio::runtime::Runtime,
     /// When this worker entered master mode (the sync guard's grace for re-pointing standbys).
     pub(crate) master_since: Instant,
+    /// Standby mode: what the other standbys answered when last asked (shown in the status
+    /// while rounds do not ask them: `keeper_core::polling::ask_others`).
+    pub(crate) last_indirect: Vec<PeerResult>,
     pub(crate) settings: Settings,
     mode: Option<Mode>,
     /// This node's keeper-core state machines (standby mode, the candidacy) and rules.
     pub(crate) keeper: keeper_core::Keeper,
-    rounds: u64,
+    pub(crate) rounds: u64,
     /// Last process title, to set it only when it changes.
     last_title: String,
     /// Last notable condition logged (a hold, a conflict), to log changes once.
@@ -134,6 +137,7 @@ pub(crate) struct Worker {
 }
 
 /// Result of one peer's probe in a round, for shared memory.
+#[derive(Clone)]
 pub(crate) struct PeerResult {
     pub(crate) name: String,
     pub(crate) ok: bool,
@@ -151,6 +155,7 @@ impl Worker {
         Worker {
             rt: probe::runtime(),
             master_since: Instant::now(),
+            last_indirect: Vec::new(),
             settings: Settings::default(),
             mode: None,
             keeper: keeper_core::Keeper::new(
