@@ -27,7 +27,9 @@
 //!   master they follow over working links.
 //! - Standby mode: a round every `k`: direct poll of the master it knows (the initial master,
 //!   then the sender of the newest heartbeat), indirect polls through every other node (nested
-//!   deadline half the caller's), `StandbyMode::on_round`; on `Stand`: the node's `Candidacy`
+//!   deadline half the caller's) when `polling::ask_others` says so (no live answer within
+//!   `timing::indirect_hedge`, a refusal, or every `ASK_OTHERS_EVERY`th round), as standby.rs;
+//!   `StandbyMode::on_round`; on `Stand`: the node's `Candidacy`
 //!   steps, carried out as the adapter does: its own vote through `decide_vote` (persisted
 //!   unless a pre-vote), requests to every other registered node but the old master, each
 //!   voter persists `decide_vote`'s record before it replies (a master's reply carries no
@@ -640,6 +642,13 @@ enum Ev {
         gen: u64,
         rid: u64,
     },
+    /// A standby round's hedge (`timing::indirect_hedge`): the master has not answered as a
+    /// live master yet, so the other standbys are asked now.
+    Hedge {
+        n: usize,
+        gen: u64,
+        rid: u64,
+    },
     /// The candidate's `Candidacy::poll_timeout` (the end of its grace, or its deadline).
     BallotTimer {
         n: usize,
@@ -780,6 +789,8 @@ enum Round {
         /// A node polled through answered as writable.
         /// Nodes polled through that answered as writable.
         writable_via: Vec<usize>,
+        /// The other standbys were asked (`polling::ask_others`).
+        asked: bool,
     },
     /// A ballot of the node's `Candidacy` is under way (pre-vote or vote): the replies go
     /// to it, and it says when to count.
@@ -886,6 +897,9 @@ struct SimNode {
     rid: u64,
     round: Round,
     via: Vec<ViaEntry>,
+    /// Standby rounds started (the adapter's `rounds`: every `ASK_OTHERS_EVERY`th asks the
+    /// others whatever the master answers).
+    polls: u64,
 }
 
 /// Clients write to every node, and standbys copy their master's WAL, this often (µs).
@@ -1101,6 +1115,7 @@ impl Sim {
                     rid: 0,
                     round: Round::Idle,
                     via: Vec::new(),
+                    polls: 0,
                 }
             })
             .collect();
@@ -1378,6 +1393,7 @@ impl Sim {
         match *ev {
             Ev::Tick { n, .. }
             | Ev::RoundEnd { n, .. }
+            | Ev::Hedge { n, .. }
             | Ev::BallotTimer { n, .. }
             | Ev::CommitDone { n, .. }
             | Ev::ReleaseTimeout { n, .. }
@@ -1486,6 +1502,11 @@ impl Sim {
             Ev::RoundEnd { n, gen, rid } => {
                 if self.nodes[n].alive && self.nodes[n].gen == gen && self.nodes[n].rid == rid {
                     self.end_round(n);
+                }
+            }
+            Ev::Hedge { n, gen, rid } => {
+                if self.nodes[n].alive && self.nodes[n].gen == gen && self.nodes[n].rid == rid {
+                    self.ask_others(n);
                 }
             }
             Ev::ViaDue { v, gen, key } => {

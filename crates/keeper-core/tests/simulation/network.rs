@@ -80,7 +80,15 @@ impl Sim {
             return;
         }
         let pending = match (&mut s.round, what) {
-            (Round::Poll { pending, .. }, Req::Poll) => pending,
+            (Round::Poll { pending, .. }, Req::Poll) => {
+                *pending -= 1;
+                // Refused: the others are asked at once.
+                self.direct_answered(to, false);
+                if let Round::Poll { pending: 0, .. } = self.nodes[to].round {
+                    self.end_round(to);
+                }
+                return;
+            }
             (Round::Poll { via, pending, .. }, Req::Via) => {
                 // The via-node did not answer: no information (stays NoAnswer).
                 if !via.iter().any(|e| e.0 == from && e.1 == Indirect::NoAnswer) {
@@ -117,7 +125,8 @@ impl Sim {
                 if let Round::Poll { direct_ok, pending, .. } = &mut s.round {
                     *direct_ok = ans.writable();
                     *pending -= 1;
-                    if *pending == 0 {
+                    self.direct_answered(to, ans.writable());
+                    if let Round::Poll { pending: 0, .. } = self.nodes[to].round {
                         self.end_round(to);
                     }
                 }

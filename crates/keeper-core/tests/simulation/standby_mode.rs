@@ -13,24 +13,68 @@ impl Sim {
         let start_l = self.local(i);
         let m = self.nodes[i].known;
         let gen = self.nodes[i].gen;
-        let mut via = Vec::new();
+        let via = Vec::new();
         let mut pending = 0;
         if m != i {
             self.send(i, m, Body::Poll { gen, rid });
             pending += 1;
         }
-        for v in 0..self.n {
-            if v != i && v != m && self.in_view(i, v) {
-                via.push((v, Indirect::NoAnswer));
-                self.send(i, v, Body::ViaReq { gen, rid, target: m });
-                pending += 1;
-            }
-        }
+        self.nodes[i].polls += 1;
         let s = &mut self.nodes[i];
         s.rid = rid;
-        s.round = Round::Poll { start_l, direct_ok: false, via, pending, elected: None, writable_via: Vec::new() };
+        s.round = Round::Poll {
+            start_l,
+            direct_ok: false,
+            via,
+            pending,
+            elected: None,
+            writable_via: Vec::new(),
+            asked: false,
+        };
         let deadline = self.at_local(i, start_l + self.k * 4 / 5);
         self.push(deadline, Ev::RoundEnd { n: i, gen, rid });
+        // As standby.rs: the others are asked once the direct poll has not answered as a live
+        // master within the hedge (keeper_core::polling::ask_others).
+        let hedge = us(keeper_core::timing::indirect_hedge(Duration::from_micros(self.k * 4 / 5)));
+        if m == i {
+            self.ask_others(i);
+        } else {
+            let at = self.at_local(i, start_l + hedge);
+            self.push(at, Ev::Hedge { n: i, gen, rid });
+        }
+    }
+
+    /// The direct poll answered: as a live master in time, the others are asked only every
+    /// `ASK_OTHERS_EVERY` rounds; otherwise now.
+    pub(super) fn direct_answered(&mut self, i: usize, live: bool) {
+        let (start_l, polls) = match &self.nodes[i].round {
+            Round::Poll { start_l, .. } => (*start_l, self.nodes[i].polls),
+            _ => return,
+        };
+        let hedge = us(keeper_core::timing::indirect_hedge(Duration::from_micros(self.k * 4 / 5)));
+        let in_time = self.local(i) <= start_l + hedge;
+        if keeper_core::polling::ask_others(live && in_time, polls - 1) {
+            self.ask_others(i);
+        }
+    }
+
+    /// Ask every other standby to poll the master (once per round).
+    pub(super) fn ask_others(&mut self, i: usize) {
+        let m = self.nodes[i].known;
+        let (gen, rid) = (self.nodes[i].gen, self.nodes[i].rid);
+        let targets: Vec<usize> = (0..self.n).filter(|&v| v != i && v != m && self.in_view(i, v)).collect();
+        let Round::Poll { via, pending, asked, .. } = &mut self.nodes[i].round else { return };
+        if *asked {
+            return;
+        }
+        *asked = true;
+        for &v in &targets {
+            via.push((v, Indirect::NoAnswer));
+            *pending += 1;
+        }
+        for v in targets {
+            self.send(i, v, Body::ViaReq { gen, rid, target: m });
+        }
     }
 
     pub(super) fn end_round(&mut self, i: usize) {
