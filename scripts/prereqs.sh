@@ -8,7 +8,9 @@ export PATH="$HOME/.cargo/bin:$PATH"
 
 say() { echo "[prereqs] $*" >&2; }
 
-pkgs=(postgresql-15 postgresql-server-dev-15 libclang-dev clang pkg-config nftables iproute2 procps)
+# libpq-dev: pg_keeper and pgkeeper connect with libpq (crates/pq); openssl: the TLS tests make
+# their certificates with it.
+pkgs=(postgresql-15 postgresql-server-dev-15 libpq-dev openssl libclang-dev clang pkg-config nftables iproute2 procps)
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

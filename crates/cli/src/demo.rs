@@ -184,7 +184,7 @@ pub fn stop(base: &Path) -> Result<()> {
     Ok(())
 }
 
-fn print_node_info(c: &mut postgres::Client) -> Result<()> {
+fn print_node_info(c: &mut keeper_harness::postgres::Client) -> Result<()> {
     println!("{:>5} | {:<6} | {:<56} | is_master | is_nextmaster | is_sync", "seqno", "name", "conninfo");
     for r in c.query(
         "SELECT seqno, name, conninfo, is_master, is_nextmaster, is_sync FROM pgkeeper.node_info ORDER BY seqno",

@@ -4,7 +4,6 @@
 
 use crate::status;
 use anyhow::{Context, Result};
-use keeper_core::conninfo::ConnInfo;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::Command;
@@ -80,7 +79,7 @@ pub(crate) fn configure_standby(
             std::fs::remove_file(&p)?;
         }
     }
-    let mut ci = ConnInfo::parse(master_conninfo)?;
+    let mut ci = keeper_pq::conninfo::node(master_conninfo)?;
     ci.set("application_name", name);
     ci.remove("dbname");
     let auto = pgdata.join("postgresql.auto.conf");
@@ -118,7 +117,7 @@ pub(crate) fn wait_streaming(master_conninfo: &str, name: &str, log: &Path) -> R
                 "SELECT count(*) FROM pg_stat_replication WHERE application_name = $1 AND state = 'streaming'",
                 &[&name],
             )?
-            .get::<_, i64>(0))
+            .get::<i64>(0))
         });
         if matches!(streaming, Ok(1)) {
             return Ok(t.elapsed());

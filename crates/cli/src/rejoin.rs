@@ -14,7 +14,6 @@
 use crate::local::{self, as_owner, chown_like, configure_standby, run, save_confs, server_running};
 use crate::status;
 use anyhow::{bail, Context, Result};
-use keeper_core::conninfo::ConnInfo;
 use std::path::{Path, PathBuf};
 
 fn say(s: &str) {
@@ -117,7 +116,6 @@ fn basebackup(pgdata: &Path, master_conninfo: &str) -> Result<()> {
             "-c",
             "fast",
             "--progress",
-            "--no-sync",
         ]),
         "pg_basebackup",
     )
@@ -221,9 +219,14 @@ fn rejoin_locked(o: &Opts) -> Result<()> {
     }
     let confs = save_confs(&o.pgdata)?;
     let source = {
-        let mut c = ConnInfo::parse(&master.conninfo)?;
+        let mut c = keeper_pq::conninfo::node(&master.conninfo)?;
         if c.get("dbname").is_none() {
             c.set("dbname", "postgres");
+        }
+        // pg_rewind and pg_basebackup connect as the operator (a superuser, or a role with
+        // pg_rewind's grants), not as the nodes' agent user.
+        if let Some(u) = status::operator() {
+            c.set("user", &u);
         }
         c.to_string()
     };
@@ -249,7 +252,7 @@ fn rejoin_locked(o: &Opts) -> Result<()> {
             }
         }
         say("pg_rewind from the master (progress below)");
-        let r = pg_rewind(&o.pgdata, &source, &["--progress", "--no-sync"], "pg_rewind");
+        let r = pg_rewind(&o.pgdata, &source, &["--progress"], "pg_rewind");
         match r {
             Ok(()) => rewound = true,
             Err(e) if o.auto => bail!("{e:#}: the data directory may need pgkeeper rejoin --basebackup"),

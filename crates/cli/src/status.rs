@@ -3,37 +3,74 @@
 //! and warnings for anything wrong.
 
 use anyhow::{anyhow, Context, Result};
-use keeper_core::conninfo::ConnInfo;
 use keeper_core::gate::{Attention, GateKind};
 use keeper_core::lsn;
 use serde_json::{json, Value};
-use std::str::FromStr;
-use std::time::Duration;
+use keeper_pq::{Row, ToParam};
+use std::time::{Duration, Instant};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Each statement the CLI runs: a switchover's steps wait for the cluster, never this long.
+const STATEMENT_TIMEOUT: Duration = Duration::from_secs(60);
 
-pub fn connect(conninfo: &str) -> Result<postgres::Client> {
-    let mut cfg = postgres::Config::from_str(conninfo).context("invalid conninfo")?;
-    if cfg.get_user().is_none() {
-        cfg.user("postgres");
-    }
-    cfg.connect_timeout(CONNECT_TIMEOUT);
-    cfg.application_name("pgkeeper");
-    cfg.connect(postgres::NoTls).map_err(|e| anyhow::anyhow!("{}", short_error(&e)))
+/// A connection to a node, made by libpq (`keeper_pq`: TLS, password and service files,
+/// exactly as psql and the walreceiver read the conninfo), every statement under a deadline.
+pub struct Client {
+    conn: keeper_pq::Conn,
 }
 
-/// "connection refused" rather than the whole chain with the conninfo.
-fn short_error(e: &postgres::Error) -> String {
-    if let Some(db) = e.as_db_error() {
-        return db.message().to_string();
+impl Client {
+    fn until() -> Instant {
+        Instant::now() + STATEMENT_TIMEOUT
     }
-    let mut s = e.to_string();
-    let mut src = std::error::Error::source(e);
-    while let Some(c) = src {
-        s = c.to_string();
-        src = c.source();
+
+    pub fn query(&mut self, sql: &str, params: &[&dyn ToParam]) -> Result<Vec<Row>, keeper_pq::Error> {
+        self.conn.query(sql, params, Self::until())
     }
-    s
+
+    pub fn query_one(&mut self, sql: &str, params: &[&dyn ToParam]) -> Result<Row, keeper_pq::Error> {
+        self.conn.query_one(sql, params, Self::until())
+    }
+
+    pub fn batch_execute(&mut self, sql: &str) -> Result<(), keeper_pq::Error> {
+        self.conn.batch(sql, Self::until())
+    }
+}
+
+/// The user the operator named in the conninfo given on the command line (None: none named).
+/// node_info's conninfo names the user the nodes talk to each other as (pgkeeper_agent, which
+/// may not read node_info's admin functions or step a master down): the CLI connects to every
+/// node as the operator instead, with the rest of the node's conninfo (address, TLS).
+static OPERATOR: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+
+/// Take the operator's user from the first conninfo given on the command line.
+pub fn set_operator(conninfo: &str) {
+    let user = keeper_pq::conninfo::parse(conninfo)
+        .ok()
+        .and_then(|p| p.into_iter().rev().find(|(k, v)| k == "user" && !v.is_empty()).map(|(_, v)| v));
+    let _ = OPERATOR.set(user);
+}
+
+pub fn operator() -> Option<String> {
+    OPERATOR.get().cloned().flatten()
+}
+
+/// Connect with `conninfo` as libpq reads it, within 3 s, as application `pgkeeper`, as the
+/// operator (`set_operator`); with no user named anywhere (conninfo, service, PGUSER), as
+/// `postgres` rather than the OS user.
+pub fn connect(conninfo: &str) -> Result<Client> {
+    let pairs = keeper_pq::conninfo::parse(conninfo).map_err(|e| anyhow!("invalid conninfo: {e}"))?;
+    let named = |k: &str| pairs.iter().any(|(key, v)| key == k && !v.is_empty());
+    let op = operator();
+    let mut overrides = vec![("application_name", "pgkeeper")];
+    if let Some(u) = op.as_deref() {
+        overrides.push(("user", u));
+    } else if !named("user") && !named("service") && std::env::var_os("PGUSER").is_none() && std::env::var_os("PGSERVICE").is_none() {
+        overrides.push(("user", "postgres"));
+    }
+    let conn = keeper_pq::Conn::connect(conninfo, &overrides, Instant::now() + CONNECT_TIMEOUT)
+        .map_err(|e| anyhow!("{e}"))?;
+    Ok(Client { conn })
 }
 
 #[derive(Debug, Clone)]
@@ -122,9 +159,9 @@ pub fn live(conninfo: &str) -> Result<Live> {
         sync_standbys: Vec::new(),
         term: r.get(9),
         commits: r.get(10),
-        gate: GateKind::parse(r.get(11)).ok_or_else(|| anyhow!("unknown gate {:?}", r.get::<_, String>(11)))?,
-        attention: Attention::parse(r.get(12))
-            .ok_or_else(|| anyhow!("unknown attention {:?}", r.get::<_, String>(12)))?,
+        gate: GateKind::parse(&r.get::<String>(11)).ok_or_else(|| anyhow!("unknown gate {:?}", r.get::<String>(11)))?,
+        attention: Attention::parse(&r.get::<String>(12))
+            .ok_or_else(|| anyhow!("unknown attention {:?}", r.get::<String>(12)))?,
     };
     if !l.in_recovery {
         for row in c.query("SELECT application_name, sync_state FROM pg_stat_replication", &[])? {
@@ -141,6 +178,7 @@ pub struct Report {
 }
 
 pub fn gather(conninfo: &str) -> Result<Report> {
+    set_operator(conninfo);
     let rows = node_info(conninfo)?;
     // Ask every node at once: a dead node costs one connect timeout, not one per node.
     let handles: Vec<_> = rows
@@ -192,7 +230,7 @@ fn warnings(nodes: &[(NodeRow, Result<Live, String>)]) -> Vec<String> {
 }
 
 fn host_port(conninfo: &str) -> String {
-    ConnInfo::parse(conninfo)
+    keeper_pq::conninfo::node(conninfo)
         .map(|c| format!("{}:{}", c.get("host").unwrap_or("localhost"), c.get("port").unwrap_or("5432")))
         .unwrap_or_else(|_| "?".into())
 }
@@ -330,20 +368,40 @@ pub fn run(args: &[String]) -> Result<()> {
     }
 }
 
-/// `pgkeeper uri CONNINFO`: a libpq multi-host URI over every registered node, for clients.
+/// `pgkeeper uri CONNINFO`: a libpq multi-host URI over every registered node, for clients:
+/// the database of the first node's conninfo, the operator's user if the conninfo given
+/// names one (never the nodes' own agent user), and the TLS settings of the first node's
+/// conninfo (a client checks the servers as the nodes check each other).
 pub fn uri(conninfo: &str) -> Result<String> {
+    set_operator(conninfo);
     let rows = node_info(conninfo)?;
-    let first = ConnInfo::parse(&rows.first().context("node_info is empty")?.conninfo)?;
+    let first = keeper_pq::conninfo::node(&rows.first().context("node_info is empty")?.conninfo)?;
     let hosts: Vec<String> = rows
         .iter()
         .map(|n| {
-            let c = ConnInfo::parse(&n.conninfo)?;
+            let c = keeper_pq::conninfo::node(&n.conninfo)?;
             let host = c.get("host").unwrap_or("localhost").to_string();
             let host = if host.contains(':') { format!("[{host}]") } else { host };
             Ok(format!("{host}:{}", c.get("port").unwrap_or("5432")))
         })
         .collect::<Result<_>>()?;
     let db = first.get("dbname").unwrap_or("postgres");
-    let user = first.get("user").map(|u| format!("{u}@")).unwrap_or_default();
-    Ok(format!("postgresql://{user}{}/{db}?target_session_attrs=read-write&connect_timeout=2", hosts.join(",")))
+    let user = operator().map(|u| format!("{}@", encode(&u))).unwrap_or_default();
+    let mut query = "target_session_attrs=read-write&connect_timeout=2".to_string();
+    for k in ["sslmode", "sslrootcert", "sslcrl"] {
+        if let Some(v) = first.get(k) {
+            query.push_str(&format!("&{k}={}", encode(v)));
+        }
+    }
+    Ok(format!("postgresql://{user}{}/{}?{query}", hosts.join(","), encode(db)))
+}
+
+/// Percent-encode all but RFC 3986's unreserved characters and '/'.
+fn encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' | b'/' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }

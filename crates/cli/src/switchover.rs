@@ -54,7 +54,7 @@ fn parse(args: &[String]) -> Result<Opts> {
 fn pause_all(nodes: &[status::NodeRow], seconds: i32) {
     for n in nodes {
         let r = status::connect(&n.conninfo)
-            .and_then(|mut c| Ok(c.query_one("SELECT pgkeeper.pause_failover($1)", &[&seconds])?.get::<_, bool>(0)));
+            .and_then(|mut c| Ok(c.query_one("SELECT pgkeeper.pause_failover($1)", &[&seconds])?.get::<bool>(0)));
         if let Err(e) = r {
             say(&format!(
                 "{}: cannot {} automatic failover: {e:#}",
@@ -138,7 +138,7 @@ pub fn switchover(args: &[String]) -> Result<()> {
     // so the target can be elected without waiting for its lease to run out.
     say(&format!("{} steps down (refuses commits from now on)", master.name));
     let stepped = status::connect(&master.conninfo)
-        .and_then(|mut c| Ok(c.query_one("SELECT pgkeeper.step_down($1::text)", &[&o.to])?.get::<_, i32>(0)));
+        .and_then(|mut c| Ok(c.query_one("SELECT pgkeeper.step_down($1::text)", &[&o.to])?.get::<i32>(0)));
     say(&format!("stopping {} (clean shutdown: its WAL is shipped before it exits)", master.name));
     let stopped = stepped.and_then(|released| {
         say(&format!("{released} node(s) released their vote hold"));

@@ -18,7 +18,8 @@ pub struct Writer {
 impl Writer {
     /// Insert into `demo_writes (id, node)` through `conninfo` every `every`.
     pub fn start(conninfo: &str, every: Duration) -> Result<Writer> {
-        let cfg: postgres::Config = conninfo.parse()?;
+        keeper_pq::conninfo::parse(conninfo).map_err(|e| anyhow::anyhow!("invalid conninfo: {e}"))?;
+        let conninfo = conninfo.to_string();
         let stop = Arc::new(AtomicBool::new(false));
         let acked: Acks = Arc::new(Mutex::new(Vec::new()));
         let (s, a) = (stop.clone(), acked.clone());
@@ -26,16 +27,18 @@ impl Writer {
             let mut id = 0i64;
             while !s.load(Ordering::Relaxed) {
                 id += 1;
-                let (cfg, a, my) = (cfg.clone(), a.clone(), id);
+                let (conninfo, a, my) = (conninfo.clone(), a.clone(), id);
                 // Each attempt on its own thread, abandoned after 2 s: a hung server must
                 // not stop the client.
                 let t = std::thread::spawn(move || {
-                    let Ok(mut c) = cfg.connect(postgres::NoTls) else {
+                    let until = Instant::now() + Duration::from_secs(2);
+                    let Ok(mut c) = keeper_pq::Conn::connect(&conninfo, &[], until) else {
                         return;
                     };
                     if let Ok(row) = c.query_one(
-                        "INSERT INTO demo_writes VALUES ($1, current_setting('cluster_name')) RETURNING node",
+                        "INSERT INTO demo_writes VALUES ($1::bigint, current_setting('cluster_name')) RETURNING node",
                         &[&my],
+                        until,
                     ) {
                         a.lock().unwrap().push((Instant::now(), row.get(0)));
                     }

@@ -45,7 +45,7 @@ fn status_table_json_and_uri() {
     let o = pgkeeper(&["uri", &cluster.node("node2").conninfo()]);
     let uri = String::from_utf8_lossy(&o.stdout).trim().to_string();
     assert!(uri.contains("target_session_attrs=read-write"), "{uri}");
-    let mut c = postgres::Client::connect(&uri, postgres::NoTls).expect("connect with the URI");
+    let mut c = keeper_harness::postgres::Client::connect(&uri, keeper_harness::postgres::NoTls).expect("connect with the URI");
     let rec: bool = c.query_one("SELECT pg_is_in_recovery()", &[]).unwrap().get(0);
     assert!(!rec);
 

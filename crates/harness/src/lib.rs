@@ -36,6 +36,8 @@ use std::time::{Duration, Instant};
 mod cluster;
 mod netns;
 mod node;
+/// The client crate the SQL helpers return (`Node::try_connect`).
+pub use postgres;
 pub mod proc;
 
 pub use cluster::{base_parent, Cluster, ClusterBuilder};

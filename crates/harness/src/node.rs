@@ -33,6 +33,8 @@ pub struct Node {
     /// Address other nodes use to reach this node (listen_addresses):
     /// 127.0.0.1 in loopback mode, 10.213.X.i in netns mode.
     addr: String,
+    /// Environment the postmaster starts with (`set_env`): PGPASSFILE, PGSSLROOTCERT, ...
+    env: Mutex<Vec<(String, String)>>,
 }
 
 impl Node {
@@ -56,6 +58,7 @@ impl Node {
             statement_timeout: Mutex::new(Some(Duration::from_secs(30))),
             addr: net.as_ref().map(|(_, a)| a.clone()).unwrap_or_else(|| "127.0.0.1".into()),
             ns: net.map(|(n, _)| n),
+            env: Mutex::new(Vec::new()),
         })
     }
 
@@ -191,8 +194,18 @@ impl Node {
         a.push("-D".into());
         a.push(self.data_dir.display().to_string());
         // inside the node's namespace, so the postmaster (a daemonized
-        // grandchild of pg_ctl) inherits it
-        self.run_as_pg("pg_ctl", a)
+        // grandchild of pg_ctl) inherits it, and its environment
+        let mut c = self.run_as_pg("pg_ctl", a);
+        c.envs(self.env.lock().unwrap().iter().map(|(k, v)| (k.clone(), v.clone())));
+        c
+    }
+
+    /// Start the server from now on with `key=value` in its environment (libpq's PGPASSFILE,
+    /// PGSERVICEFILE, ... for the connections pg_keeper makes from it).
+    pub fn set_env(&self, key: &str, value: &str) {
+        let mut e = self.env.lock().unwrap();
+        e.retain(|(k, _)| k != key);
+        e.push((key.to_string(), value.to_string()));
     }
 
     /// `pg_ctl start -w -t 60 -l <log>`. Waits first for processes of a

@@ -92,11 +92,17 @@ impl StandbyMode {
 /// another server: a standby that became the new master's standby after a switchover, or an
 /// old master) and does not knowingly follow another node: stream from the master itself, as
 /// every pg_keeper standby does. An unparsable or empty `primary_conninfo` is left alone.
-pub fn streams_elsewhere(direct_ok: bool, following: Option<&str>, master: &Node, primary_conninfo: &str) -> bool {
+pub fn streams_elsewhere(
+    direct_ok: bool,
+    following: Option<&str>,
+    master: &Node,
+    primary_conninfo: &str,
+    parse: crate::conninfo::Parse,
+) -> bool {
     if !direct_ok || following == Some(master.name.as_str()) {
         return false;
     }
-    let target = |ci: &str| crate::conninfo::ConnInfo::parse(ci).ok().map(|c| c.target());
+    let target = |ci: &str| parse(ci).ok().map(|c| c.target());
     let upstream = target(primary_conninfo);
     upstream.is_some() && upstream != target(&master.conninfo)
 }

@@ -4,7 +4,7 @@
 //! Functions here take the current rows and return the rows as they must become; the
 //! extension writes the difference ([`diff`]) with parameterised SQL.
 
-use crate::conninfo::{ConnInfo, ConninfoError};
+use crate::conninfo::{ConninfoError, Parse};
 use crate::sync_names::SyncConfig;
 use std::fmt;
 
@@ -91,18 +91,19 @@ pub fn add(
     conninfo: &str,
     witness: bool,
     sync: Option<&SyncConfig>,
+    parse: Parse,
 ) -> Result<Vec<Node>, RegistryError> {
     check_name(name)?;
     if witness && nodes.is_empty() {
         return Err(RegistryError::WitnessFirst(name.to_string()));
     }
-    let ci = ConnInfo::parse(conninfo).map_err(RegistryError::BadConninfo)?;
+    let ci = parse(conninfo).map_err(RegistryError::BadConninfo)?;
     if let Some(n) = nodes.iter().find(|n| n.name.eq_ignore_ascii_case(name)) {
         return Err(RegistryError::DuplicateName(n.name.clone()));
     }
     let target = ci.target();
     for n in nodes {
-        if ConnInfo::parse(&n.conninfo).map(|c| c.target()).ok().as_deref() == Some(target.as_str()) {
+        if parse(&n.conninfo).map(|c| c.target()).ok().as_deref() == Some(target.as_str()) {
             return Err(RegistryError::DuplicateConninfo { existing: n.name.clone(), target });
         }
     }

@@ -1,5 +1,6 @@
 //! The promotion rule of standby mode: unit cases and properties over random partitions.
 
+use keeper_core::conninfo::testing::words;
 use keeper_core::failover::{follow, Decision, FailoverConfig, Follow, Hold, Next, Sightings, StandbyMode};
 use keeper_core::polling::{Indirect, RoundObservation};
 use keeper_core::{registry, Node, SyncConfig};
@@ -8,7 +9,7 @@ use proptest::prelude::*;
 fn cluster(n: usize) -> Vec<Node> {
     let mut nodes = Vec::new();
     for i in 1..=n {
-        nodes = registry::add(&nodes, &format!("n{i}"), &format!("host=10.0.0.{i}"), false, None).unwrap();
+        nodes = registry::add(&nodes, &format!("n{i}"), &format!("host=10.0.0.{i}"), false, None, &words).unwrap();
     }
     nodes // n1 master, n2 next master
 }
@@ -103,7 +104,7 @@ fn other_standbys_wait_their_turn() {
 
 #[test]
 fn witnesses_and_unknown_nodes_never_stand() {
-    let nodes = registry::add(&cluster(2), "w", "host=10.0.0.9", true, None).unwrap();
+    let nodes = registry::add(&cluster(2), "w", "host=10.0.0.9", true, None, &words).unwrap();
     let one = FailoverConfig { keepalive_count: 1, ..CFG };
     let obs = dead_round(&[("n2", Indirect::Unreached)]);
     let hold = Decision::Hold { failed_rounds: 1, why: Hold::NotCandidate };
@@ -123,7 +124,7 @@ fn follow_rules() {
 #[test]
 fn master_view_after_promotion() {
     let sync = SyncConfig::parse("n2").unwrap();
-    let nodes = registry::add(&cluster(3), "n4", "host=10.0.0.4", false, sync.as_ref()).unwrap();
+    let nodes = registry::add(&cluster(3), "n4", "host=10.0.0.4", false, sync.as_ref(), &words).unwrap();
     // n2 promoted; n3 and n4 stream from it; the old master n1 does not.
     let v = registry::master_view(&nodes, "n2", sync.as_ref(), &["n3", "n4"]);
     let flags: Vec<_> = v.iter().map(|n| (n.name.as_str(), n.is_master, n.is_nextmaster)).collect();
@@ -231,14 +232,14 @@ fn a_standby_streaming_from_another_server_than_the_live_master_repoints() {
     let master =
         Node { name: "node1".into(), conninfo: "host=h1 port=5432 dbname=postgres".into(), ..cluster(1)[0].clone() };
     // Streams from node3 (a cascade left by a switchover): back to the master.
-    assert!(streams_elsewhere(true, None, &master, "host=h3 port=5432 application_name=node2"));
+    assert!(streams_elsewhere(true, None, &master, "host=h3 port=5432 application_name=node2", &words));
     // Already from the master, whatever the other keys.
-    assert!(!streams_elsewhere(true, None, &master, "host=H1 application_name=node2"));
+    assert!(!streams_elsewhere(true, None, &master, "host=H1 application_name=node2", &words));
     // The master did not answer directly: nothing to judge.
-    assert!(!streams_elsewhere(false, None, &master, "host=h3"));
+    assert!(!streams_elsewhere(false, None, &master, "host=h3", &words));
     // Knowingly following the master (checked its timeline): left alone.
-    assert!(!streams_elsewhere(true, Some("node1"), &master, "host=h3"));
+    assert!(!streams_elsewhere(true, Some("node1"), &master, "host=h3", &words));
     // No or unparsable primary_conninfo: left alone.
-    assert!(!streams_elsewhere(true, None, &master, ""));
-    assert!(!streams_elsewhere(true, None, &master, "host='unterminated"));
+    assert!(!streams_elsewhere(true, None, &master, "", &words));
+    assert!(!streams_elsewhere(true, None, &master, "host", &words));
 }

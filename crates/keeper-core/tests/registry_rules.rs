@@ -1,5 +1,6 @@
 //! Registry rules: master first, next-master choice, sync flags, deletions.
 
+use keeper_core::conninfo::testing::words;
 use keeper_core::registry::{self, diff, Change, Selector};
 use keeper_core::{Node, RegistryError, SyncConfig};
 use proptest::prelude::*;
@@ -12,7 +13,7 @@ fn build(names: &[&str], s: &str) -> Vec<Node> {
     let cfg = sync(s);
     let mut nodes = Vec::new();
     for (i, n) in names.iter().enumerate() {
-        nodes = registry::add(&nodes, n, &format!("host=10.0.0.{} port=5432", i + 1), false, cfg.as_ref()).unwrap();
+        nodes = registry::add(&nodes, n, &format!("host=10.0.0.{} port=5432", i + 1), false, cfg.as_ref(), &words).unwrap();
     }
     nodes
 }
@@ -55,15 +56,15 @@ fn master_alone_has_no_next_master() {
 #[test]
 fn refusals_change_nothing() {
     let nodes = build(&["m", "a"], "");
-    let e = registry::add(&nodes, "A", "host=10.9.9.9", false, None).unwrap_err();
+    let e = registry::add(&nodes, "A", "host=10.9.9.9", false, None, &words).unwrap_err();
     assert_eq!(e, RegistryError::DuplicateName("a".into()));
-    let e = registry::add(&nodes, "x", "host=10.0.0.2 port=5432 dbname=other", false, None).unwrap_err();
+    let e = registry::add(&nodes, "x", "host=10.0.0.2 port=5432 dbname=other", false, None, &words).unwrap_err();
     assert!(matches!(e, RegistryError::DuplicateConninfo { .. }), "{e}");
-    assert!(matches!(registry::add(&nodes, "", "host=h", false, None), Err(RegistryError::BadName(_))));
-    assert!(matches!(registry::add(&nodes, "a b", "host=h", false, None), Err(RegistryError::BadName(_))));
-    assert!(matches!(registry::add(&nodes, "x", "", false, None), Err(RegistryError::BadConninfo(_))));
-    assert!(matches!(registry::add(&nodes, "x", "nonsense", false, None), Err(RegistryError::BadConninfo(_))));
-    assert!(matches!(registry::add(&[], "w", "host=h", true, None), Err(RegistryError::WitnessFirst(_))));
+    assert!(matches!(registry::add(&nodes, "", "host=h", false, None, &words), Err(RegistryError::BadName(_))));
+    assert!(matches!(registry::add(&nodes, "a b", "host=h", false, None, &words), Err(RegistryError::BadName(_))));
+    assert!(matches!(registry::add(&nodes, "x", "", false, None, &words), Err(RegistryError::BadConninfo(_))));
+    assert!(matches!(registry::add(&nodes, "x", "nonsense", false, None, &words), Err(RegistryError::BadConninfo(_))));
+    assert!(matches!(registry::add(&[], "w", "host=h", true, None, &words), Err(RegistryError::WitnessFirst(_))));
     assert_eq!(registry::delete(&nodes, Selector::Name("m"), None), Err(RegistryError::DeleteMaster("m".into())));
     assert_eq!(registry::delete(&nodes, Selector::Name("zz"), None), Err(RegistryError::UnknownName("zz".into())));
     assert_eq!(registry::delete(&nodes, Selector::Seqno(7), None), Err(RegistryError::UnknownSeqno(7)));
@@ -77,14 +78,14 @@ fn deleting_the_next_master_elects_another() {
     assert_eq!(after.iter().find(|n| n.is_nextmaster).unwrap().name, "c");
     let after = registry::delete(&after, Selector::Seqno(4), cfg.as_ref()).unwrap();
     assert_eq!(after.iter().find(|n| n.is_nextmaster).unwrap().name, "a");
-    let again = registry::add(&after, "d", "host=10.1.1.1", false, cfg.as_ref()).unwrap();
+    let again = registry::add(&after, "d", "host=10.1.1.1", false, cfg.as_ref(), &words).unwrap();
     assert_eq!(again.last().unwrap().seqno, 3); // max + 1
 }
 
 #[test]
 fn diff_lists_only_what_changed() {
     let nodes = build(&["m", "a"], "");
-    let more = registry::add(&nodes, "b", "host=10.7.7.7", false, sync("b").as_ref()).unwrap();
+    let more = registry::add(&nodes, "b", "host=10.7.7.7", false, sync("b").as_ref(), &words).unwrap();
     let d = diff(&nodes, &more);
     assert_eq!(d.len(), 2, "{d:?}"); // a loses next master, b inserted as next master + sync
     assert!(d.iter().any(|c| matches!(c, Change::Insert(n) if n.name == "b" && n.is_nextmaster && n.is_sync)));
@@ -105,7 +106,7 @@ proptest! {
         for (op, i) in ops {
             let r = if op < 2 {
                 // op 1: a witness (refused as the first node).
-                registry::add(&nodes, names[i], &format!("host=h{i}"), op == 1, cfg.as_ref())
+                registry::add(&nodes, names[i], &format!("host=h{i}"), op == 1, cfg.as_ref(), &words)
             } else {
                 registry::delete(&nodes, Selector::Name(names[i]), cfg.as_ref())
             };

@@ -166,7 +166,7 @@ fn add_node(node_name: Option<&str>, conninfo: Option<&str>, is_witness: default
     let current = Spi::connect(registry_sql::read_nodes)
         .unwrap_or_else(|e| fail(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, e.to_string(), None))
         .unwrap_or_default();
-    if let Err(e) = registry::add(&current, name, conninfo, witness, None) {
+    if let Err(e) = registry::add(&current, name, conninfo, witness, None, &keeper_pq::conninfo::node) {
         registry_error(e);
     }
     let cfg = probe::config(conninfo, Some(&gucs::database()))
@@ -197,7 +197,7 @@ fn add_node(node_name: Option<&str>, conninfo: Option<&str>, is_witness: default
             None,
         ),
     }
-    change_registry("add_node", |nodes, sync| registry::add(nodes, name, conninfo, witness, sync));
+    change_registry("add_node", |nodes, sync| registry::add(nodes, name, conninfo, witness, sync, &keeper_pq::conninfo::node));
     true
 }
 
@@ -235,8 +235,18 @@ fn indirect_polling(
     require_master: default!(bool, false),
 ) -> bool {
     let conninfo = required(conninfo, "conninfo");
-    if let Err(e) = keeper_core::conninfo::ConnInfo::parse(conninfo) {
+    if let Err(e) = keeper_pq::conninfo::node(conninfo) {
         fail(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, e.to_string(), None);
+    }
+    let may = Spi::connect(|c| {
+        c.select("SELECT pgkeeper._may_connect($1)", None, &[conninfo.into()])?.first().get_one::<bool>()
+    });
+    if !matches!(may, Ok(Some(true))) {
+        fail(
+            PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+            "permission denied to poll a server that is not a registered node",
+            Some("Members of pgkeeper_agent may poll only a conninfo in pgkeeper.node_info; pgkeeper_admin members and superusers any."),
+        );
     }
     let deadline = match timeout_ms {
         None => default_poll_deadline(),

@@ -6,7 +6,6 @@
 use crate::actions;
 use crate::election_api::received_position;
 use crate::worker::{shutdown_requested, Worker};
-use keeper_core::conninfo::ConnInfo;
 use keeper_core::election::{fast_forward_progress, FastForward};
 use keeper_core::lsn::Position;
 use keeper_core::Node;
@@ -16,7 +15,7 @@ use std::time::{Duration, Instant};
 impl Worker {
     pub(crate) fn fast_forward(&mut self, me: &str, nodes: &[Node], from: &str, target: Position) {
         let Some(node) = nodes.iter().find(|n| n.name == from) else { return };
-        let mut ci = match ConnInfo::parse(&node.conninfo) {
+        let mut ci = match keeper_pq::conninfo::node(&node.conninfo) {
             Ok(c) => c,
             Err(e) => {
                 warning!("pg_keeper: cannot fetch WAL from {from}: {e}");

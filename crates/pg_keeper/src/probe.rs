@@ -1,91 +1,64 @@
 //! Outgoing probes: every network call pg_keeper makes, each under one deadline covering
-//! connect, authentication and query (tokio-postgres' connect_timeout alone covers only the
-//! TCP connect). Runs on a current-thread tokio runtime on the calling thread; no pg_sys call
-//! is made from here.
+//! connect, TLS, authentication and query. Connections are made by libpq (`keeper_pq`), so a
+//! node's conninfo means here what it means to the walreceiver. Runs on a current-thread
+//! tokio runtime, each probe's libpq calls on one of its blocking threads; no pg_sys call is
+//! made from here.
 //!
 //! Connections are kept and reused (issue 4/7: a fresh connection is a backend fork and an
 //! authentication on the node asked, every probe, every round). The deadline covers the
 //! query on a reused connection exactly as on a new one, so a frozen or black-holed peer
-//! still fails its probe in time; a connection that failed or timed out is dropped (its task
-//! aborted, its socket closed), and one the peer closed meanwhile (a restart) is replaced by
+//! still fails its probe in time; a connection that failed or timed out is dropped (its
+//! socket closed), and one the peer closed meanwhile (a restart) is replaced by
 //! a fresh connection within the same deadline. Each process (the worker, a backend running
 //! an indirect poll) keeps at most one connection per conninfo.
 
-use std::cell::RefCell;
+use keeper_pq::{Conn, Row, ToParam};
 use std::collections::HashMap;
-use std::str::FromStr;
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
-use tokio_postgres::types::ToSql;
-use tokio_postgres::{Client, Config, NoTls, Row, Statement};
 
 /// Name this process's connections carry, so they are easy to tell apart in pg_stat_activity.
 const APP_NAME: &str = "pg_keeper";
 
 /// The process's runtime (current-thread: driven only while a probe runs on this thread), for
-/// its life: the kept connections' tasks live on it. Created on first use, never in the
+/// its life. Each probe runs its libpq calls on one of the runtime's blocking threads, so
+/// probes to several nodes run at once and the caller's deadline holds even where libpq
+/// itself would wait (a host name's DNS lookup). Created on first use, never in the
 /// postmaster (which would hand it to every forked child).
 pub fn runtime() -> &'static tokio::runtime::Runtime {
     static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
     RT.get_or_init(|| tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime"))
 }
 
-/// A kept connection: the client, the task that drives its socket, the statements prepared
-/// on it (the node asked then neither parses nor plans them again), and when it was made.
-struct Kept {
-    client: Client,
-    task: tokio::task::JoinHandle<()>,
-    statements: HashMap<&'static str, Statement>,
-    born: Instant,
+/// How pg_keeper connects to a node: the node's conninfo, as libpq reads it (TLS, password
+/// files, services: issue 5/7), then what pg_keeper sets on top.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    conninfo: String,
+    overrides: Vec<(&'static str, String)>,
 }
 
-impl Kept {
-    async fn query_one(
-        &mut self,
-        sql: &'static str,
-        params: &[&(dyn ToSql + Sync)],
-    ) -> Result<Row, tokio_postgres::Error> {
-        let stmt = match self.statements.get(sql) {
-            Some(s) => s.clone(),
-            None => {
-                let s = self.client.prepare(sql).await?;
-                self.statements.insert(sql, s.clone());
-                s
-            }
-        };
-        let r = self.client.query_one(&stmt, params).await;
-        if r.is_err() {
-            // (a statement whose result type changed, or one a pooler lost, would fail for
-            // ever: prepare it again next time)
-            self.statements.remove(sql);
+impl Config {
+    /// The pool's key: everything the connection is made with (a password in the conninfo
+    /// included: another password is another connection).
+    fn key(&self) -> String {
+        let mut k = self.conninfo.clone();
+        for (name, v) in &self.overrides {
+            k.push_str(&format!("\u{0}{name}={v}"));
         }
-        r
+        k
     }
 }
 
-impl Drop for Kept {
-    fn drop(&mut self) {
-        // Closes the socket without waiting for the peer (at the next time the runtime runs:
-        // a current-thread runtime only schedules the cancellation).
-        self.task.abort();
-    }
+/// The kept connections of this process, by key (probes run on the runtime's blocking
+/// threads, one connection used by one probe at a time).
+fn kept() -> &'static Mutex<HashMap<String, Conn>> {
+    static KEPT: OnceLock<Mutex<HashMap<String, Conn>>> = OnceLock::new();
+    KEPT.get_or_init(|| Mutex::new(HashMap::new()))
 }
 
-thread_local! {
-    static KEPT: RefCell<HashMap<String, Kept>> = RefCell::new(HashMap::new());
-}
-
-/// The pool's key: every setting the connection was made with (tokio-postgres' Debug hides
-/// the password: a hash of it is added, so another password is another connection).
-fn key(cfg: &Config) -> String {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    cfg.get_password().hash(&mut h);
-    format!("{cfg:?} {:x}", h.finish())
-}
-
-fn take(key: &str) -> Option<Kept> {
-    KEPT.with(|k| k.borrow_mut().remove(key))
+fn take(key: &str) -> Option<Conn> {
+    kept().lock().unwrap_or_else(|p| p.into_inner()).remove(key)
 }
 
 /// At most this many kept connections per process (a session calling indirect_polling with
@@ -94,70 +67,30 @@ const MAX_KEPT: usize = 64;
 
 /// Keep `c` for the next probe with this key, unless it is closed or has lived its time; and
 /// drop every other connection that has (a node deleted from node_info, an old conninfo).
-fn keep(key: String, c: Kept, max_age: Duration) {
-    KEPT.with(|k| {
-        let mut k = k.borrow_mut();
-        k.retain(|_, other| other.born.elapsed() < max_age);
-        if !c.client.is_closed() && c.born.elapsed() < max_age && (k.len() < MAX_KEPT || k.contains_key(&key)) {
-            k.insert(key, c);
-        }
-    });
-}
-
-fn os_user() -> String {
-    unsafe {
-        let pw = libc::getpwuid(libc::geteuid());
-        if pw.is_null() {
-            return "postgres".into();
-        }
-        std::ffi::CStr::from_ptr((*pw).pw_name).to_string_lossy().into_owned()
+fn keep(key: String, c: Conn, max_age: Duration) {
+    let mut k = kept().lock().unwrap_or_else(|p| p.into_inner());
+    k.retain(|_, other| other.born().elapsed() < max_age);
+    if !c.is_closed() && c.born().elapsed() < max_age && (k.len() < MAX_KEPT || k.contains_key(&key)) {
+        k.insert(key, c);
     }
 }
 
-/// Parse a conninfo the way pg_keeper connects with it (libpq defaults for user filled in).
+/// How pg_keeper connects with `conninfo`: to `dbname` if given, as `application_name`
+/// pg_keeper, without JIT. A conninfo libpq cannot parse is refused with libpq's message.
 pub fn config(conninfo: &str, dbname: Option<&str>) -> Result<Config, String> {
-    let mut cfg = Config::from_str(conninfo).map_err(|e| format!("invalid conninfo: {e}"))?;
-    if cfg.get_user().is_none() {
-        cfg.user(os_user());
-    }
+    let pairs = keeper_pq::conninfo::parse(conninfo).map_err(|e| format!("invalid conninfo: {e}"))?;
+    let mut overrides = vec![("application_name", APP_NAME.to_string())];
     if let Some(db) = dbname {
-        cfg.dbname(db);
+        overrides.push(("dbname", db.to_string()));
     }
-    cfg.application_name(APP_NAME);
     // The backends that serve pg_keeper's probes run small queries the JIT would only slow
     // down (its compile time was most of their CPU). Appended to the node's own options.
-    let options = match cfg.get_options() {
-        Some(o) if !o.trim().is_empty() => format!("{o} -c jit=off"),
+    let options = match pairs.iter().rev().find(|(k, _)| k == "options") {
+        Some((_, o)) if !o.trim().is_empty() => format!("{o} -c jit=off"),
         _ => "-c jit=off".to_string(),
     };
-    cfg.options(&options);
-    Ok(cfg)
-}
-
-/// An error with its causes ("error connecting to server: Connection refused (os error 111)").
-fn describe(e: tokio_postgres::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = std::error::Error::source(&e);
-    while let Some(c) = src {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        src = c.source();
-    }
-    s
-}
-
-/// The server ended or is ending the session (FATAL or PANIC, a shutdown, `idle_session_timeout`,
-/// `pg_terminate_backend`, a connection exception): the connection is finished, though the
-/// error came from the server. Also a prepared statement the server no longer has or whose
-/// result type changed (0A000, 26000): a new connection prepares it afresh.
-fn connection_finished(e: &tokio_postgres::Error) -> bool {
-    let Some(db) = e.as_db_error() else { return true };
-    let code = db.code().code();
-    matches!(db.severity(), "FATAL" | "PANIC")
-        || code.starts_with("08")
-        || code.starts_with("57P")
-        || code == "0A000"
-        || code == "26000"
+    overrides.push(("options", options));
+    Ok(Config { conninfo: conninfo.to_string(), overrides })
 }
 
 /// Run one query on `cfg`'s node, all within `deadline`: on the kept connection if there is
@@ -171,49 +104,49 @@ async fn query_one(
     cfg: Config,
     deadline: Duration,
     sql: &'static str,
-    params: &[&(dyn ToSql + Sync)],
+    params: &[&dyn ToParam],
 ) -> Result<Row, String> {
     let started = Instant::now();
-    let max_age = keeper_core::timing::CONNECTION_MAX_AGE;
-    let key = key(&cfg);
-    let work = async {
+    let until = started + deadline;
+    let texts: Vec<Option<String>> = params.iter().map(|p| p.to_param()).collect();
+    let work = move || {
+        let max_age = keeper_core::timing::CONNECTION_MAX_AGE;
+        let key = cfg.key();
+        let params: Vec<&dyn ToParam> = texts.iter().map(|t| t as &dyn ToParam).collect();
         if let Some(mut c) = take(&key) {
-            match c.query_one(sql, params).await {
+            match c.query_one(sql, &params, until) {
                 Ok(row) => {
                     keep(key, c, max_age);
                     return Ok(row);
                 }
-                Err(e) if !connection_finished(&e) => {
+                Err(e) if !e.finished => {
                     keep(key, c, max_age);
-                    return Err(describe(e));
+                    return Err(e.message);
                 }
                 // Finished (a restart, a shutdown, idle_session_timeout): a new connection.
                 Err(_) => drop(c),
             }
         }
-        let mut cfg = cfg;
-        cfg.connect_timeout(deadline.saturating_sub(started.elapsed()).max(Duration::from_millis(1)));
-        let (client, connection) = cfg.connect(NoTls).await.map_err(describe)?;
-        let task = tokio::spawn(async move {
-            let _ = connection.await;
-        });
-        let mut c = Kept { client, task, statements: HashMap::new(), born: Instant::now() };
-        match c.query_one(sql, params).await {
+        let overrides: Vec<(&str, &str)> = cfg.overrides.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let mut c = Conn::connect(&cfg.conninfo, &overrides, until).map_err(|e| e.message)?;
+        match c.query_one(sql, &params, until) {
             Ok(row) => {
                 keep(key, c, max_age);
                 Ok(row)
             }
             Err(e) => {
-                if !connection_finished(&e) {
+                if !e.finished {
                     keep(key, c, max_age);
                 }
-                Err(describe(e))
+                Err(e.message)
             }
         }
     };
-    // On the deadline the work is dropped, and with it the connection it had taken.
-    match tokio::time::timeout(deadline, work).await {
-        Ok(r) => r,
+    // The blocking thread keeps the deadline itself; this one also covers what libpq waits
+    // for inside a call (a DNS lookup).
+    match tokio::time::timeout(deadline, tokio::task::spawn_blocking(work)).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => Err(format!("probe failed: {e}")),
         Err(_) => Err(format!("no answer within {} ms", deadline.as_millis())),
     }
 }
@@ -263,15 +196,15 @@ pub async fn state(cfg: Config, deadline: Duration, heartbeat: Option<Heartbeat<
 
 /// `_poll`'s columns (in_recovery, fenced, term, witness, deposed, elected, membership) from
 /// `first` on.
-fn peer_answer(row: &tokio_postgres::Row, first: usize) -> keeper_core::election::PeerAnswer {
+fn peer_answer(row: &Row, first: usize) -> keeper_core::election::PeerAnswer {
     keeper_core::election::PeerAnswer {
         in_recovery: row.get(first),
         fenced: row.get(first + 1),
-        term: row.get::<_, i64>(first + 2).max(0) as u64,
+        term: row.get::<i64>(first + 2).max(0) as u64,
         witness: row.get(first + 3),
         deposed: row.get(first + 4),
         elected: row.get(first + 5),
-        membership: row.get::<_, i64>(first + 6).max(0) as u64,
+        membership: row.get::<i64>(first + 6).max(0) as u64,
     }
 }
 
@@ -295,10 +228,10 @@ pub async fn request_vote(
     .await?;
     Ok(keeper_core::election::VoteReply {
         granted: row.get(0),
-        term: row.get::<_, i64>(1).max(0) as u64,
-        lsn: row.get::<_, Option<String>>(2).and_then(|s| keeper_core::lsn::parse(&s)),
-        tli: row.get::<_, i64>(4).clamp(0, u32::MAX as i64) as u32,
-        reason: row.get::<_, Option<String>>(3).unwrap_or_default(),
+        term: row.get::<i64>(1).max(0) as u64,
+        lsn: row.get::<Option<String>>(2).and_then(|s| keeper_core::lsn::parse(&s)),
+        tli: row.get::<i64>(4).clamp(0, u32::MAX as i64) as u32,
+        reason: row.get::<Option<String>>(3).unwrap_or_default(),
     })
 }
 
@@ -334,7 +267,7 @@ pub async fn push_registry(
         &[&seqnos, &names, &conninfos, &m, &x, &s, &w, &(membership as i64)],
     )
     .await?;
-    Ok(row.get::<_, i32>(0))
+    Ok(row.get::<i32>(0))
 }
 
 /// What a standby said when asked to poll the master for us.
@@ -367,18 +300,12 @@ pub async fn poll_via(
     Ok(ViaAnswer { reached: row.get(0), me: peer_answer(&row, 1) })
 }
 
-/// A promoted node's timeline and its newest timeline history file (needs superuser or
-/// pg_read_server_files on that node): (timeline, history; None when it has none).
+/// A promoted node's timeline and its newest timeline history file
+/// (`pgkeeper._timeline_history()`, which pgkeeper_agent may call): (timeline, history; None
+/// when it has none).
 pub async fn fork_point(cfg: Config, deadline: Duration) -> Result<(u32, Option<String>), String> {
-    let row = query_one(
-        cfg,
-        deadline,
-        "SELECT ('x' || t)::bit(32)::bigint, pg_catalog.pg_read_file('pg_wal/' || t || '.history', 0, 1048576, true) \
-         FROM (SELECT substr(pg_catalog.pg_walfile_name(pg_catalog.pg_current_wal_lsn()), 1, 8) AS t) s",
-        &[],
-    )
-    .await?;
-    Ok((row.get::<_, i64>(0) as u32, row.get::<_, Option<String>>(1)))
+    let row = query_one(cfg, deadline, "SELECT timeline, history FROM pgkeeper._timeline_history()", &[]).await?;
+    Ok((row.get::<i64>(0) as u32, row.get::<Option<String>>(1)))
 }
 
 /// Run `fut` to completion unless `cancel` says stop (checked every 20 ms): a black-holed

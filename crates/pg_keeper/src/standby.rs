@@ -4,7 +4,6 @@
 use crate::worker::{now_ms, shutdown_requested, Mode, PeerResult, Worker};
 use crate::{actions, gucs, probe, shared};
 use futures_util::future::join_all;
-use keeper_core::conninfo::ConnInfo;
 use keeper_core::election::VoteRecord;
 use keeper_core::failover::{streams_elsewhere, Decision, FailoverConfig, Hold, Next, Sightings};
 use keeper_core::lsn;
@@ -15,7 +14,7 @@ use std::time::Duration;
 
 /// primary_conninfo for streaming from `node` as `me`.
 pub(crate) fn primary_conninfo_for(me: &str, node: &Node) -> Result<String, String> {
-    let mut ci = ConnInfo::parse(&node.conninfo).map_err(|e| e.to_string())?;
+    let mut ci = keeper_pq::conninfo::node(&node.conninfo).map_err(|e| e.to_string())?;
     ci.set("application_name", me);
     ci.remove("dbname");
     Ok(ci.to_string())
@@ -229,8 +228,8 @@ impl Worker {
             return;
         }
         let upstream = actions::config_option(c"primary_conninfo");
-        if streams_elsewhere(obs.direct_ok, self.following.as_deref(), master, &upstream) {
-            let at = ConnInfo::parse(&upstream).map(|c| c.target()).unwrap_or_default();
+        if streams_elsewhere(obs.direct_ok, self.following.as_deref(), master, &upstream, &keeper_pq::conninfo::node) {
+            let at = keeper_pq::conninfo::node(&upstream).map(|c| c.target()).unwrap_or_default();
             log!("pg_keeper: this standby streams from {at} but the master is \"{}\"", master.name);
             let state = self.follow_new_master(me, nodes, &master.name);
             self.publish(Mode::Standby, &state, &peers);

@@ -1,5 +1,6 @@
 //! Faults and operator actions: crashes, restarts, the heal, hand promotions, switchovers, membership changes; the clients' writes and replication.
 
+use keeper_core::conninfo::testing::words;
 use super::*;
 
 impl Sim {
@@ -387,7 +388,7 @@ impl Sim {
         }
         let (p, new) = if add {
             let p = spares[self.rng2.below(spares.len() as u64) as usize];
-            (p, registry::add(view, &format!("n{p}"), &format!("host=h{p}"), false, None).expect("registry::add"))
+            (p, registry::add(view, &format!("n{p}"), &format!("host=h{p}"), false, None, &words).expect("registry::add"))
         } else {
             let p = removable[self.rng2.below(removable.len() as u64) as usize];
             (p, registry::delete(view, Selector::Name(&format!("n{p}")), None).expect("registry::delete"))

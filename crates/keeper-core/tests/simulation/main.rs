@@ -198,6 +198,7 @@
 //! `acknowledging_before_every_eligible_standby_has_it_loses_commits` (rule 8 off) must find a
 //! lost commit.
 
+use keeper_core::conninfo::testing::words;
 use keeper_core::candidacy::{self, Count, Stand, Step, WinLease};
 use keeper_core::election::{
     decide_vote, heartbeat_interval, master_lease, may_promote, on_heartbeat, voter_hold, PeerAnswer, Term, VoteRecord,
@@ -1045,7 +1046,7 @@ impl Sim {
         assert!(faults.membership.is_none() || shape.witnesses == 0);
         let mut registry = Vec::new();
         for i in (0..n).filter(|&i| i < registered || i >= shape.data) {
-            registry = registry::add(&registry, &format!("n{i}"), &format!("host=h{i}"), i >= shape.data, None)
+            registry = registry::add(&registry, &format!("n{i}"), &format!("host=h{i}"), i >= shape.data, None, &words)
                 .expect("registry::add");
         }
         assert!(registry[0].is_master && (n < 2 || registry[1].is_nextmaster));
