@@ -318,6 +318,24 @@ fn wrong_root_wrong_password_or_open_passfile_is_reported_and_causes_no_failover
         n3.restart().unwrap();
         wait_until(PATIENCE, || streams_from(n1, "node3")).expect("node3 streams again");
     }
+    // A frozen peer: its kept TLS connection times out, then every new connection's TLS
+    // handshake gets no answer; each probe ends at its deadline and the master's rounds go on.
+    let n2 = c.node("node2");
+    let rounds = || n1.query_one("SELECT rounds FROM pgkeeper.status()").unwrap().unwrap().parse::<i64>().unwrap();
+    let rate = || {
+        let (r0, t0) = (rounds(), Instant::now());
+        std::thread::sleep(Duration::from_secs(8));
+        (rounds() - r0) as f64 / t0.elapsed().as_secs_f64()
+    };
+    let healthy = rate();
+    n2.sigstop();
+    wait_until(PATIENCE, || worker_state(n1).contains("no answer within"))
+        .unwrap_or_else(|_| panic!("the frozen node2 fails its probes: {}", worker_state(n1)));
+    let frozen = rate();
+    n2.sigcont();
+    eprintln!("master rounds per second: {healthy:.2} healthy, {frozen:.2} with node2 frozen");
+    assert!(frozen >= healthy * 0.4, "the master's rounds go on while node2 is frozen: {frozen:.2} vs {healthy:.2}");
+    assert_eq!(writable(c), vec!["node1".to_string()]);
     // The operator's CLI with the right settings sees a healthy cluster.
     let op = secure_conninfo(n1, "postgres", None);
     let o = Command::new(env!("CARGO_BIN_EXE_pgkeeper"))
