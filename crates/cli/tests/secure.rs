@@ -264,6 +264,14 @@ fn tls_scram_passfile_cluster_registers_polls_fails_over_switches_over_and_rejoi
         let log = n.log_contents();
         assert!(!log.contains("no encryption"), "{}: a plain-text attempt was refused:\n{}", n.name(), n.log_tail(40));
     }
+    // A fast shutdown with TLS probes in flight: every server shuts down cleanly (no process
+    // crashed in OpenSSL's exit-time cleanup, which would skip the shutdown checkpoint).
+    for n in c.nodes() {
+        n.stop().unwrap();
+        let log = n.log_contents();
+        assert!(log.contains("database system is shut down"), "{}: clean shutdown:\n{}", n.name(), n.log_tail(20));
+        assert!(!log.contains("terminated by signal"), "{}: a process crashed:\n{}", n.name(), n.log_tail(40));
+    }
 }
 
 fn rows_of(n: &Node) -> Vec<i64> {

@@ -239,7 +239,7 @@ fn indirect_polling(
         fail(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, e.to_string(), None);
     }
     let may = Spi::connect(|c| {
-        c.select("SELECT pgkeeper._may_connect($1)", None, &[conninfo.into()])?.first().get_one::<bool>()
+        c.select("SELECT pgkeeper._may_connect($1, current_user)", None, &[conninfo.into()])?.first().get_one::<bool>()
     });
     if !matches!(may, Ok(Some(true))) {
         fail(

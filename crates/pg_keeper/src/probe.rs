@@ -27,7 +27,47 @@ const APP_NAME: &str = "pg_keeper";
 /// postmaster (which would hand it to every forked child).
 pub fn runtime() -> &'static tokio::runtime::Runtime {
     static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
-    RT.get_or_init(|| tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime"))
+    RT.get_or_init(|| {
+        // (called on the process's main thread: the one place here that calls PostgreSQL)
+        unsafe { pgrx::pg_sys::on_proc_exit(Some(stop_probes), pgrx::pg_sys::Datum::from(0)) };
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            // PostgreSQL's signal handlers belong to the main thread: a probe thread never
+            // takes a signal meant for it.
+            .on_thread_start(|| unsafe {
+                let mut all: libc::sigset_t = std::mem::zeroed();
+                libc::sigfillset(&mut all);
+                libc::pthread_sigmask(libc::SIG_BLOCK, &all, std::ptr::null_mut());
+            })
+            .build()
+            .expect("tokio runtime")
+    })
+}
+
+/// At the process's exit, before `exit()` runs OpenSSL's cleanup: no libpq call on a probe
+/// thread from now on (`keeper_pq::exit`). Waits at most 200 ms for calls under way (they
+/// are non-blocking but for a host name's DNS lookup), so SIGTERM is not held back.
+unsafe extern "C-unwind" fn stop_probes(_code: i32, _arg: pgrx::pg_sys::Datum) {
+    keeper_pq::exit::close(Duration::from_millis(200));
+}
+
+/// Keys with a connection attempt under way on some thread. One at a time per key: an
+/// attempt stuck beyond its deadline (in a DNS lookup inside libpq) makes the next probes
+/// fail at once instead of piling up threads.
+fn connecting() -> &'static Mutex<std::collections::HashSet<String>> {
+    static C: OnceLock<Mutex<std::collections::HashSet<String>>> = OnceLock::new();
+    C.get_or_init(|| Mutex::new(std::collections::HashSet::new()))
+}
+
+/// A new connection for `key`, unless another attempt for it is still under way.
+fn connect_once(key: &str, cfg: &Config, until: Instant) -> Result<Conn, String> {
+    if !connecting().lock().unwrap_or_else(|p| p.into_inner()).insert(key.to_string()) {
+        return Err("the previous connection attempt to this node has not ended yet".to_string());
+    }
+    let overrides: Vec<(&str, &str)> = cfg.overrides.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let r = Conn::connect(&cfg.conninfo, &overrides, until).map_err(|e| e.message);
+    connecting().lock().unwrap_or_else(|p| p.into_inner()).remove(key);
+    r
 }
 
 /// How pg_keeper connects to a node: the node's conninfo, as libpq reads it (TLS, password
@@ -127,8 +167,7 @@ async fn query_one(
                 Err(_) => drop(c),
             }
         }
-        let overrides: Vec<(&str, &str)> = cfg.overrides.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        let mut c = Conn::connect(&cfg.conninfo, &overrides, until).map_err(|e| e.message)?;
+        let mut c = connect_once(&key, &cfg, until)?;
         match c.query_one(sql, &params, until) {
             Ok(row) => {
                 keep(key, c, max_age);

@@ -121,28 +121,28 @@ LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS 
     SELECT ('x' || t)::bit(32)::bigint, pg_catalog.pg_read_file('pg_wal/' || t || '.history', 0, 1048576, true)
     FROM (SELECT substr(pg_catalog.pg_walfile_name(pg_catalog.pg_current_wal_lsn()), 1, 8) AS t) s
 $$;
--- May the calling role make this server connect with `conninfo`? Superusers and
--- pgkeeper_admin members: any conninfo. Others (pgkeeper_agent): only a registered node's,
--- so that nobody can point the server (its password file, its client certificate) at a
--- host of their choosing.
-CREATE FUNCTION pgkeeper._may_connect(conninfo text) RETURNS boolean
+-- May `caller` (the calling role: `current_user` where indirect_polling runs) make this
+-- server connect with `conninfo`? Superusers and pgkeeper_admin members: any conninfo.
+-- Others (pgkeeper_agent): only a registered node's, so that nobody can point the server
+-- (its password file, its client certificate) at a host of their choosing.
+CREATE FUNCTION pgkeeper._may_connect(conninfo text, caller name) RETURNS boolean
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-    SELECT (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = session_user)
-        OR pg_catalog.pg_has_role(session_user, 'pgkeeper_admin', 'USAGE')
+    SELECT coalesce((SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = $2), false)
+        OR pg_catalog.pg_has_role($2, 'pgkeeper_admin', 'USAGE')
         OR EXISTS (SELECT 1 FROM pgkeeper.node_info n WHERE n.conninfo = $1)
 $$;
 ALTER FUNCTION pgkeeper._poll(text, bigint, bigint, text[]) SECURITY DEFINER SET search_path = pg_catalog, pgkeeper, pg_temp;
 ALTER FUNCTION pgkeeper.request_vote(text, bigint, text, boolean, bigint, bigint) SECURITY DEFINER SET search_path = pg_catalog, pgkeeper, pg_temp;
 ALTER FUNCTION pgkeeper._release(text, bigint, text) SECURITY DEFINER SET search_path = pg_catalog, pgkeeper, pg_temp;
 ALTER FUNCTION pgkeeper._witness_sync(integer[], text[], text[], boolean[], boolean[], boolean[], boolean[], bigint) SECURITY DEFINER SET search_path = pg_catalog, pgkeeper, pg_temp;
-REVOKE ALL ON FUNCTION pgkeeper._timeline_history(), pgkeeper._may_connect(text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION pgkeeper._timeline_history(), pgkeeper._may_connect(text, name) FROM PUBLIC;
 GRANT USAGE ON SCHEMA pgkeeper TO pgkeeper_agent;
 GRANT EXECUTE ON FUNCTION pgkeeper._poll(text, bigint, bigint, text[]),
     pgkeeper.request_vote(text, bigint, text, boolean, bigint, bigint), pgkeeper._release(text, bigint, text),
     pgkeeper._witness_sync(integer[], text[], text[], boolean[], boolean[], boolean[], boolean[], bigint),
-    pgkeeper.indirect_polling(text, integer, boolean), pgkeeper._timeline_history(), pgkeeper._may_connect(text)
+    pgkeeper.indirect_polling(text, integer, boolean), pgkeeper._timeline_history(), pgkeeper._may_connect(text, name)
     TO pgkeeper_agent;
-GRANT EXECUTE ON FUNCTION pgkeeper._timeline_history(), pgkeeper._may_connect(text) TO pgkeeper_admin;
+GRANT EXECUTE ON FUNCTION pgkeeper._timeline_history(), pgkeeper._may_connect(text, name) TO pgkeeper_admin;
 -- An automatic rejoin (`pgkeeper rejoin --auto`, started by the worker with the nodes'
 -- conninfo) reads node_info and every node's status: node_info holds no secret in the
 -- recommended setup (passwords in a password file).

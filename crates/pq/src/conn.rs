@@ -67,9 +67,27 @@ unsafe impl Send for Conn {}
 impl Drop for Conn {
     fn drop(&mut self) {
         // Non-blocking: the Terminate message is sent only if the socket takes it at once.
-        unsafe { ffi::PQfinish(self.raw.as_ptr()) }
+        // While the process exits, the connection is left to the exit (`exit::close`).
+        if let Some(_inside) = crate::exit::enter() {
+            unsafe { ffi::PQfinish(self.raw.as_ptr()) }
+        }
     }
 }
+
+fn exiting() -> Error {
+    Error::local("the process is exiting")
+}
+
+// OpenSSL's `SSL_pending`: decrypted bytes it holds that poll(2) cannot see (libpq's own
+// wait checks it too). libssl is the library libpq links.
+#[link(name = "ssl")]
+extern "C" {
+    fn SSL_pending(ssl: *const std::ffi::c_void) -> std::os::raw::c_int;
+}
+
+/// Discard the server's NOTICEs and WARNINGs (libpq's default prints them on stderr, which
+/// is the server log for the worker).
+unsafe extern "C" fn quiet(_arg: *mut std::ffi::c_void, _message: *const c_char) {}
 
 #[derive(Clone, Copy)]
 enum Want {
@@ -78,8 +96,20 @@ enum Want {
     Either,
 }
 
-/// Wait until `fd` is ready as wanted, or the deadline passes (Err: timed out).
-fn wait(fd: i32, want: Want, started: Instant, deadline: Instant) -> Result<(), Error> {
+/// Wait until `fd` is ready as wanted, or the deadline passes (Err: timed out), outside
+/// libpq (`exit::outside`). `tls`: the connection's OpenSSL object, whose buffered bytes count
+/// as readable.
+fn wait(
+    inside: &crate::exit::Inside,
+    fd: i32,
+    tls: *const std::ffi::c_void,
+    want: Want,
+    started: Instant,
+    deadline: Instant,
+) -> Result<(), Error> {
+    if !matches!(want, Want::Write) && !tls.is_null() && unsafe { SSL_pending(tls) } > 0 {
+        return Ok(());
+    }
     let events = match want {
         Want::Read => libc::POLLIN,
         Want::Write => libc::POLLOUT,
@@ -96,7 +126,10 @@ fn wait(fd: i32, want: Want, started: Instant, deadline: Instant) -> Result<(), 
         let ms = deadline.duration_since(now).as_millis().clamp(1, i32::MAX as u128) as i32;
         let mut p = libc::pollfd { fd, events, revents: 0 };
         // SAFETY: one valid pollfd.
-        let r = unsafe { libc::poll(&mut p, 1, ms) };
+        let (r, go_on) = crate::exit::outside(inside, || unsafe { libc::poll(&mut p, 1, ms) });
+        if !go_on {
+            return Err(exiting());
+        }
         if r > 0 {
             return Ok(());
         }
@@ -118,10 +151,15 @@ impl Conn {
     /// connection is tried.
     pub fn connect(conninfo: &str, overrides: &[(&str, &str)], deadline: Instant) -> Result<Conn, Error> {
         let started = Instant::now();
+        if Instant::now() >= deadline {
+            return Err(Error::timeout(0));
+        }
+        let inside = crate::exit::enter().ok_or_else(exiting)?;
         crate::conninfo::parse(conninfo).map_err(|m| Error::local(format!("invalid conninfo: {m}")))?;
         let mut keys = vec![cstring("dbname", "keyword")?];
         let mut values = vec![cstring(conninfo, "conninfo")?];
-        for (k, v) in overrides {
+        // Parameters and results are read as UTF-8 here, whatever the database's encoding.
+        for (k, v) in overrides.iter().chain([("client_encoding", "UTF8")].iter()) {
             keys.push(cstring(k, "keyword")?);
             values.push(cstring(v, "value")?);
         }
@@ -136,9 +174,11 @@ impl Conn {
         if conn.status_bad() {
             return Err(Error::local(conn.libpq_message()));
         }
+        // SAFETY: a live connection; `quiet` takes no state.
+        unsafe { ffi::PQsetNoticeProcessor(raw.as_ptr(), Some(quiet), std::ptr::null_mut()) };
         let mut want = Want::Write;
         loop {
-            wait(conn.socket(), want, started, deadline)?;
+            wait(&inside, conn.socket(), conn.tls(), want, started, deadline)?;
             // SAFETY: a live connection.
             match unsafe { ffi::PQconnectPoll(raw.as_ptr()) } {
                 ffi::PostgresPollingStatusType::PGRES_POLLING_OK => break,
@@ -158,6 +198,11 @@ impl Conn {
 
     fn socket(&self) -> i32 {
         unsafe { ffi::PQsocket(self.raw.as_ptr()) }
+    }
+
+    /// The connection's OpenSSL object (null without TLS).
+    fn tls(&self) -> *const std::ffi::c_void {
+        unsafe { ffi::PQsslStruct(self.raw.as_ptr(), c"OpenSSL".as_ptr()) as *const std::ffi::c_void }
     }
 
     fn status_bad(&self) -> bool {
@@ -225,12 +270,13 @@ impl Conn {
     /// Run one or more statements without parameters (the simple query protocol).
     pub fn batch(&mut self, sql: &str, deadline: Instant) -> Result<(), Error> {
         let started = Instant::now();
+        let inside = crate::exit::enter().ok_or_else(exiting)?;
         let q = cstring(sql, "query")?;
         // SAFETY: a live connection and a C string outliving the call.
         if unsafe { ffi::PQsendQuery(self.raw.as_ptr(), q.as_ptr()) } != 1 {
             return Err(self.send_failed());
         }
-        self.results(started, deadline).map(|_| ())
+        self.results(&inside, started, deadline).map(|_| ())
     }
 
     fn send_failed(&self) -> Error {
@@ -244,6 +290,7 @@ impl Conn {
         deadline: Instant,
     ) -> Result<(Vec<Row>, u64), Error> {
         let started = Instant::now();
+        let inside = crate::exit::enter().ok_or_else(exiting)?;
         let name = match self.prepared.get(sql) {
             Some(n) => n.clone(),
             None => {
@@ -259,7 +306,7 @@ impl Conn {
                 if sent != 1 {
                     return Err(self.send_failed());
                 }
-                self.results(started, deadline)?;
+                self.results(&inside, started, deadline)?;
                 self.prepared.insert(sql.to_string(), name.clone());
                 name
             }
@@ -286,25 +333,26 @@ impl Conn {
         if sent != 1 {
             return Err(self.send_failed());
         }
-        let r = self.results(started, deadline);
-        if r.is_err() {
-            // (a statement whose result type changed, or one a pooler lost, would fail for
-            // ever: prepare it again next time)
-            self.prepared.remove(sql);
-        }
-        r
+        // (a statement whose result type changed, or one the server lost, fails with 0A000 or
+        // 26000: `finished`, and the connection, its statements with it, is dropped)
+        self.results(&inside, started, deadline)
     }
 
     /// Send what is queued and read every result of the command: its rows, the rows it
     /// affected, or the first error.
-    fn results(&mut self, started: Instant, deadline: Instant) -> Result<(Vec<Row>, u64), Error> {
+    fn results(
+        &mut self,
+        inside: &crate::exit::Inside,
+        started: Instant,
+        deadline: Instant,
+    ) -> Result<(Vec<Row>, u64), Error> {
         let raw = self.raw.as_ptr();
         loop {
             // SAFETY (this block and the next): a live connection, results freed once read.
             match unsafe { ffi::PQflush(raw) } {
                 0 => break,
                 1 => {
-                    wait(self.socket(), Want::Either, started, deadline)?;
+                    wait(inside, self.socket(), self.tls(), Want::Either, started, deadline)?;
                     if unsafe { ffi::PQconsumeInput(raw) } == 0 {
                         return Err(self.send_failed());
                     }
@@ -317,7 +365,7 @@ impl Conn {
         let mut error: Option<Error> = None;
         loop {
             while unsafe { ffi::PQisBusy(raw) } == 1 {
-                wait(self.socket(), Want::Read, started, deadline)?;
+                wait(inside, self.socket(), self.tls(), Want::Read, started, deadline)?;
                 if unsafe { ffi::PQconsumeInput(raw) } == 0 {
                     return Err(self.send_failed());
                 }

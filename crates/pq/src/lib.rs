@@ -15,6 +15,7 @@
 
 mod conn;
 pub mod conninfo;
+pub mod exit;
 mod value;
 
 pub use conn::{Conn, Error};
