@@ -55,6 +55,11 @@ pub fn operator() -> Option<String> {
     OPERATOR.get().cloned().flatten()
 }
 
+/// The database pg_keeper lives in (`pg_keeper.database` of the first node asked), which the
+/// CLI connects to on every node whatever database the conninfo names, as the worker does: a
+/// node registered with `dbname=template1` is asked in the extension's database.
+static DATABASE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
 /// Connect with `conninfo` as libpq reads it, within 3 s, as application `pgkeeper`, as the
 /// operator (`set_operator`); with no user named anywhere (conninfo, service, PGUSER), as
 /// `postgres` rather than the OS user.
@@ -63,6 +68,9 @@ pub fn connect(conninfo: &str) -> Result<Client> {
     let named = |k: &str| pairs.iter().any(|(key, v)| key == k && !v.is_empty());
     let op = operator();
     let mut overrides = vec![("application_name", "pgkeeper")];
+    if let Some(db) = DATABASE.get() {
+        overrides.push(("dbname", db));
+    }
     if let Some(u) = op.as_deref() {
         overrides.push(("user", u));
     } else if !named("user") && !named("service") && std::env::var_os("PGUSER").is_none() && std::env::var_os("PGSERVICE").is_none() {
@@ -84,6 +92,19 @@ pub struct NodeRow {
 
 pub fn node_info(conninfo: &str) -> Result<Vec<NodeRow>> {
     let mut c = connect(conninfo).with_context(|| "cannot connect to the node given")?;
+    if DATABASE.get().is_none() {
+        let r = c.query_one(
+            "SELECT nullif(current_setting('pg_keeper.database', true), ''), current_database()::text",
+            &[],
+        )?;
+        if let Some(db) = r.get::<Option<String>>(0) {
+            let here: String = r.get(1);
+            let _ = DATABASE.set(db.clone());
+            if db != here {
+                c = connect(conninfo).with_context(|| format!("cannot connect to database {db} of the node given"))?;
+            }
+        }
+    }
     let rows = c
         .query("SELECT name, conninfo, is_master, is_nextmaster, is_sync FROM pgkeeper.node_info ORDER BY seqno", &[])
         .context("reading pgkeeper.node_info (is the extension created in this database?)")?;
@@ -369,7 +390,7 @@ pub fn run(args: &[String]) -> Result<()> {
 }
 
 /// `pgkeeper uri CONNINFO`: a libpq multi-host URI over every registered node, for clients:
-/// the database of the first node's conninfo, the operator's user if the conninfo given
+/// the database named in the conninfo given (else pg_keeper's), the operator's user if it
 /// names one (never the nodes' own agent user), and the TLS settings of the first node's
 /// conninfo (a client checks the servers as the nodes check each other).
 pub fn uri(conninfo: &str) -> Result<String> {
@@ -385,7 +406,12 @@ pub fn uri(conninfo: &str) -> Result<String> {
             Ok(format!("{host}:{}", c.get("port").unwrap_or("5432")))
         })
         .collect::<Result<_>>()?;
-    let db = first.get("dbname").unwrap_or("postgres");
+    // The database the operator named, else pg_keeper's (never a node's conninfo's: it may
+    // name a database no client wants, such as template1).
+    let named = keeper_pq::conninfo::parse(conninfo)
+        .ok()
+        .and_then(|p| p.into_iter().rev().find(|(k, v)| k == "dbname" && !v.is_empty()).map(|(_, v)| v));
+    let db = named.or_else(|| DATABASE.get().cloned()).unwrap_or_else(|| "postgres".into());
     let user = operator().map(|u| format!("{}@", encode(&u))).unwrap_or_default();
     let mut query = "target_session_attrs=read-write&connect_timeout=2".to_string();
     for k in ["sslmode", "sslrootcert", "sslcrl"] {
@@ -393,7 +419,7 @@ pub fn uri(conninfo: &str) -> Result<String> {
             query.push_str(&format!("&{k}={}", encode(v)));
         }
     }
-    Ok(format!("postgresql://{user}{}/{}?{query}", hosts.join(","), encode(db)))
+    Ok(format!("postgresql://{user}{}/{}?{query}", hosts.join(","), encode(&db)))
 }
 
 /// Percent-encode all but RFC 3986's unreserved characters and '/'.

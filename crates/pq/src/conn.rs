@@ -6,7 +6,6 @@ use std::collections::HashMap;
 use std::ffi::{CStr, CString};
 use std::os::raw::c_char;
 use std::ptr::NonNull;
-use std::sync::Arc;
 use std::time::Instant;
 
 /// What went wrong, with what the caller needs to decide whether to keep the connection.
@@ -152,7 +151,7 @@ impl Conn {
     pub fn connect(conninfo: &str, overrides: &[(&str, &str)], deadline: Instant) -> Result<Conn, Error> {
         let started = Instant::now();
         if Instant::now() >= deadline {
-            return Err(Error::timeout(0));
+            return Err(Error { timed_out: true, ..Error::local("the deadline passed before the connection was tried") });
         }
         let inside = crate::exit::enter().ok_or_else(exiting)?;
         crate::conninfo::parse(conninfo).map_err(|m| Error::local(format!("invalid conninfo: {m}")))?;
@@ -231,13 +230,6 @@ impl Conn {
         unsafe { ffi::PQsslInUse(self.raw.as_ptr()) == 1 }
     }
 
-    /// A server setting reported at connection (`server_version`, `is_superuser`, ...).
-    pub fn parameter(&self, name: &str) -> Option<String> {
-        let n = CString::new(name).ok()?;
-        let p = unsafe { ffi::PQparameterStatus(self.raw.as_ptr(), n.as_ptr()) };
-        (!p.is_null()).then(|| unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned())
-    }
-
     /// Run `sql` with `params` (prepared once per connection and SQL text), all by
     /// `deadline`: the rows.
     pub fn query(&mut self, sql: &str, params: &[&dyn ToParam], deadline: Instant) -> Result<Vec<Row>, Error> {
@@ -251,15 +243,6 @@ impl Conn {
             return Err(Error { finished: false, ..Error::local(format!("expected one row, got {}", rows.len())) });
         }
         Ok(rows.remove(0))
-    }
-
-    /// At most one row.
-    pub fn query_opt(&mut self, sql: &str, params: &[&dyn ToParam], deadline: Instant) -> Result<Option<Row>, Error> {
-        let mut rows = self.query(sql, params, deadline)?;
-        if rows.len() > 1 {
-            return Err(Error { finished: false, ..Error::local(format!("expected at most one row, got {}", rows.len())) });
-        }
-        Ok(rows.pop())
     }
 
     /// Run a statement with parameters: the rows it affected.
@@ -434,15 +417,8 @@ unsafe fn cmd_tuples(res: *mut ffi::PGresult) -> u64 {
 
 unsafe fn read_rows(res: *mut ffi::PGresult) -> Vec<Row> {
     let (n, cols) = (ffi::PQntuples(res), ffi::PQnfields(res));
-    let names: Arc<[String]> = (0..cols)
-        .map(|c| {
-            let p = ffi::PQfname(res, c);
-            if p.is_null() { String::new() } else { CStr::from_ptr(p).to_string_lossy().into_owned() }
-        })
-        .collect();
     (0..n)
         .map(|r| Row {
-            names: names.clone(),
             values: (0..cols)
                 .map(|c| {
                     (ffi::PQgetisnull(res, r, c) == 0)

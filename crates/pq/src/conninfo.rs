@@ -39,25 +39,6 @@ pub fn parse(conninfo: &str) -> Result<Vec<(String, String)>, String> {
     }
 }
 
-/// Every keyword this libpq knows (`PQconndefaults`), in libpq's order.
-pub fn keywords() -> Vec<String> {
-    // SAFETY: as in `parse`.
-    unsafe {
-        let opts = ffi::PQconndefaults();
-        if opts.is_null() {
-            return Vec::new();
-        }
-        let mut out = Vec::new();
-        let mut p = opts;
-        while !(*p).keyword.is_null() {
-            out.push(CStr::from_ptr((*p).keyword).to_string_lossy().into_owned());
-            p = p.add(1);
-        }
-        ffi::PQconninfoFree(opts);
-        out
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -79,7 +60,6 @@ mod tests {
         assert!(parse("host=h nosuch=1").unwrap_err().contains("invalid connection option \"nosuch\""));
         assert!(parse("host").unwrap_err().contains("missing \"=\""));
         assert!(parse("host='unterminated").unwrap_err().contains("unterminated quoted string"));
-        assert!(keywords().iter().any(|k| k == "sslrootcert"));
     }
 }
 

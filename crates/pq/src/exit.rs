@@ -53,7 +53,3 @@ pub fn close(max_wait: Duration) -> usize {
     }
     INSIDE.load(SeqCst)
 }
-
-pub fn closing() -> bool {
-    CLOSING.load(SeqCst)
-}

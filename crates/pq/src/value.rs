@@ -102,10 +102,9 @@ impl<T: FromText> FromText for Option<T> {
     }
 }
 
-/// One result row: column names and text values.
+/// One result row: its text values.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Row {
-    pub(crate) names: std::sync::Arc<[String]>,
     pub(crate) values: Vec<Option<String>>,
 }
 
@@ -120,24 +119,6 @@ impl Row {
     pub fn try_get<T: FromText>(&self, i: usize) -> Result<T, String> {
         let v = self.values.get(i).ok_or_else(|| format!("no column {i} (the row has {})", self.values.len()))?;
         T::from_text(v.as_deref())
-    }
-
-    /// Column `name` as `T` (panics like `get`).
-    pub fn get_named<T: FromText>(&self, name: &str) -> T {
-        let i = self.names.iter().position(|n| n == name).unwrap_or_else(|| panic!("no column {name:?}"));
-        self.get(i)
-    }
-
-    pub fn len(&self) -> usize {
-        self.values.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.values.is_empty()
-    }
-
-    pub fn columns(&self) -> &[String] {
-        &self.names
     }
 }
 
