@@ -53,16 +53,24 @@ unsafe extern "C-unwind" fn stop_probes(_code: i32, _arg: pgrx::pg_sys::Datum) {
 
 /// Keys with a connection attempt under way on some thread. One at a time per key: an
 /// attempt stuck beyond its deadline (in a DNS lookup inside libpq) makes the next probes
-/// fail at once instead of piling up threads.
+/// wait for it within their own deadline, then fail, instead of piling up threads.
 fn connecting() -> &'static Mutex<std::collections::HashSet<String>> {
     static C: OnceLock<Mutex<std::collections::HashSet<String>>> = OnceLock::new();
     C.get_or_init(|| Mutex::new(std::collections::HashSet::new()))
 }
 
-/// A new connection for `key`, unless another attempt for it is still under way.
-fn connect_once(key: &str, cfg: &Config, until: Instant) -> Result<Conn, String> {
-    if !connecting().lock().unwrap_or_else(|p| p.into_inner()).insert(key.to_string()) {
-        return Err("the previous connection attempt to this node has not ended yet".to_string());
+/// A new connection for `key`, once no other attempt for it is under way (an attempt that
+/// timed out a moment ago usually ends within milliseconds: this probe then connects as if
+/// it had been alone), all by `until`.
+fn connect_once(key: &str, cfg: &Config, started: Instant, until: Instant) -> Result<Conn, String> {
+    while !connecting().lock().unwrap_or_else(|p| p.into_inner()).insert(key.to_string()) {
+        if Instant::now() >= until {
+            return Err(format!(
+                "no answer within {} ms (an earlier connection attempt to this node has not ended)",
+                until.duration_since(started).as_millis()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(2));
     }
     let overrides: Vec<(&str, &str)> = cfg.overrides.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let r = Conn::connect(&cfg.conninfo, &overrides, until).map_err(|e| e.message);
@@ -167,7 +175,7 @@ async fn query_one(
                 Err(_) => drop(c),
             }
         }
-        let mut c = connect_once(&key, &cfg, until)?;
+        let mut c = connect_once(&key, &cfg, started, until)?;
         match c.query_one(sql, &params, until) {
             Ok(row) => {
                 keep(key, c, max_age);
