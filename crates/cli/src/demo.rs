@@ -152,9 +152,15 @@ fn failover(cluster: &Cluster) -> Result<()> {
 
     let n1 = cluster.node("node1");
     step(&format!("pgkeeper rejoin --pgdata {} --name node1 '{}'", n1.data_dir().display(), n2.conninfo()));
-    let args: Vec<String> =
-        vec!["--pgdata".into(), n1.data_dir().display().to_string(), "--name".into(), "node1".into(), n2.conninfo()];
-    crate::rejoin::rejoin(&args)?;
+    crate::rejoin::rejoin(&crate::rejoin::Opts {
+        pgdata: n1.data_dir().to_path_buf(),
+        name: "node1".into(),
+        cluster: n2.conninfo(),
+        basebackup: false,
+        no_start: false,
+        log: None,
+        auto: false,
+    })?;
 
     step("pgkeeper status: the cluster is whole again");
     let _ = wait_until(Duration::from_secs(30), || status::gather(&n2.conninfo()).is_ok_and(|r| r.warnings.is_empty()));

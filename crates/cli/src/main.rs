@@ -1,6 +1,6 @@
 //! `pgkeeper`: the operator's command line for pg_keeper clusters.
 //! Results go to stdout, progress and errors to stderr; exit codes: 0 ok, 1 failure,
-//! 2 usage error.
+//! 2 usage error (clap's).
 
 mod demo;
 mod local;
@@ -9,73 +9,69 @@ mod status;
 mod switchover;
 mod writer;
 
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-const USAGE: &str = "\
-usage: pgkeeper <command> [options]
+/// The operator's command line for pg_keeper clusters. CONNINFO is a libpq conninfo or URI
+/// of any node (a multi-host one works too); left out, libpq's environment (PGHOST, PGPORT,
+/// PGUSER, PGDATABASE, PGSERVICE, ...) says where to connect. pgkeeper connects to every node
+/// as the user CONNINFO names.
+#[derive(Parser, Debug)]
+#[command(name = "pgkeeper", version, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
 
-commands:
-  status CONNINFO [--json] [--watch [SECONDS]]
-                         the cluster: node_info read from CONNINFO (any node; a multi-host
-                         conninfo works too), then every node asked: role, keeper state,
-                         timeline, LSN, lag, and warnings
-  rejoin --pgdata DIR --name NODE CONNINFO [--basebackup] [--no-start] [--log FILE]
-                         make a failed old master (or a standby that cannot follow) a
-                         standby of the current master: pg_rewind, else pg_basebackup;
-                         run it on that node's host (root or the data directory's owner)
-  switchover --to NODE --pgdata DIR CONNINFO [--max-lag BYTES] [--log FILE]
-                         planned role swap with no acknowledged commit lost; run it on the
-                         current master's host (DIR: its data directory)
-  uri CONNINFO           a multi-host connection URI for clients (target_session_attrs=read-write)
-  demo [--keep]          build a local 3-node cluster with pg_keeper and show it
-                         (--keep leaves it running and prints how to connect and stop it)
-  demo --stop DIR        stop and remove a cluster left by demo --keep
-  help                   this text
-";
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// The cluster: node_info read from CONNINFO, then every node asked at once: role, keeper
+    /// state, term and commit gate, timeline, LSN, lag, and warnings
+    #[command(visible_alias = "list")]
+    Status {
+        /// Any node of the cluster; default: libpq's environment (PGHOST, PGPORT, ...)
+        #[arg(value_name = "CONNINFO", default_value = "", hide_default_value = true)]
+        conninfo: String,
+        /// JSON instead of the table
+        #[arg(long)]
+        json: bool,
+        /// Again every SECONDS (default 2) until interrupted
+        #[arg(long, value_name = "SECONDS", num_args = 0..=1, default_missing_value = "2")]
+        watch: Option<f64>,
+    },
+    /// A multi-host connection URI over every registered node, for clients
+    /// (target_session_attrs=read-write)
+    Uri {
+        /// Any node of the cluster; default: libpq's environment (PGHOST, PGPORT, ...)
+        #[arg(value_name = "CONNINFO", default_value = "", hide_default_value = true)]
+        conninfo: String,
+    },
+    Rejoin(rejoin::Opts),
+    Switchover(switchover::Opts),
+    /// Build a local 3-node cluster with pg_keeper and fail it over before your eyes
+    Demo {
+        /// Leave the cluster running and print how to connect and stop it
+        #[arg(long, conflicts_with = "stop")]
+        keep: bool,
+        /// Stop and remove a cluster left by demo --keep
+        #[arg(long, value_name = "DIR")]
+        stop: Option<PathBuf>,
+    },
+}
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let Some(cmd) = args.first() else {
-        eprint!("{USAGE}");
-        return ExitCode::from(2);
-    };
-    let rest = &args[1..];
-    let result = match cmd.as_str() {
-        "status" => {
-            if rest.iter().all(|a| a.starts_with("--")) {
-                eprintln!("pgkeeper status: give a conninfo, e.g. 'host=10.0.0.1 port=5432 user=postgres'");
-                return ExitCode::from(2);
-            }
-            status::run(rest)
-        }
-        "rejoin" => rejoin::rejoin(rest),
-        "switchover" => switchover::switchover(rest),
-        "uri" => match rest.first() {
-            Some(ci) => status::uri(ci).map(|u| println!("{u}")),
-            None => {
-                eprintln!("pgkeeper uri: give a conninfo of any node");
-                return ExitCode::from(2);
-            }
+    // clap prints usage errors with exit code 2, --help and --version with 0.
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Status { conninfo, json, watch } => status::run(&conninfo, json, watch),
+        Command::Uri { conninfo } => status::uri(&conninfo).map(|u| println!("{u}")),
+        Command::Rejoin(o) => rejoin::rejoin(&o),
+        Command::Switchover(o) => switchover::switchover(&o),
+        Command::Demo { keep, stop } => match stop {
+            Some(dir) => demo::stop(&dir),
+            None => demo::run(keep),
         },
-        "demo" => match rest.iter().position(|a| a == "--stop") {
-            Some(i) => match rest.get(i + 1) {
-                Some(dir) => demo::stop(std::path::Path::new(dir)),
-                None => {
-                    eprintln!("pgkeeper demo --stop: give the directory printed by demo --keep");
-                    return ExitCode::from(2);
-                }
-            },
-            None => demo::run(rest.iter().any(|a| a == "--keep")),
-        },
-        "bench" => Err(anyhow::anyhow!("the benchmarks are their own program now: make bench (pgkeeper-bench)")),
-        "help" | "--help" | "-h" => {
-            print!("{USAGE}");
-            Ok(())
-        }
-        other => {
-            eprintln!("pgkeeper: unknown command \"{other}\"\n{USAGE}");
-            return ExitCode::from(2);
-        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -20,50 +20,34 @@ fn say(s: &str) {
     eprintln!("[rejoin] {s}");
 }
 
-struct Opts {
-    pgdata: PathBuf,
-    name: String,
-    cluster: String,
-    basebackup: bool,
-    start: bool,
-    log: Option<PathBuf>,
-    auto: bool,
-}
-
-const USAGE: &str =
-    "usage: pgkeeper rejoin --pgdata DIR --name NODE CONNINFO [--basebackup] [--no-start] [--log FILE] [--auto]
-  CONNINFO: any node of the cluster (node_info is read there and the current master found)";
-
-fn parse(args: &[String]) -> Result<Opts> {
-    let mut o = Opts {
-        pgdata: PathBuf::new(),
-        name: String::new(),
-        cluster: String::new(),
-        basebackup: false,
-        start: true,
-        log: None,
-        auto: false,
-    };
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--pgdata" | "-D" => o.pgdata = it.next().context(USAGE)?.into(),
-            "--name" => o.name = it.next().context(USAGE)?.clone(),
-            "--basebackup" => o.basebackup = true,
-            "--no-start" => o.start = false,
-            "--log" => o.log = Some(it.next().context(USAGE)?.into()),
-            "--auto" => o.auto = true,
-            s if s.starts_with("--") => bail!("unknown option {s}\n{USAGE}"),
-            s => o.cluster = s.to_string(),
-        }
-    }
-    if o.pgdata.as_os_str().is_empty() || o.name.is_empty() || o.cluster.is_empty() {
-        bail!("{USAGE}");
-    }
-    if o.auto && o.basebackup {
-        bail!("--auto never makes a base backup\n{USAGE}");
-    }
-    Ok(o)
+/// Make a failed old master (or a standby that cannot follow) a standby of the current
+/// master: pg_rewind, else a new base backup. Run it on that node's host, as root or as the
+/// owner of the data directory
+#[derive(clap::Args, Debug, Clone)]
+pub struct Opts {
+    /// The node's data directory
+    #[arg(long, short = 'D', value_name = "DIR")]
+    pub pgdata: PathBuf,
+    /// The node's name in node_info
+    #[arg(long, value_name = "NODE")]
+    pub name: String,
+    /// Any node of the cluster (node_info is read there and the current master found);
+    /// default: libpq's environment (PGHOST, PGPORT, PGUSER, PGSERVICE, ...)
+    #[arg(value_name = "CONNINFO", default_value = "", hide_default_value = true)]
+    pub cluster: String,
+    /// Make a new base backup instead of pg_rewind (the old directory is kept aside)
+    #[arg(long, conflicts_with = "auto")]
+    pub basebackup: bool,
+    /// Leave the server stopped afterwards
+    #[arg(long)]
+    pub no_start: bool,
+    /// The server log for pg_ctl (default DIR/pgkeeper-rejoin.log)
+    #[arg(long, value_name = "FILE")]
+    pub log: Option<PathBuf>,
+    /// The worker's automatic rejoin: a deposed master only, pg_rewind --dry-run first,
+    /// never a base backup, the outcome recorded in DIR/pg_keeper.NODE.rejoin
+    #[arg(long)]
+    pub auto: bool,
 }
 
 /// `pg_rewind --target-pgdata PGDATA --source-server SOURCE EXTRA...`, as the directory's owner.
@@ -154,8 +138,7 @@ fn record_outcome(o: &Opts, r: &Result<()>) {
     }
 }
 
-pub fn rejoin(args: &[String]) -> Result<()> {
-    let o = parse(args)?;
+pub fn rejoin(o: &Opts) -> Result<()> {
     anyhow::ensure!(o.pgdata.join("PG_VERSION").exists(), "{} is not a PostgreSQL data directory", o.pgdata.display());
     let _lock = lock(&o.pgdata)?;
     let r = rejoin_locked(&o);
@@ -265,7 +248,7 @@ fn rejoin_locked(o: &Opts) -> Result<()> {
     configure_standby(&o.pgdata, &confs, &o.name, &master.conninfo)?;
     say(&format!("configured as a standby of {}", master.name));
 
-    if !o.start {
+    if o.no_start {
         say("not started (--no-start): start the server, it will stream from the master");
         return Ok(());
     }

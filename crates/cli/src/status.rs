@@ -365,13 +365,8 @@ pub fn render(conninfo: &str) -> Result<String> {
 
 /// `pgkeeper status CONNINFO [--json] [--watch [SECONDS]]`. Exit code 1 when the cluster
 /// could not be read; warnings do not change the exit code.
-pub fn run(args: &[String]) -> Result<()> {
-    let conninfo = args.iter().find(|a| !a.starts_with("--")).context("give a conninfo")?;
-    let as_json = args.iter().any(|a| a == "--json");
-    let watch = args
-        .iter()
-        .position(|a| a == "--watch")
-        .map(|i| args.get(i + 1).and_then(|s| s.parse::<f64>().ok()).unwrap_or(2.0));
+/// `pgkeeper status`: the report once, or every `watch` seconds.
+pub fn run(conninfo: &str, as_json: bool, watch: Option<f64>) -> Result<()> {
     loop {
         let report = gather(conninfo)?;
         if watch.is_some() {

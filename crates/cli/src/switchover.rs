@@ -19,35 +19,24 @@ fn say(s: &str) {
     eprintln!("[switchover] {s}");
 }
 
-const USAGE: &str = "usage: pgkeeper switchover --to NODE --pgdata DIR CONNINFO [--max-lag BYTES] [--log FILE]
-  run it on the current master's host; DIR is the master's data directory; CONNINFO any node";
-
-struct Opts {
-    to: String,
-    pgdata: PathBuf,
-    cluster: String,
-    max_lag: u64,
-    log: Option<PathBuf>,
-}
-
-fn parse(args: &[String]) -> Result<Opts> {
-    let mut o =
-        Opts { to: String::new(), pgdata: PathBuf::new(), cluster: String::new(), max_lag: 16 << 20, log: None };
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--to" => o.to = it.next().context(USAGE)?.clone(),
-            "--pgdata" | "-D" => o.pgdata = it.next().context(USAGE)?.into(),
-            "--max-lag" => o.max_lag = it.next().context(USAGE)?.parse().context("--max-lag takes bytes")?,
-            "--log" => o.log = Some(it.next().context(USAGE)?.into()),
-            s if s.starts_with("--") => bail!("unknown option {s}\n{USAGE}"),
-            s => o.cluster = s.to_string(),
-        }
-    }
-    if o.to.is_empty() || o.pgdata.as_os_str().is_empty() || o.cluster.is_empty() {
-        bail!("{USAGE}");
-    }
-    Ok(o)
+/// A planned role swap with no acknowledged commit lost. Run it on the current master's host
+#[derive(clap::Args, Debug, Clone)]
+pub struct Opts {
+    /// The standby to make the master
+    #[arg(long, value_name = "NODE")]
+    pub to: String,
+    /// The current master's data directory (checked against SHOW data_directory)
+    #[arg(long, short = 'D', value_name = "DIR")]
+    pub pgdata: PathBuf,
+    /// Any node of the cluster; default: libpq's environment (PGHOST, PGPORT, ...)
+    #[arg(value_name = "CONNINFO", default_value = "", hide_default_value = true)]
+    pub cluster: String,
+    /// Refuse when the target is further behind than this many bytes
+    #[arg(long, value_name = "BYTES", default_value_t = 16 << 20)]
+    pub max_lag: u64,
+    /// The old master's server log when it is restarted as a standby
+    #[arg(long, value_name = "FILE")]
+    pub log: Option<PathBuf>,
 }
 
 /// Pause (seconds > 0) or resume (0) automatic failover on every node that answers.
@@ -81,8 +70,7 @@ fn received_lsn(conninfo: &str) -> Result<Option<u64>> {
     Ok(s.as_deref().and_then(lsn::parse))
 }
 
-pub fn switchover(args: &[String]) -> Result<()> {
-    let o = parse(args)?;
+pub fn switchover(o: &Opts) -> Result<()> {
     let report = status::gather(&o.cluster)?;
     let nodes: Vec<status::NodeRow> = report.nodes.iter().map(|(n, _)| n.clone()).collect();
 

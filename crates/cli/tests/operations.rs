@@ -57,10 +57,44 @@ fn status_table_json_and_uri() {
     assert!(row(&out, "node3").contains("unreachable"), "{out}");
     assert!(out.contains("WARNING: node3 does not answer"), "{out}");
 
-    // Bad input: exit code 2 for usage, 1 for an unreachable node.
-    assert_eq!(pgkeeper(&["status"]).status.code(), Some(2));
+    // Bad input: exit code 2 and a usage message for arguments, 1 for an unreachable node.
     assert_eq!(pgkeeper(&["status", "host=127.0.0.1 port=1"]).status.code(), Some(1));
-    assert_eq!(pgkeeper(&["frobnicate"]).status.code(), Some(2));
+    for bad in [
+        vec!["frobnicate"],
+        vec![],
+        vec!["status", "--bogus"],
+        vec!["status", "host=a", "host=b"],
+        vec!["status", "--watch", "soon", "host=a"],
+        vec!["switchover", "--to", "node2", "host=a"],
+        vec!["uri", "host=a", "--json"],
+        vec!["demo", "--keep", "--stop", "/tmp/x"],
+    ] {
+        let o = pgkeeper(&bad);
+        assert_eq!(o.status.code(), Some(2), "{bad:?}: {}", text(&o).1);
+        let e = text(&o).1;
+        assert!(e.contains("Usage:") || e.contains("try '--help'"), "{bad:?}: {e}");
+    }
+    // `--watch 5 CONNINFO`: 5 is the interval, the conninfo the conninfo (it used to be
+    // taken as the conninfo): an unreachable node then fails at once with exit code 1.
+    let o = pgkeeper(&["status", "--watch", "5", "host=127.0.0.1 port=1"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o).1);
+    assert!(!text(&o).1.contains("invalid conninfo"), "{}", text(&o).1);
+    // --help per command and --version.
+    let o = pgkeeper(&["status", "--help"]);
+    assert!(o.status.success() && text(&o).0.contains("--json") && text(&o).0.contains("--watch"), "{}", text(&o).0);
+    let o = pgkeeper(&["rejoin", "--help"]);
+    assert!(o.status.success() && text(&o).0.contains("--basebackup"), "{}", text(&o).0);
+    let o = pgkeeper(&["--version"]);
+    assert!(o.status.success() && text(&o).0.starts_with("pgkeeper "), "{}", text(&o).0);
+    // No CONNINFO: libpq's environment says where (here a port nothing listens on).
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_pgkeeper"))
+        .args(["status"])
+        .env("PGHOST", "127.0.0.1")
+        .env("PGPORT", "1")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("port 1"), "{}", String::from_utf8_lossy(&o.stderr));
 }
 
 /// kill -9 of the master, failover to node2, then the old master rejoined by pg_rewind (the
@@ -149,6 +183,6 @@ fn rejoin_refusals() {
     assert!(text(&o).1.contains("not in node_info"), "{}", text(&o).1);
     let o = pgkeeper(&["rejoin", "--pgdata", "/nonexistent", "--name", "node2", &ci]);
     assert!(text(&o).1.contains("not a PostgreSQL data directory"));
-    assert_eq!(pgkeeper(&["rejoin", "--name", "node2"]).status.code(), Some(1));
+    assert_eq!(pgkeeper(&["rejoin", "--name", "node2"]).status.code(), Some(2), "--pgdata is required");
     std::thread::sleep(Duration::from_millis(10));
 }
