@@ -57,6 +57,7 @@ pub struct ClusterBuilder {
     sync_names: Option<String>,
     keeper: bool,
     conf: Vec<String>,
+    http: bool,
     netns: bool,
     witness: bool,
 }
@@ -76,6 +77,7 @@ impl ClusterBuilder {
             sync_names: None,
             keeper: false,
             conf: vec![],
+            http: false,
             netns: false,
             witness: false,
         }
@@ -119,6 +121,12 @@ impl ClusterBuilder {
 
     /// Add a pg_keeper witness, node "witness" (last in [`Cluster::nodes`]): a server of its
     /// own (initdb, not a replica) with `pg_keeper.witness = on`. Needs `keeper(true)`.
+    /// pg_keeper's HTTP endpoints on every node, at [`Node::http_addr`].
+    pub fn http(mut self, on: bool) -> Self {
+        self.http = on;
+        self
+    }
+
     pub fn witness(mut self, on: bool) -> Self {
         self.witness = on;
         self
@@ -179,7 +187,7 @@ impl ClusterBuilder {
         // (before postgresql.auto.conf). pg_basebackup copies this line.
         conf += "include_if_exists = 'node.conf'\n";
         append_file(&m.data_dir().join("postgresql.conf"), &conf)?;
-        m.write_node_conf(&node_conf(m, self.keeper))?;
+        m.write_node_conf(&node_conf(m, self.keeper, self.http))?;
         start_with_port_retry(m)?;
         m.wait_ready(Duration::from_secs(30))?;
         let master_port = m.port();
@@ -216,7 +224,7 @@ impl ClusterBuilder {
                 "pg_basebackup",
             )?;
             set_primary_conninfo(s, &master_addr, master_port)?;
-            s.write_node_conf(&node_conf(s, self.keeper))?;
+            s.write_node_conf(&node_conf(s, self.keeper, self.http))?;
             start_with_port_retry(s)?;
         }
         if self.witness {
@@ -233,7 +241,7 @@ impl ClusterBuilder {
             }
             conf += "include_if_exists = 'node.conf'\n";
             append_file(&w.data_dir().join("postgresql.conf"), &conf)?;
-            w.write_node_conf(&node_conf(w, true))?;
+            w.write_node_conf(&node_conf(w, true, self.http))?;
             start_with_port_retry(w)?;
             w.wait_ready(Duration::from_secs(30))?;
         }
@@ -283,7 +291,7 @@ fn initdb(n: &Node) -> Result<()> {
     Ok(())
 }
 
-fn node_conf(n: &Node, keeper: bool) -> String {
+fn node_conf(n: &Node, keeper: bool, http: bool) -> String {
     let mut s = format!(
         "# per-node settings (keeper-harness)\nlisten_addresses = {}\nport = {}\nunix_socket_directories = {}\ncluster_name = {}\n",
         q(n.addr()),
@@ -293,6 +301,10 @@ fn node_conf(n: &Node, keeper: bool) -> String {
     );
     if keeper {
         s += &format!("pg_keeper.node_name = {}\n", q(n.name()));
+    }
+    if http {
+        n.set_http_port(if n.ns().is_some() { 8008 } else { pick_port().unwrap_or(8008) });
+        s += &format!("pg_keeper.http_listen = {}\n", q(&n.http_addr()));
     }
     s
 }

@@ -35,6 +35,8 @@ pub struct Node {
     addr: String,
     /// Environment the postmaster starts with (`set_env`): PGPASSFILE, PGSSLROOTCERT, ...
     env: Mutex<Vec<(String, String)>>,
+    /// pg_keeper.http_listen's port (clusters built with `http(true)`); 0 = none.
+    http_port: AtomicU16,
 }
 
 impl Node {
@@ -59,6 +61,7 @@ impl Node {
             addr: net.as_ref().map(|(_, a)| a.clone()).unwrap_or_else(|| "127.0.0.1".into()),
             ns: net.map(|(n, _)| n),
             env: Mutex::new(Vec::new()),
+            http_port: AtomicU16::new(0),
         })
     }
 
@@ -107,6 +110,16 @@ impl Node {
     /// `postgres`: `host=<addr> port=<port> user=postgres dbname=postgres`.
     /// In netns mode this address is not reachable from the test process
     /// (root namespace); use [`Node::admin_conninfo`] there.
+    /// Where pg_keeper's HTTP endpoints listen when the cluster was built with `http(true)`:
+    /// the node's address and a port of its own (8008, Patroni's, in netns mode).
+    pub fn http_addr(&self) -> String {
+        format!("{}:{}", self.addr(), self.http_port.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    pub(crate) fn set_http_port(&self, port: u16) {
+        self.http_port.store(port, std::sync::atomic::Ordering::Relaxed);
+    }
+
     pub fn conninfo(&self) -> String {
         self.conninfo_db("postgres")
     }

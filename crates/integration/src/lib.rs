@@ -26,7 +26,8 @@ pub fn keeper_cluster_with_witness(name: &str, standbys: usize, conf: &[&str]) -
     cluster
 }
 
-fn build_keeper_cluster(
+/// The same from a builder of the caller's (e.g. `Cluster::builder(n).http(true)`).
+pub fn build_keeper_cluster(
     b: keeper_harness::ClusterBuilder,
     standbys: usize,
     sync_names: Option<&str>,
@@ -390,4 +391,55 @@ pub fn signal_wal_senders(master: &Node, to: &[&str], sig: &str) {
         let ok = std::process::Command::new("kill").args([sig, &pid]).status().unwrap().success();
         assert!(ok, "kill {sig} {pid}");
     }
+}
+
+/// Move the calling thread into network namespace `ns` (netns clusters: the nodes'
+/// addresses are reachable from inside their namespaces, not from the root one).
+pub fn enter_netns(ns: &str) -> Result<()> {
+    use std::os::fd::AsRawFd;
+    let f = std::fs::File::open(format!("/run/netns/{ns}"))?;
+    if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        return Err(anyhow!("setns {ns}: {}", std::io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
+/// One HTTP request to `n`'s endpoints (from inside its namespace in netns mode), with a
+/// 5 s deadline: the status code and the body.
+pub fn http(n: &Node, method: &str, path: &str) -> Result<(u16, String)> {
+    let (ns, addr, method, path) = (n.ns().map(str::to_string), n.http_addr(), method.to_string(), path.to_string());
+    std::thread::spawn(move || {
+        if let Some(ns) = ns {
+            enter_netns(&ns)?;
+        }
+        http_to(&addr, &method, &path)
+    })
+    .join()
+    .map_err(|_| anyhow!("HTTP client thread panicked"))?
+}
+
+/// One HTTP request (`method path`) to `addr` with a 5 s deadline: the status code and the
+/// body.
+pub fn http_to(addr: &str, method: &str, path: &str) -> Result<(u16, String)> {
+    use std::io::{Read, Write};
+    let sa: std::net::SocketAddr = addr.parse()?;
+    let mut s = std::net::TcpStream::connect_timeout(&sa, Duration::from_secs(5))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    s.set_write_timeout(Some(Duration::from_secs(5)))?;
+    write!(s, "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf)?;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let code = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| anyhow!("no HTTP status line in {text:?}"))?;
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    Ok((code, body))
+}
+
+/// `GET path` on `n`: the status code (0 when there was no answer).
+pub fn http_code(n: &Node, path: &str) -> u16 {
+    http(n, "GET", path).map(|(c, _)| c).unwrap_or(0)
 }

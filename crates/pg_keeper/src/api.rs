@@ -316,6 +316,46 @@ fn pause_failover(seconds: Option<i32>) -> bool {
     running
 }
 
+/// Cluster-wide maintenance mode on (`pgkeeper pause`): no standby stands for election by
+/// itself until `resume()`. Written on the master, replicated: it holds on every node, and
+/// across restarts. Planned switchovers and `pgkeeper failover` still work.
+#[pg_extern(volatile, parallel_unsafe)]
+fn pause(reason: default!(Option<&str>, "''")) -> bool {
+    set_maintenance(true, reason.unwrap_or(""))
+}
+
+/// Cluster-wide maintenance mode off.
+#[pg_extern(volatile, parallel_unsafe)]
+fn resume() -> bool {
+    set_maintenance(false, "")
+}
+
+/// Returns whether the mode changed.
+fn set_maintenance(paused: bool, reason: &str) -> bool {
+    refuse_on_standby(if paused { "pause" } else { "resume" });
+    let changed = Spi::connect_mut(|c| {
+        c.update(
+            "UPDATE pgkeeper.maintenance SET paused = $1, since = now(), reason = nullif($2, '') WHERE paused IS DISTINCT FROM $1",
+            None,
+            &[paused.into(), reason.into()],
+        )
+        .map(|t| t.len() > 0)
+    })
+    .unwrap_or_else(|e| fail(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, e.to_string(), None));
+    if changed {
+        let term = if shared::available() { shared::STATE.share().term } else { 0 };
+        let (kind, what) = if paused {
+            (keeper_core::history::Kind::Paused, "paused")
+        } else {
+            (keeper_core::history::Kind::Resumed, "resumed")
+        };
+        crate::history::record(kind, term, &[], reason);
+        log!("pg_keeper: automatic failover {what} cluster-wide{}", if reason.is_empty() { String::new() } else { format!(": {reason}") });
+        shared::notify_worker(true, false);
+    }
+    changed
+}
+
 /// Used by the trigger on node_info: true only inside add_node / del_node.
 #[pg_extern(stable, parallel_safe)]
 fn _api_write_allowed() -> bool {
@@ -359,6 +399,7 @@ fn _status_raw() -> TableIterator<
         name!(commits, String),
         name!(gate, String),
         name!(attention, String),
+        name!(paused, bool),
     ),
 > {
     if !shared::available() {
@@ -379,6 +420,7 @@ fn _status_raw() -> TableIterator<
             "open".into(),
             "open".into(),
             "none".into(),
+            false,
         ));
     }
     let gate = if gucs::node_name().is_none() || gucs::WITNESS.get() || unsafe { pg_sys::RecoveryInProgress() } {
@@ -422,6 +464,7 @@ fn _status_raw() -> TableIterator<
         gate.describe(),
         gate.kind().as_str().into(),
         attention(&gate, st.attention).as_str().into(),
+        st.cluster_paused,
     ))
 }
 

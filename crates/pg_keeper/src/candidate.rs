@@ -49,6 +49,8 @@ impl Worker {
             keepalive_time: self.settings.keepalive_time,
         };
         let mut step = self.keeper.candidacy.stand(now(), &standing);
+        // The term of a real (not dry-run) request sent: a Wait after it is a lost election.
+        let mut asked: Option<u64> = None;
         loop {
             step = match step {
                 Step::CastOwnVote { request, dry } => match crate::tx::transaction(|| answer_vote(me, &request, dry)) {
@@ -67,6 +69,9 @@ impl Worker {
                     }
                 },
                 Step::Ask { request, dry, to, deadline } => {
+                    if !dry {
+                        asked = Some(request.term);
+                    }
                     if !self.ask(nodes, &request, dry, &to, deadline) {
                         self.keeper.candidacy.abandon();
                         return "stopping".into();
@@ -78,6 +83,9 @@ impl Worker {
                 }
                 Step::Wait { state, notice, retry_at, seen } => {
                     shared::note_term(seen);
+                    if let Some(t) = asked {
+                        crate::history::record(keeper_core::history::Kind::ElectionLost, t, &[me], &state);
+                    }
                     if let Some(n) = notice {
                         self.notice_once(n);
                     }
@@ -157,7 +165,15 @@ impl Worker {
             (ok, if ok { rec.won(me, term) } else { rec.clone() })
         });
         match won {
-            Ok(true) => {}
+            Ok(true) => {
+                let voters: Vec<&str> = votes.iter().map(String::as_str).collect();
+                crate::history::record(
+                    keeper_core::history::Kind::ElectionWon,
+                    term,
+                    &voters,
+                    &format!("votes of {} of {} registered nodes; old master {old_master}", votes.len(), nodes.len()),
+                );
+            }
             Ok(false) => return format!("election term {term}: a newer term started meanwhile"),
             Err(e) => return format!("election term {term}: {e}"),
         }

@@ -430,6 +430,8 @@ fn step_down(to_node: default!(Option<&str>, "NULL")) -> i32 {
         }
     }
     log!("pg_keeper: stepping down for a planned switchover: commits are refused from now on");
+    let to: Vec<&str> = [me.as_str()].into_iter().chain(to_node).collect();
+    crate::history::record(keeper_core::history::Kind::SteppedDown, term, &to, "planned switchover");
     // Wake the worker and wait for a round that saw the flag (it sends no heartbeat); a
     // round in progress ends within its probe deadline.
     shared::notify_worker(true, false);

@@ -15,6 +15,7 @@ pub static TWO_NODE_FAILOVER: GucSetting<bool> = GucSetting::<bool>::new(false);
 pub static AUTO_REJOIN: GucSetting<bool> = GucSetting::<bool>::new(true);
 pub static PGKEEPER_PROGRAM: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 pub static WITNESS: GucSetting<bool> = GucSetting::<bool>::new(false);
+pub static HTTP_LISTEN: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 pub static DATABASE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"postgres"));
 // The seed's README also spells these two with an "s"; 0 means "not set".
 pub static ALIAS_KEEPALIVES_TIME: GucSetting<f64> = GucSetting::<f64>::new(0.0);
@@ -99,6 +100,14 @@ pub fn register() {
         GucContext::Postmaster,
         GucFlags::default(),
     );
+    GucRegistry::define_string_guc(
+        c"pg_keeper.http_listen",
+        c"host:port on which pg_keeper serves its HTTP health checks and /metrics (empty: off).",
+        c"Patroni's paths: /primary, /replica, /read-only, /health, /liveness, /readiness, /metrics, /cluster.",
+        &HTTP_LISTEN,
+        GucContext::Postmaster,
+        GucFlags::default(),
+    );
     GucRegistry::define_float_guc(
         c"pg_keeper.keepalives_time",
         c"Deprecated alias of pg_keeper.keepalive_time.",
@@ -144,6 +153,10 @@ pub fn pgkeeper_program() -> Option<String> {
 
 pub fn after_command() -> Option<String> {
     string(&AFTER_COMMAND)
+}
+
+pub fn http_listen() -> Option<String> {
+    string(&HTTP_LISTEN)
 }
 
 pub fn database() -> String {

@@ -19,7 +19,10 @@ mod gate;
 /// The protocol's rules, as pg_keeper runs them (keeper_core::rules).
 pub(crate) const RULES: keeper_core::rules::Rules = keeper_core::rules::Rules::AS_BUILT;
 mod gucs;
+mod history;
+mod http;
 mod master;
+mod metrics;
 mod plans;
 mod probe;
 mod registry_sql;
@@ -43,6 +46,7 @@ pub extern "C-unwind" fn _PG_init() {
     shared::init();
     gate::register();
     routing::register();
+    http::register();
     BackgroundWorkerBuilder::new("pg_keeper")
         .set_type("pg_keeper")
         .set_library("pg_keeper")

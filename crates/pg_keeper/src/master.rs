@@ -3,6 +3,7 @@
 //! and keep node_info true to the topology (this node the master; the next master a
 //! streaming standby; witnesses told).
 
+use keeper_core::history::Kind;
 use crate::registry_sql::{self, WriteGuard};
 use crate::sync_state::{observe, sync_names_now};
 use crate::worker::{shutdown_requested, Mode, PeerResult, Worker};
@@ -170,11 +171,21 @@ impl Worker {
         let connected = peer_results.iter().filter(|p| p.ok).count();
         let state = match step {
             GateStep::Deposed { by: name, term: t } => {
-                {
+                let was_deposed = {
                     let mut st = shared::STATE.exclusive();
+                    let was = st.gate_setting() == Setting::Deposed;
                     st.set_gate(Setting::Deposed);
                     shared::put_str(&mut st.deposed_by, &name);
                     st.deposed_term = t;
+                    was
+                };
+                if !was_deposed {
+                    crate::history::record(
+                        Kind::Deposed,
+                        t,
+                        &[me, &name],
+                        &format!("{name} was elected master in term {t} (this node's term was {term})"),
+                    );
                 }
                 // On disk before it is said: a restart from now on finds it deposed.
                 if let Err(e) = crate::votes::store_deposed(me, &name, t) {
@@ -233,11 +244,20 @@ impl Worker {
                 }
                 if let MasterVerdict::NoMajority { reached, registered } = verdict {
                     if can_fail_over {
+                        if !self.last_notice.starts_with("pg_keeper: fenced") {
+                            crate::history::record(
+                                Kind::Fenced,
+                                term,
+                                &[me],
+                                &format!("only {reached} of {registered} registered nodes answered"),
+                            );
+                        }
                         self.notice_once(format!(
                             "pg_keeper: fenced: only {reached} of {registered} registered nodes answered; commits wait until a majority answers again"
                         ));
                     }
                 } else if self.last_notice.starts_with("pg_keeper: fenced") {
+                    crate::history::record(Kind::Unfenced, term, &[me], "a majority answers again");
                     self.notice_once("pg_keeper: a majority answers again: lease renewed".into());
                 }
                 if full {
@@ -284,6 +304,9 @@ impl Worker {
                 }
             }
         };
+        if shared::gate_open_now() {
+            crate::history::publish(me);
+        }
         self.publish(Mode::Master, &state, &peer_results);
     }
 

@@ -39,13 +39,16 @@ pub fn write_allowed() -> bool {
 /// exists; without nodes the row's node columns are NULL.
 const SELECT_REGISTRY: &str =
     "SELECT n.seqno, n.name, n.conninfo, n.is_master, n.is_nextmaster, n.is_sync, n.is_witness, \
-     m.version FROM pgkeeper.membership m LEFT JOIN pgkeeper.node_info n ON true ORDER BY n.seqno";
+     m.version, (SELECT coalesce(bool_or(paused), false) FROM pgkeeper.maintenance) \
+     FROM pgkeeper.membership m LEFT JOIN pgkeeper.node_info n ON true ORDER BY n.seqno";
 
 /// node_info as this node has it: its rows and the membership version.
 #[derive(Debug, Clone, Default)]
 pub struct Registry {
     pub nodes: Vec<Node>,
     pub membership: keeper_core::membership::Version,
+    /// Cluster-wide maintenance mode (`pgkeeper.maintenance`).
+    pub paused: bool,
 }
 
 /// All rows, or None when the extension is not created in this database.
@@ -67,6 +70,7 @@ pub fn read_registry(client: &SpiClient<'_>) -> Result<Option<Registry>, pgrx::s
     let mut out = Registry::default();
     for row in crate::plans::select(client, SELECT_REGISTRY)? {
         out.membership = row.get::<i64>(8)?.unwrap_or(0).max(0) as u64;
+        out.paused = row.get::<bool>(9)?.unwrap_or(false);
         let Some(seqno) = row.get::<i32>(1)? else { continue };
         out.nodes.push(Node {
             seqno,

@@ -60,13 +60,14 @@ CREATE FUNCTION pgkeeper.status(
     OUT rounds bigint, OUT last_round timestamptz, OUT last_failover timestamptz,
     OUT worker_pid integer, OUT peers jsonb,
     OUT sync_state text, OUT sync_since timestamptz, OUT sync_reason text,
-    OUT term bigint, OUT commits text, OUT gate pgkeeper.gate, OUT attention pgkeeper.attention)
+    OUT term bigint, OUT commits text, OUT gate pgkeeper.gate, OUT attention pgkeeper.attention,
+    OUT paused boolean)
 RETURNS SETOF record LANGUAGE sql VOLATILE AS $$
     SELECT node_name, mode, state, failed_rounds, rounds,
            to_timestamp(last_round_epoch), to_timestamp(last_failover_epoch),
            worker_pid, peers::jsonb,
            sync_state, to_timestamp(sync_since_epoch), nullif(sync_reason, ''),
-           term, commits, gate::pgkeeper.gate, attention::pgkeeper.attention
+           term, commits, gate::pgkeeper.gate, attention::pgkeeper.attention, paused
     FROM pgkeeper._status_raw()
 $$;
 
@@ -148,6 +149,46 @@ GRANT EXECUTE ON FUNCTION pgkeeper._timeline_history(), pgkeeper._may_connect(te
 -- recommended setup (passwords in a password file).
 GRANT SELECT ON pgkeeper.node_info TO pgkeeper_agent;
 GRANT EXECUTE ON FUNCTION pgkeeper._status_raw(), pgkeeper.status() TO pgkeeper_agent;
+
+-- The history (keeper_core::history): what the masters copied from their logs, replicated.
+-- Written by the pg_keeper worker only.
+CREATE TABLE pgkeeper.history (
+    node_name text        NOT NULL,
+    seq       bigint      NOT NULL,
+    at        timestamptz NOT NULL,
+    event     text        NOT NULL,
+    term      bigint      NOT NULL,
+    nodes     text[]      NOT NULL,
+    reason    text        NOT NULL,
+    PRIMARY KEY (node_name, seq, at)
+);
+COMMENT ON TABLE pgkeeper.history IS 'pg_keeper events copied by the masters; pgkeeper.history() adds this node''s own';
+-- The table and this node's own log (events not copied yet: a standby's, a fenced
+-- master's), oldest first.
+CREATE FUNCTION pgkeeper.history(
+    OUT at timestamptz, OUT node_name text, OUT seq bigint, OUT event text, OUT term bigint,
+    OUT nodes text[], OUT reason text, OUT replicated boolean)
+RETURNS SETOF record LANGUAGE sql VOLATILE AS $$
+    SELECT at, node_name, seq, event, term, nodes, reason, replicated FROM (
+        SELECT h.at, h.node_name, h.seq, h.event, h.term, h.nodes, h.reason, true AS replicated
+        FROM pgkeeper.history h
+        UNION ALL
+        SELECT to_timestamp(l.at_epoch), l.node_name, l.seq, l.event, l.term, l.nodes, l.reason, false
+        FROM pgkeeper._local_history() l
+        WHERE NOT EXISTS (SELECT 1 FROM pgkeeper.history h
+                          WHERE h.node_name = l.node_name AND h.seq = l.seq AND h.at = to_timestamp(l.at_epoch))
+    ) e ORDER BY at, node_name, seq
+$$;
+-- Cluster-wide maintenance mode (pgkeeper.pause() / pgkeeper.resume(), on the master):
+-- replicated, so it holds on every node and across restarts.
+CREATE TABLE pgkeeper.maintenance (paused boolean NOT NULL, since timestamptz, reason text);
+INSERT INTO pgkeeper.maintenance VALUES (false, NULL, NULL);
+REVOKE ALL ON TABLE pgkeeper.history, pgkeeper.maintenance FROM PUBLIC;
+REVOKE ALL ON FUNCTION pgkeeper.history(), pgkeeper._local_history(), pgkeeper.pause(text), pgkeeper.resume() FROM PUBLIC;
+GRANT SELECT ON pgkeeper.history, pgkeeper.maintenance TO pgkeeper_admin, pg_monitor, pgkeeper_agent;
+GRANT UPDATE ON pgkeeper.maintenance TO pgkeeper_admin;
+GRANT EXECUTE ON FUNCTION pgkeeper.history(), pgkeeper._local_history() TO pgkeeper_admin, pg_monitor, pgkeeper_agent;
+GRANT EXECUTE ON FUNCTION pgkeeper.pause(text), pgkeeper.resume() TO pgkeeper_admin;
 "#,
     name = "guards_and_grants",
     finalize

@@ -115,6 +115,13 @@ pub struct KeeperState {
     /// Master mode ran a round with the gate closed for good (deposed or stepped down): it
     /// sends no more heartbeats (what step_down waits for).
     pub heartbeats_stopped: bool,
+    /// Counters for /metrics, since this server started (the history keeps the events).
+    pub degrades: u64,
+    pub restores: u64,
+    pub elections_won: u64,
+    pub elections_lost: u64,
+    /// Cluster-wide maintenance mode (`pgkeeper pause`), as the worker last read it.
+    pub cluster_paused: bool,
 }
 
 impl Default for PeerState {
@@ -172,6 +179,11 @@ impl Default for KeeperState {
             heartbeat_term: 0,
             promoting: false,
             heartbeats_stopped: false,
+            degrades: 0,
+            restores: 0,
+            elections_won: 0,
+            elections_lost: 0,
+            cluster_paused: false,
         }
     }
 }

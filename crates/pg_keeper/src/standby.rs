@@ -204,7 +204,10 @@ impl Worker {
         let cfg = FailoverConfig {
             keepalive_count: self.settings.keepalive_count,
             two_node_failover: gucs::TWO_NODE_FAILOVER.get(),
-            paused: shared::STATE.share().paused_until_ms > now_ms(),
+            paused: {
+                let st = shared::STATE.share();
+                st.paused_until_ms > now_ms() || st.cluster_paused
+            },
             wait_for_elected: true,
         };
         let round = self.keeper.standby_round(me, nodes, &obs, &seen, cfg);
@@ -265,6 +268,9 @@ impl Worker {
                     Hold::NotCandidate => {
                         "this node is not a candidate (a witness, or missing from node_info)".to_string()
                     }
+                    Hold::Paused if shared::STATE.share().cluster_paused => {
+                        "automatic failover is paused cluster-wide (pgkeeper resume ends it)".to_string()
+                    }
                     Hold::Paused => "automatic failover is paused (planned switchover)".to_string(),
                 };
                 self.notice_once(format!(
@@ -315,8 +321,23 @@ impl Worker {
                 return format!("promotion failed: {e}");
             }
         }
-        shared::STATE.exclusive().last_failover_ms = now_ms();
+        let planned = {
+            let mut st = shared::STATE.exclusive();
+            st.last_failover_ms = now_ms();
+            st.stand_until > shared::boot_ms()
+        };
         log!("pg_keeper: {me} promoted; switching to master mode");
+        let (kind, why) = if planned {
+            (keeper_core::history::Kind::Switchover, format!("planned switchover from {old_master}"))
+        } else {
+            (keeper_core::history::Kind::Failover, format!("master {old_master} unreachable"))
+        };
+        crate::history::record(
+            kind,
+            term,
+            &[old_master, me],
+            &format!("{why}; elected with the votes of {}", votes.join(", ")),
+        );
         if let Some(cmd) = gucs::after_command() {
             match actions::spawn_after_command(&cmd, old_master, me) {
                 Ok(child) => {
@@ -423,6 +444,8 @@ impl Worker {
             return format!("cannot follow {new}: {e}");
         }
         log!("pg_keeper: following new master \"{new}\" (primary_conninfo updated)");
+        let term = shared::STATE.share().term;
+        crate::history::record(keeper_core::history::Kind::Followed, term, &[me, new], "primary_conninfo re-pointed");
         self.following = Some(new.to_string());
         self.keeper.standby = Default::default();
         self.hurry = true;

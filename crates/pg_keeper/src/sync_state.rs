@@ -225,6 +225,13 @@ impl Worker {
                         log!(
                             "pg_keeper: synchronous replication degraded to asynchronous: {reason}; synchronous_standby_names was {configured:?} and will be restored when enough of its standbys stream again"
                         );
+                        let term = shared::STATE.share().term;
+                        crate::history::record(
+                            keeper_core::history::Kind::Degraded,
+                            term,
+                            &[me],
+                            &format!("{reason}; synchronous_standby_names was {configured:?}"),
+                        );
                         self.degraded = Some(d);
                     }
                     Err(e) => {
@@ -242,6 +249,13 @@ impl Worker {
                 match set_sync_names(value) {
                     Ok(()) => {
                         log!("pg_keeper: synchronous replication restored ({:?}): {reason}", d.configured);
+                        let term = shared::STATE.share().term;
+                        crate::history::record(
+                            keeper_core::history::Kind::Restored,
+                            term,
+                            &[me],
+                            &format!("{reason}; synchronous_standby_names is {:?} again", d.configured),
+                        );
                         remove(me);
                         self.degraded = None;
                     }

@@ -398,7 +398,11 @@ impl Worker {
         let nodes = match read {
             Ok(Some(r)) => {
                 self.membership = r.membership;
-                shared::STATE.exclusive().membership = r.membership;
+                {
+                    let mut st = shared::STATE.exclusive();
+                    st.membership = r.membership;
+                    st.cluster_paused = r.paused;
+                }
                 self.registry = Some(r.clone());
                 r.nodes
             }
