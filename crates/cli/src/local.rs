@@ -46,7 +46,8 @@ pub(crate) fn save_confs(pgdata: &Path) -> Result<Vec<(String, Vec<u8>)>> {
     let mut out = Vec::new();
     for e in std::fs::read_dir(pgdata)? {
         let p = e?.path();
-        if p.extension().is_some_and(|x| x == "conf" || x == "vote") && p.is_file() {
+        // (.history: this node's own log of events, which a fenced or deposed master must keep)
+        if p.extension().is_some_and(|x| x == "conf" || x == "vote" || x == "history") && p.is_file() {
             out.push((p.file_name().unwrap().to_string_lossy().into_owned(), std::fs::read(&p)?));
         }
     }

@@ -2,8 +2,12 @@
 //! Results go to stdout, progress and errors to stderr; exit codes: 0 ok, 1 failure,
 //! 2 usage error (clap's).
 
+mod clone;
 mod demo;
+mod failover;
+mod history;
 mod local;
+mod maintenance;
 mod rejoin;
 mod status;
 mod switchover;
@@ -40,13 +44,44 @@ enum Command {
         #[arg(long, value_name = "SECONDS", num_args = 0..=1, default_missing_value = "2")]
         watch: Option<f64>,
     },
-    /// A multi-host connection URI over every registered node, for clients
-    /// (target_session_attrs=read-write)
+    /// A multi-host connection string over every registered node, for clients
+    /// (target_session_attrs=read-write): a URI, or with --keyvalue the key=value form
     Uri {
         /// Any node of the cluster; default: libpq's environment (PGHOST, PGPORT, ...)
         #[arg(value_name = "CONNINFO", default_value = "", hide_default_value = true)]
         conninfo: String,
+        /// host=... port=... key=value form instead of a URI
+        #[arg(long)]
+        keyvalue: bool,
     },
+    /// The cluster's events (failovers, switchovers, elections, degrades, fences, rejoins...),
+    /// gathered from every node, oldest first
+    History {
+        /// Any node of the cluster; default: libpq's environment (PGHOST, PGPORT, ...)
+        #[arg(value_name = "CONNINFO", default_value = "", hide_default_value = true)]
+        conninfo: String,
+        /// JSON instead of the table
+        #[arg(long)]
+        json: bool,
+    },
+    /// Cluster-wide maintenance mode: no automatic failover until resume (kept across
+    /// restarts; switchover and failover --to still work)
+    Pause {
+        /// Any node of the cluster; default: libpq's environment (PGHOST, PGPORT, ...)
+        #[arg(value_name = "CONNINFO", default_value = "", hide_default_value = true)]
+        conninfo: String,
+        /// Why (kept in the history)
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// End the maintenance mode of pause
+    Resume {
+        /// Any node of the cluster; default: libpq's environment (PGHOST, PGPORT, ...)
+        #[arg(value_name = "CONNINFO", default_value = "", hide_default_value = true)]
+        conninfo: String,
+    },
+    Failover(failover::Opts),
+    Clone(clone::Opts),
     Rejoin(rejoin::Opts),
     Switchover(switchover::Opts),
     /// Build a local 3-node cluster with pg_keeper and fail it over before your eyes
@@ -65,7 +100,12 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Status { conninfo, json, watch } => status::run(&conninfo, json, watch),
-        Command::Uri { conninfo } => status::uri(&conninfo).map(|u| println!("{u}")),
+        Command::Uri { conninfo, keyvalue } => status::uri(&conninfo, keyvalue).map(|u| println!("{u}")),
+        Command::History { conninfo, json } => history::run(&conninfo, json),
+        Command::Pause { conninfo, reason } => maintenance::run(&conninfo, true, &reason),
+        Command::Resume { conninfo } => maintenance::run(&conninfo, false, ""),
+        Command::Failover(o) => failover::failover(&o),
+        Command::Clone(o) => clone::clone(&o),
         Command::Rejoin(o) => rejoin::rejoin(&o),
         Command::Switchover(o) => switchover::switchover(&o),
         Command::Demo { keep, stop } => match stop {

@@ -138,6 +138,30 @@ fn record_outcome(o: &Opts, r: &Result<()>) {
     }
 }
 
+/// Append "rejoined" to this node's history log (the server is down: nobody else writes it).
+fn record_rejoined(pgdata: &Path, name: &str, master: &str, reason: &str) {
+    let p = pgdata.join(format!("pg_keeper.{name}.history"));
+    let text = std::fs::read_to_string(&p).unwrap_or_default();
+    let (_, seq) = keeper_core::history::parse_log(&text);
+    let e = keeper_core::history::Event {
+        seq,
+        at_ms: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0),
+        node: name.to_string(),
+        kind: keeper_core::history::Kind::Rejoined,
+        term: 0,
+        nodes: vec![name.to_string(), master.to_string()],
+        reason: reason.to_string(),
+    };
+    let mut all = text;
+    if !all.is_empty() && !all.ends_with('\n') {
+        all.push('\n');
+    }
+    all.push_str(&e.to_line());
+    if std::fs::write(&p, all).is_ok() {
+        let _ = chown_like(&p, pgdata);
+    }
+}
+
 pub fn rejoin(o: &Opts) -> Result<()> {
     anyhow::ensure!(o.pgdata.join("PG_VERSION").exists(), "{} is not a PostgreSQL data directory", o.pgdata.display());
     let _lock = lock(&o.pgdata)?;
@@ -247,6 +271,8 @@ fn rejoin_locked(o: &Opts) -> Result<()> {
     }
     configure_standby(&o.pgdata, &confs, &o.name, &master.conninfo)?;
     say(&format!("configured as a standby of {}", master.name));
+    let how = if rewound { "pg_rewind" } else { "pg_basebackup" };
+    record_rejoined(&o.pgdata, &o.name, &master.name, &format!("{how} from {}{}", master.name, if o.auto { " (automatic)" } else { "" }));
 
     if o.no_start {
         say("not started (--no-start): start the server, it will stream from the master");

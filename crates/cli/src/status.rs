@@ -141,6 +141,8 @@ pub struct Live {
     pub commits: String,
     pub gate: GateKind,
     pub attention: Attention,
+    /// Cluster-wide maintenance mode as this node has it (`pgkeeper pause`).
+    pub paused: bool,
 }
 
 impl Live {
@@ -161,7 +163,7 @@ SELECT pg_is_in_recovery(), s.mode, s.state, s.sync_state,
        pg_last_wal_replay_lsn()::text,
        (SELECT status FROM pg_stat_wal_receiver),
        (SELECT sender_host || ':' || sender_port FROM pg_stat_wal_receiver),
-       s.term, s.commits, s.gate::text, s.attention::text
+       s.term, s.commits, s.gate::text, s.attention::text, s.paused
 FROM pgkeeper.status() s";
 
 pub fn live(conninfo: &str) -> Result<Live> {
@@ -183,6 +185,7 @@ pub fn live(conninfo: &str) -> Result<Live> {
         gate: GateKind::parse(&r.get::<String>(11)).ok_or_else(|| anyhow!("unknown gate {:?}", r.get::<String>(11)))?,
         attention: Attention::parse(&r.get::<String>(12))
             .ok_or_else(|| anyhow!("unknown attention {:?}", r.get::<String>(12)))?,
+        paused: r.get(13),
     };
     if !l.in_recovery {
         for row in c.query("SELECT application_name, sync_state FROM pg_stat_replication", &[])? {
@@ -286,33 +289,52 @@ impl Report {
 
     pub fn table(&self) -> String {
         let master = self.master();
-        let mut out = format!(
-            "{:<8} {:<21} {:<13} {:<4} {:<8} {:<3} {:<12} {:>9}  {}\n",
-            "NAME", "HOST:PORT", "ROLE", "NEXT", "KEEPER", "TL", "LSN", "LAG", "STATE"
-        );
-        for (n, l) in &self.nodes {
-            let (mode, tl, lsn, lag, state) = match l {
-                Ok(l) => (
-                    l.mode.clone(),
-                    l.timeline.map(|t| t.to_string()).unwrap_or("-".into()),
-                    l.lsn.clone().unwrap_or("-".into()),
-                    lag(l, master).map(|b| b.to_string()).unwrap_or("-".into()),
-                    l.state.clone(),
-                ),
-                Err(e) => ("-".into(), "-".into(), "-".into(), "-".into(), e.clone()),
-            };
-            out.push_str(&format!(
-                "{:<8} {:<21} {:<13} {:<4} {:<8} {:<3} {:<12} {:>9}  {}\n",
-                n.name,
-                host_port(&n.conninfo),
-                role(n, l, master),
-                if n.is_nextmaster { "yes" } else { "" },
-                mode,
-                tl,
-                lsn,
-                lag,
-                state
-            ));
+        let header = ["NAME", "HOST:PORT", "ROLE", "NEXT", "KEEPER", "TL", "LSN", "LAG", "STATE"];
+        let rows: Vec<[String; 9]> = self
+            .nodes
+            .iter()
+            .map(|(n, l)| {
+                let (mode, tl, lsn, lag, state) = match l {
+                    Ok(l) => (
+                        l.mode.clone(),
+                        l.timeline.map(|t| t.to_string()).unwrap_or("-".into()),
+                        l.lsn.clone().unwrap_or("-".into()),
+                        lag(l, master).map(|b| b.to_string()).unwrap_or("-".into()),
+                        l.state.clone(),
+                    ),
+                    Err(e) => ("-".into(), "-".into(), "-".into(), "-".into(), e.clone()),
+                };
+                [
+                    n.name.clone(),
+                    host_port(&n.conninfo),
+                    role(n, l, master),
+                    if n.is_nextmaster { "yes".into() } else { String::new() },
+                    mode,
+                    tl,
+                    lsn,
+                    lag,
+                    state,
+                ]
+            })
+            .collect();
+        let w = widths(&header, &rows);
+        // LAG right-aligned; STATE, the last column, as long as it is.
+        let line = |c: &[&str]| {
+            format!(
+                "{:<w0$} {:<w1$} {:<w2$} {:<w3$} {:<w4$} {:<w5$} {:<w6$} {:>w7$}  {}",
+                c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7], c[8],
+                w0 = w[0], w1 = w[1], w2 = w[2], w3 = w[3], w4 = w[4], w5 = w[5], w6 = w[6], w7 = w[7]
+            )
+            .trim_end()
+            .to_string()
+                + "\n"
+        };
+        let mut out = line(&header);
+        for r in &rows {
+            out.push_str(&line(&r.iter().map(String::as_str).collect::<Vec<_>>()));
+        }
+        if self.nodes.iter().any(|(_, l)| matches!(l, Ok(l) if l.paused)) {
+            out.push_str("PAUSED: automatic failover is paused cluster-wide (pgkeeper resume ends it)\n");
         }
         for w in &self.warnings {
             out.push_str(&format!("WARNING: {w}\n"));
@@ -349,14 +371,27 @@ impl Report {
                         v["lag_bytes"] = json!(lag(l, master));
                         v["wal_receiver"] = json!(l.receiver);
                         v["upstream"] = json!(l.upstream);
+                        v["paused"] = json!(l.paused);
                     }
                     Err(e) => v["error"] = json!(e),
                 }
                 v
             })
             .collect();
-        json!({ "nodes": nodes, "warnings": self.warnings })
+        let paused = self.nodes.iter().any(|(_, l)| matches!(l, Ok(l) if l.paused));
+        json!({ "nodes": nodes, "paused": paused, "warnings": self.warnings })
     }
+}
+
+/// Column widths: the widest of the header and every row, per column (in characters).
+pub fn widths<const N: usize>(header: &[&str; N], rows: &[[String; N]]) -> [usize; N] {
+    let mut w = header.map(|h| h.chars().count());
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            w[i] = w[i].max(c.chars().count());
+        }
+    }
+    w
 }
 
 pub fn render(conninfo: &str) -> Result<String> {
@@ -384,21 +419,20 @@ pub fn run(conninfo: &str, as_json: bool, watch: Option<f64>) -> Result<()> {
     }
 }
 
-/// `pgkeeper uri CONNINFO`: a libpq multi-host URI over every registered node, for clients:
-/// the database named in the conninfo given (else pg_keeper's), the operator's user if it
-/// names one (never the nodes' own agent user), and the TLS settings of the first node's
-/// conninfo (a client checks the servers as the nodes check each other).
-pub fn uri(conninfo: &str) -> Result<String> {
+/// `pgkeeper uri CONNINFO [--keyvalue]`: a libpq multi-host connection string over every
+/// registered node, for clients: the database named in the conninfo given (else pg_keeper's),
+/// the operator's user if it names one (never the nodes' own agent user), and the TLS
+/// settings of the first node's conninfo (a client checks the servers as the nodes check each
+/// other). A URI (percent-encoded), or with `keyvalue` the `key=value` form (quoted).
+pub fn uri(conninfo: &str, keyvalue: bool) -> Result<String> {
     set_operator(conninfo);
     let rows = node_info(conninfo)?;
     let first = keeper_pq::conninfo::node(&rows.first().context("node_info is empty")?.conninfo)?;
-    let hosts: Vec<String> = rows
+    let hosts: Vec<(String, String)> = rows
         .iter()
         .map(|n| {
             let c = keeper_pq::conninfo::node(&n.conninfo)?;
-            let host = c.get("host").unwrap_or("localhost").to_string();
-            let host = if host.contains(':') { format!("[{host}]") } else { host };
-            Ok(format!("{host}:{}", c.get("port").unwrap_or("5432")))
+            Ok((c.get("host").unwrap_or("localhost").to_string(), c.get("port").unwrap_or("5432").to_string()))
         })
         .collect::<Result<_>>()?;
     // The database the operator named, else pg_keeper's (never a node's conninfo's: it may
@@ -407,14 +441,41 @@ pub fn uri(conninfo: &str) -> Result<String> {
         .ok()
         .and_then(|p| p.into_iter().rev().find(|(k, v)| k == "dbname" && !v.is_empty()).map(|(_, v)| v));
     let db = named.or_else(|| DATABASE.get().cloned()).unwrap_or_else(|| "postgres".into());
-    let user = operator().map(|u| format!("{}@", encode(&u))).unwrap_or_default();
-    let mut query = "target_session_attrs=read-write&connect_timeout=2".to_string();
+    let mut params: Vec<(&str, String)> =
+        vec![("target_session_attrs", "read-write".into()), ("connect_timeout", "2".into())];
     for k in ["sslmode", "sslrootcert", "sslcrl"] {
         if let Some(v) = first.get(k) {
-            query.push_str(&format!("&{k}={}", encode(v)));
+            params.push((k, v.to_string()));
         }
     }
-    Ok(format!("postgresql://{user}{}/{}?{query}", hosts.join(","), encode(&db)))
+    let user = operator();
+    if keyvalue {
+        let mut kv = vec![
+            ("host", hosts.iter().map(|(h, _)| h.as_str()).collect::<Vec<_>>().join(",")),
+            ("port", hosts.iter().map(|(_, p)| p.as_str()).collect::<Vec<_>>().join(",")),
+            ("dbname", db),
+        ];
+        if let Some(u) = user {
+            kv.push(("user", u));
+        }
+        kv.extend(params);
+        return Ok(kv.iter().map(|(k, v)| format!("{k}={}", quote(v))).collect::<Vec<_>>().join(" "));
+    }
+    let hosts: Vec<String> = hosts
+        .iter()
+        .map(|(h, p)| if h.contains(':') { format!("[{h}]:{p}") } else { format!("{}:{p}", encode(h).replace('/', "%2F")) })
+        .collect();
+    let user = user.map(|u| format!("{}@", encode(&u))).unwrap_or_default();
+    let query: Vec<String> = params.iter().map(|(k, v)| format!("{k}={}", encode(v))).collect();
+    Ok(format!("postgresql://{user}{}/{}?{}", hosts.join(","), encode(&db), query.join("&")))
+}
+
+/// A conninfo value: bare when it is plain, else in single quotes with ' and \ escaped.
+fn quote(v: &str) -> String {
+    if !v.is_empty() && !v.contains(|c: char| c.is_whitespace() || c == '\'' || c == '\\') {
+        return v.to_string();
+    }
+    format!("'{}'", v.replace('\\', "\\\\").replace('\'', "\\'"))
 }
 
 /// Percent-encode all but RFC 3986's unreserved characters and '/'.

@@ -375,15 +375,21 @@ fn request_vote(
 /// Planned switchover: make this standby stand for election at its worker's next rounds (for
 /// 30 s, or until it is elected), whether or not the master answers. It still needs a majority of votes, which nodes grant
 /// only once the old master's lease has surely ended. Returns false when no worker runs.
+/// `failover`: asked by `pgkeeper failover --to` (the master is gone), not a switchover: the
+/// history says so.
 #[pg_extern(volatile, parallel_unsafe)]
-fn stand_for_election() -> bool {
+fn stand_for_election(failover: default!(Option<bool>, "false")) -> bool {
     if !in_recovery() {
         fail(PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE, "stand_for_election runs on a standby", None);
     }
     if !shared::available() {
         return false;
     }
-    shared::STATE.exclusive().stand_until = shared::boot_ms() + 30_000;
+    {
+        let mut st = shared::STATE.exclusive();
+        st.stand_until = shared::boot_ms() + 30_000;
+        st.stand_for_failover = failover.unwrap_or(false);
+    }
     // (the registry flag makes the worker run a round at once)
     shared::notify_worker(true, false)
 }

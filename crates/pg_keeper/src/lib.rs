@@ -14,6 +14,7 @@ mod candidate;
 mod election_api;
 mod eligibility;
 mod fast_forward;
+mod forced;
 mod gate;
 
 /// The protocol's rules, as pg_keeper runs them (keeper_core::rules).

@@ -90,14 +90,14 @@ REVOKE ALL ON FUNCTION pgkeeper.add_node(text, text, boolean), pgkeeper.del_node
     pgkeeper.indirect_kill(text), pgkeeper._api_write_allowed(), pgkeeper.pause_failover(integer),
     pgkeeper._status_raw(), pgkeeper.status(), pgkeeper.node_info_guard(),
     pgkeeper._poll(text, bigint, bigint, text[]), pgkeeper.request_vote(text, bigint, text, boolean, bigint, bigint),
-    pgkeeper.stand_for_election(), pgkeeper.step_down(text), pgkeeper._release(text, bigint, text),
+    pgkeeper.stand_for_election(boolean), pgkeeper.step_down(text), pgkeeper._release(text, bigint, text),
     pgkeeper._witness_sync(integer[], text[], text[], boolean[], boolean[], boolean[], boolean[], bigint) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION pgkeeper.add_node(text, text, boolean), pgkeeper.del_node(text),
     pgkeeper.del_node(integer), pgkeeper.indirect_polling(text, integer, boolean),
     pgkeeper.indirect_kill(text), pgkeeper._api_write_allowed(), pgkeeper.pause_failover(integer),
     pgkeeper._status_raw(), pgkeeper.status(), pgkeeper.node_info_guard(),
     pgkeeper._poll(text, bigint, bigint, text[]), pgkeeper.request_vote(text, bigint, text, boolean, bigint, bigint),
-    pgkeeper.stand_for_election(), pgkeeper.step_down(text), pgkeeper._release(text, bigint, text),
+    pgkeeper.stand_for_election(boolean), pgkeeper.step_down(text), pgkeeper._release(text, bigint, text),
     pgkeeper._witness_sync(integer[], text[], text[], boolean[], boolean[], boolean[], boolean[], bigint) TO pgkeeper_admin;
 GRANT EXECUTE ON FUNCTION pgkeeper._status_raw(), pgkeeper.status() TO pg_monitor;
 
@@ -189,6 +189,8 @@ GRANT SELECT ON pgkeeper.history, pgkeeper.maintenance TO pgkeeper_admin, pg_mon
 GRANT UPDATE ON pgkeeper.maintenance TO pgkeeper_admin;
 GRANT EXECUTE ON FUNCTION pgkeeper.history(), pgkeeper._local_history() TO pgkeeper_admin, pg_monitor, pgkeeper_agent;
 GRANT EXECUTE ON FUNCTION pgkeeper.pause(text), pgkeeper.resume() TO pgkeeper_admin;
+REVOKE ALL ON FUNCTION pgkeeper._force_failover(text[]) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION pgkeeper._force_failover(text[]) TO pgkeeper_admin;
 "#,
     name = "guards_and_grants",
     finalize

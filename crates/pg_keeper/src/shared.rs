@@ -122,6 +122,12 @@ pub struct KeeperState {
     pub elections_lost: u64,
     /// Cluster-wide maintenance mode (`pgkeeper pause`), as the worker last read it.
     pub cluster_paused: bool,
+    /// `stand_until` was set by `pgkeeper failover --to` rather than a switchover.
+    pub stand_for_failover: bool,
+    /// `_force_failover` asks the worker to promote this standby, removing these nodes
+    /// (space-separated).
+    pub force_requested: bool,
+    pub force_removed: [u8; ELIGIBLE_LEN],
 }
 
 impl Default for PeerState {
@@ -184,6 +190,9 @@ impl Default for KeeperState {
             elections_won: 0,
             elections_lost: 0,
             cluster_paused: false,
+            stand_for_failover: false,
+            force_requested: false,
+            force_removed: [0; ELIGIBLE_LEN],
         }
     }
 }

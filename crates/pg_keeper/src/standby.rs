@@ -63,6 +63,22 @@ impl Worker {
     }
 
     pub(crate) fn standby_round(&mut self, me: &str, nodes: &[Node]) {
+        if let Some(gone) = crate::forced::take_request() {
+            let old_master = nodes.iter().find(|n| n.is_master).map(|n| n.name.clone()).unwrap_or_default();
+            let state = match crate::forced::prepare(me, &gone) {
+                Ok(term) => {
+                    warning!("pg_keeper: forced failover: promoting {me} in term {term}; removed: {}", gone.join(", "));
+                    let s = self.promote(me, &old_master, term, &[me.to_string()], nodes.len());
+                    let mut st = shared::STATE.exclusive();
+                    st.promoting = false;
+                    st.stand_until = 0;
+                    s
+                }
+                Err(e) => format!("forced failover failed: {e}"),
+            };
+            self.publish(Mode::Standby, &state, &[]);
+            return;
+        }
         let Some(master) = nodes.iter().find(|n| n.is_master && n.name != me) else {
             self.publish(Mode::Standby, "no master in node_info", &[]);
             return;
@@ -321,14 +337,17 @@ impl Worker {
                 return format!("promotion failed: {e}");
             }
         }
-        let planned = {
+        let (planned, asked) = {
             let mut st = shared::STATE.exclusive();
             st.last_failover_ms = now_ms();
-            st.stand_until > shared::boot_ms()
+            let standing = st.stand_until > shared::boot_ms();
+            (standing && !st.stand_for_failover, standing && st.stand_for_failover)
         };
         log!("pg_keeper: {me} promoted; switching to master mode");
         let (kind, why) = if planned {
             (keeper_core::history::Kind::Switchover, format!("planned switchover from {old_master}"))
+        } else if asked {
+            (keeper_core::history::Kind::Failover, format!("pgkeeper failover --to {me}; old master {old_master}"))
         } else {
             (keeper_core::history::Kind::Failover, format!("master {old_master} unreachable"))
         };

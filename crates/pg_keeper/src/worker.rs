@@ -431,6 +431,9 @@ impl Worker {
                 return;
             }
         };
+        // After a forced failover, master mode counts without the nodes it removed.
+        let all = nodes.clone();
+        let nodes = if mode == Mode::Master { crate::forced::view(&me, nodes) } else { nodes };
         shared::STATE.exclusive().registered_master = nodes.iter().any(|n| n.name == me && n.is_master);
         if !nodes.iter().any(|n| n.name == me) {
             // Not (yet) part of a cluster: nothing to fence. Registration happens on the
@@ -455,7 +458,12 @@ impl Worker {
             }
         }
         match mode {
-            Mode::Master => self.master_round(&me, &nodes),
+            Mode::Master => {
+                self.master_round(&me, &nodes);
+                if shared::gate_open_now() {
+                    crate::forced::finish(&me, &all);
+                }
+            }
             Mode::Standby => self.standby_round(&me, &nodes),
             Mode::Witness => {
                 let term = shared::STATE.share().term;
