@@ -10,7 +10,9 @@ say() { echo "[prereqs] $*" >&2; }
 
 # libpq-dev: pg_keeper and pgkeeper connect with libpq (crates/pq); openssl: the TLS tests make
 # their certificates with it.
-pkgs=(postgresql-15 postgresql-server-dev-15 libpq-dev openssl libclang-dev clang pkg-config nftables iproute2 procps)
+# haproxy, python3-prometheus-client: the HTTP endpoint tests (a real load balancer, a real
+# Prometheus parser).
+pkgs=(postgresql-15 postgresql-server-dev-15 libpq-dev openssl libclang-dev clang pkg-config nftables iproute2 procps haproxy python3-prometheus-client)
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

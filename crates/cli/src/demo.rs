@@ -165,6 +165,14 @@ fn failover(cluster: &Cluster) -> Result<()> {
     step("pgkeeper status: the cluster is whole again");
     let _ = wait_until(Duration::from_secs(30), || status::gather(&n2.conninfo()).is_ok_and(|r| r.warnings.is_empty()));
     print!("{}", status::render(&n2.conninfo())?);
+
+    step("pgkeeper history: what happened, from every node");
+    // (the new master copies its own events into the replicated table within a round)
+    let _ = wait_until(Duration::from_secs(10), || {
+        crate::history::gather(&n2.conninfo()).is_ok_and(|(e, _)| e.iter().any(|e| e.event == "rejoined"))
+    });
+    let (events, _) = crate::history::gather(&n2.conninfo())?;
+    print!("{}", crate::history::table(&events));
     Ok(())
 }
 

@@ -139,7 +139,7 @@ fn record_outcome(o: &Opts, r: &Result<()>) {
 }
 
 /// Append "rejoined" to this node's history log (the server is down: nobody else writes it).
-fn record_rejoined(pgdata: &Path, name: &str, master: &str, reason: &str) {
+fn record_rejoined(pgdata: &Path, name: &str, master: &str, term: u64, reason: &str) {
     let p = pgdata.join(format!("pg_keeper.{name}.history"));
     let text = std::fs::read_to_string(&p).unwrap_or_default();
     let (_, seq) = keeper_core::history::parse_log(&text);
@@ -148,7 +148,7 @@ fn record_rejoined(pgdata: &Path, name: &str, master: &str, reason: &str) {
         at_ms: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0),
         node: name.to_string(),
         kind: keeper_core::history::Kind::Rejoined,
-        term: 0,
+        term,
         nodes: vec![name.to_string(), master.to_string()],
         reason: reason.to_string(),
     };
@@ -272,7 +272,8 @@ fn rejoin_locked(o: &Opts) -> Result<()> {
     configure_standby(&o.pgdata, &confs, &o.name, &master.conninfo)?;
     say(&format!("configured as a standby of {}", master.name));
     let how = if rewound { "pg_rewind" } else { "pg_basebackup" };
-    record_rejoined(&o.pgdata, &o.name, &master.name, &format!("{how} from {}{}", master.name, if o.auto { " (automatic)" } else { "" }));
+    let term = report.nodes.iter().find(|(n, _)| n.name == master.name).and_then(|(_, l)| l.as_ref().ok()).map_or(0, |l| l.term);
+    record_rejoined(&o.pgdata, &o.name, &master.name, term.max(0) as u64, &format!("{how} from {}{}", master.name, if o.auto { " (automatic)" } else { "" }));
 
     if o.no_start {
         say("not started (--no-start): start the server, it will stream from the master");

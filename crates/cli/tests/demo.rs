@@ -14,11 +14,15 @@ fn demo_fails_over_and_rejoins() {
         "writes resumed on node2",
         "none lost",
         "is a standby of node2 again (pg_rewind",
+        "pgkeeper history: what happened, from every node",
+        "election won",
+        "rejoined",
     ] {
         assert!(out.contains(needle) || err.contains(needle), "demo output lacks {needle:?}:\n{out}\n{err}");
     }
     // The final status: node2 master, node1 and node3 standbys, no warning.
     let last = out.rsplit("NAME ").next().unwrap_or_default();
+    let last = last.split("pgkeeper history").next().unwrap_or_default();
     assert!(!last.contains("WARNING"), "{last}");
     assert!(last.lines().any(|l| l.starts_with("node1") && l.contains("standby")), "{last}");
     assert!(last.lines().any(|l| l.starts_with("node2") && l.contains("master")), "{last}");
