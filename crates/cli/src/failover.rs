@@ -105,6 +105,27 @@ pub fn failover(o: &Opts) -> Result<()> {
     if unreachable.is_empty() {
         bail!("every node answers: the cluster can elect; run pgkeeper failover --to {} without --force", o.to);
     }
+    // A standby that answers and has more WAL: forcing this one would lose what it has (and
+    // leave it unable to follow). Pick that one.
+    let mine = live.lsn.as_deref().and_then(keeper_core::lsn::parse);
+    let ahead: Vec<String> = report
+        .nodes
+        .iter()
+        .filter(|(n, _)| n.name != o.to)
+        .filter_map(|(n, l)| {
+            let l = l.as_ref().ok().filter(|l| l.in_recovery && l.mode != "witness")?;
+            let at = l.lsn.as_deref().and_then(keeper_core::lsn::parse).filter(|x| Some(*x) > mine)?;
+            Some(format!("{} (WAL up to {})", n.name, keeper_core::lsn::format(at)))
+        })
+        .collect();
+    if !ahead.is_empty() {
+        bail!(
+            "{} has WAL up to {}, but {} has more: force the failover to it instead",
+            o.to,
+            live.lsn.as_deref().unwrap_or("?"),
+            ahead.join(", ")
+        );
+    }
     let received = live.lsn.clone().unwrap_or_else(|| "?".into());
     eprintln!(
         "FORCED FAILOVER to {}. Not answering: {}.\n\
