@@ -67,6 +67,8 @@ fn make_dir(dir: &Path, owner: &str) -> Result<()> {
 }
 
 pub fn clone(o: &Opts) -> Result<()> {
+    // Bad input changes nothing: the name is checked before any copy.
+    keeper_core::registry::check_name(&o.name).map_err(|e| anyhow::anyhow!("--name: {e}"))?;
     let report = status::gather(&o.from)?;
     if report.nodes.iter().any(|(n, _)| n.name == o.name) {
         bail!("\"{}\" is already in node_info: pick another name, or rejoin it (pgkeeper rejoin)", o.name);

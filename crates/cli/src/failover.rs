@@ -105,6 +105,17 @@ pub fn failover(o: &Opts) -> Result<()> {
     if unreachable.is_empty() {
         bail!("every node answers: the cluster can elect; run pgkeeper failover --to {} without --force", o.to);
     }
+    // A master that answers (fenced: no majority) keeps what it acknowledged: not forced
+    // past it.
+    if let Some((m, l)) = report.nodes.iter().find(|(_, l)| matches!(l, Ok(l) if !l.in_recovery && l.mode != "witness")) {
+        let l = l.as_ref().unwrap();
+        bail!(
+            "{} answers as a master ({}, commits {}): bring back enough of its peers, or stop it, before forcing a failover past it",
+            m.name,
+            l.state,
+            l.commits
+        );
+    }
     // A standby that answers and has more WAL: forcing this one would lose what it has (and
     // leave it unable to follow). Pick that one.
     let mine = live.lsn.as_deref().and_then(keeper_core::lsn::parse);

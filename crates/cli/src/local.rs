@@ -76,7 +76,8 @@ pub(crate) fn configure_standby(
     for e in std::fs::read_dir(pgdata)? {
         let p = e?.path();
         let n = p.file_name().unwrap().to_string_lossy().into_owned();
-        if n.starts_with("pg_keeper.") && n.ends_with(".sync_state") {
+        // (a forced failover's record belongs to the master it made, never to a standby)
+        if n.starts_with("pg_keeper.") && (n.ends_with(".sync_state") || n.ends_with(".forced")) {
             std::fs::remove_file(&p)?;
         }
     }

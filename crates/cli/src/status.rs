@@ -88,6 +88,7 @@ pub struct NodeRow {
     pub is_master: bool,
     pub is_nextmaster: bool,
     pub is_sync: bool,
+    pub is_witness: bool,
 }
 
 pub fn node_info(conninfo: &str) -> Result<Vec<NodeRow>> {
@@ -106,7 +107,10 @@ pub fn node_info(conninfo: &str) -> Result<Vec<NodeRow>> {
         }
     }
     let rows = c
-        .query("SELECT name, conninfo, is_master, is_nextmaster, is_sync FROM pgkeeper.node_info ORDER BY seqno", &[])
+        .query(
+            "SELECT name, conninfo, is_master, is_nextmaster, is_sync, is_witness FROM pgkeeper.node_info ORDER BY seqno",
+            &[],
+        )
         .context("reading pgkeeper.node_info (is the extension created in this database?)")?;
     Ok(rows
         .iter()
@@ -116,6 +120,7 @@ pub fn node_info(conninfo: &str) -> Result<Vec<NodeRow>> {
             is_master: r.get(2),
             is_nextmaster: r.get(3),
             is_sync: r.get(4),
+            is_witness: r.get(5),
         })
         .collect())
 }
@@ -426,8 +431,9 @@ pub fn run(conninfo: &str, as_json: bool, watch: Option<f64>) -> Result<()> {
 /// other). A URI (percent-encoded), or with `keyvalue` the `key=value` form (quoted).
 pub fn uri(conninfo: &str, keyvalue: bool) -> Result<String> {
     set_operator(conninfo);
-    let rows = node_info(conninfo)?;
-    let first = keeper_pq::conninfo::node(&rows.first().context("node_info is empty")?.conninfo)?;
+    // Witnesses hold no data for clients: not in the list.
+    let rows: Vec<NodeRow> = node_info(conninfo)?.into_iter().filter(|n| !n.is_witness).collect();
+    let first = keeper_pq::conninfo::node(&rows.first().context("node_info has no data node")?.conninfo)?;
     let hosts: Vec<(String, String)> = rows
         .iter()
         .map(|n| {

@@ -130,6 +130,21 @@ fn failover_force_on_a_cluster_that_cannot_elect() {
     n1.execute(WRITES_TABLE).unwrap();
     n1.execute("INSERT INTO pgk_writes (id) VALUES (1)").unwrap();
     wait_replayed(n1, n2).unwrap();
+    // Refused while the nodes named answer, or when the master is not among them; nothing
+    // changes.
+    let refused = |sql: &str| n2.query(sql).err().map(|e| format!("{e:#}")).unwrap_or_default();
+    let e = refused("SELECT pgkeeper._force_failover(ARRAY['node1', 'node3'])");
+    assert!(e.contains("node1 answers this node: it is not gone"), "{e}");
+    let e = refused("SELECT pgkeeper._force_failover(ARRAY['node3'])");
+    assert!(e.contains("the master in node_info, node1, is not among the removed nodes"), "{e}");
+    let e = refused("SELECT pgkeeper._force_failover(ARRAY['node2'])");
+    assert!(e.contains("cannot be one of the removed"), "{e}");
+    let e = refused("SELECT pgkeeper._force_failover(ARRAY['nodeX'])");
+    assert!(e.contains("\"nodeX\" is not in node_info"), "{e}");
+    let e = refused("SELECT pgkeeper._force_failover(NULL)");
+    assert!(e.contains("must not be NULL"), "{e}");
+    assert!(n2.is_in_recovery().unwrap());
+    assert!(!n2.data_dir().join("pg_keeper.node2.forced").exists());
     // Two of three gone: node2 cannot be elected.
     n1.kill9_all();
     n3.stop_immediate().unwrap();
@@ -157,6 +172,8 @@ fn failover_force_on_a_cluster_that_cannot_elect() {
     wait_until(PATIENCE, || node_info(n2).iter().map(|r| r.1.clone()).collect::<Vec<_>>() == vec!["node2".to_string()])
         .unwrap_or_else(|e| panic!("{e}: {:?}", node_info(n2)));
     assert!(history_on(n2).iter().any(|e| e == "node2 forced failover"), "{:?}", history_on(n2));
+    // Done: the record is gone once node_info no longer has the removed nodes.
+    wait_until(PATIENCE, || !n2.data_dir().join("pg_keeper.node2.forced").exists()).unwrap();
     // Refusals: on a master, naming itself, a node not gone.
     let o = pgkeeper(&["failover", "--to", "node2", "--force", "--yes", &n2.conninfo()]);
     assert_eq!(o.status.code(), Some(1));
@@ -228,12 +245,32 @@ fn clone_grows_the_cluster_and_the_new_node_votes() {
     std::thread::sleep(Duration::from_secs(6));
     assert!(n2.is_in_recovery().unwrap(), "two of four elected a master");
     n3.start().unwrap();
-    wait_until(PATIENCE, || !n2.is_in_recovery().unwrap_or(true) || !n3.is_in_recovery().unwrap_or(true))
-        .expect("a new master elected by node2, node3 and node4");
+    let node4_master = || n4("SELECT (NOT pg_is_in_recovery())::text").as_deref() == Some("true");
+    wait_until(PATIENCE, || !n2.is_in_recovery().unwrap_or(true) || !n3.is_in_recovery().unwrap_or(true) || node4_master())
+        .unwrap_or_else(|e| {
+            let log4 = std::fs::read_to_string(pgdata.join("pgkeeper-clone.log")).unwrap_or_default();
+            let tail4: Vec<&str> = log4.lines().rev().take(30).collect();
+            panic!(
+                "a new master elected by node2, node3 and node4: {e}\n--- node2\n{}\n--- node3\n{}\n--- node4\n{}",
+                n2.log_tail(30),
+                n3.log_tail(30),
+                tail4.into_iter().rev().collect::<Vec<_>>().join("\n")
+            )
+        });
+    // Three votes of four nodes: node4's was one of them (its record names the winner), or it
+    // won itself.
     let voted = std::fs::read_to_string(pgdata.join("pg_keeper.node4.vote")).unwrap_or_default();
-    assert!(voted.contains("voted_for node2") || voted.contains("voted_for node3"), "node4's vote record: {voted}");
-    let master = if n2.is_in_recovery().unwrap() { n3 } else { n2 };
-    wait_until(PATIENCE, || streams_from(master, "node4")).expect("node4 follows the new master");
+    assert!(["node2", "node3", "node4"].iter().any(|w| voted.contains(&format!("voted_for {w}"))), "node4's vote record: {voted}");
+    if node4_master() {
+        assert!(voted.contains("voted_for node4"), "{voted}");
+        let streaming = || {
+            n4("SELECT string_agg(application_name, ',' ORDER BY application_name) FROM pg_stat_replication WHERE state = 'streaming'")
+        };
+        wait_until(PATIENCE, || streaming().as_deref() == Some("node2,node3")).unwrap_or_else(|e| panic!("{e}: {:?}", streaming()));
+    } else {
+        let master = if n2.is_in_recovery().unwrap() { n3 } else { n2 };
+        wait_until(PATIENCE, || streams_from(master, "node4")).expect("node4 follows the new master");
+    }
 }
 
 /// The history of a degrade and restore, a failover, a rejoin and a switchover, read from

@@ -180,6 +180,10 @@ pub fn heartbeat_interval(keepalive_time: Duration) -> Duration {
 /// from the acknowledgement on its own clock: the lease plus a quarter, a margin for
 /// clock-rate differences between hosts and for a commit that checked the lease just before
 /// it ran out and is still writing its commit record.
+/// A forced failover's term is this far above every term its node saw: room for elections
+/// held without it (a forced term equal to a term won elsewhere would depose nobody).
+pub const FORCED_TERM_GAP: Term = 100;
+
 pub fn voter_hold(lease: Duration) -> Duration {
     lease + lease / 4
 }

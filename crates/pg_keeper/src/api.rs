@@ -343,15 +343,23 @@ fn set_maintenance(paused: bool, reason: &str) -> bool {
     })
     .unwrap_or_else(|e| fail(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, e.to_string(), None));
     if changed {
-        let term = if shared::available() { shared::STATE.share().term } else { 0 };
-        let (kind, what) = if paused {
-            (keeper_core::history::Kind::Paused, "paused")
-        } else {
-            (keeper_core::history::Kind::Resumed, "resumed")
-        };
-        crate::history::record(kind, term, &[], reason);
-        log!("pg_keeper: automatic failover {what} cluster-wide{}", if reason.is_empty() { String::new() } else { format!(": {reason}") });
-        shared::notify_worker(true, false);
+        // Said, recorded and told once the change is committed (a ROLLBACK, or a commit the
+        // gate refuses, changes nothing).
+        let reason = reason.to_string();
+        pgrx::register_xact_callback(pgrx::PgXactCallbackEvent::Commit, move || {
+            let term = if shared::available() { shared::STATE.share().term } else { 0 };
+            let (kind, what) = if paused {
+                (keeper_core::history::Kind::Paused, "paused")
+            } else {
+                (keeper_core::history::Kind::Resumed, "resumed")
+            };
+            crate::history::record(kind, term, &[], &reason);
+            log!(
+                "pg_keeper: automatic failover {what} cluster-wide{}",
+                if reason.is_empty() { String::new() } else { format!(": {reason}") }
+            );
+            shared::notify_worker(true, false);
+        });
     }
     changed
 }

@@ -30,7 +30,7 @@ thread_local! {
 /// Append one event to this node's log (and count it for /metrics). Failing to write is
 /// logged, never fatal: the history is for people.
 pub fn record(kind: Kind, term: u64, nodes: &[&str], reason: &str) {
-    {
+    if shared::available() {
         let mut st = shared::STATE.exclusive();
         match kind {
             Kind::Degraded => st.degrades += 1,
@@ -60,7 +60,10 @@ fn append(me: &str, kind: Kind, term: u64, nodes: &[&str], reason: &str) -> std:
         reason: reason.to_string(),
     };
     let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&p)?;
-    f.write_all(e.to_line().as_bytes())?;
+    // A torn last line (a crash while appending) must not swallow this event.
+    let torn = std::fs::read(&p).map(|b| b.last().is_some_and(|c| *c != b'\n')).unwrap_or(false);
+    let line = if torn { format!("\n{}", e.to_line()) } else { e.to_line() };
+    f.write_all(line.as_bytes())?;
     f.sync_data()
 }
 
@@ -75,16 +78,11 @@ pub fn publish(me: &str) {
     let r = crate::tx::transaction(|| {
         Spi::connect_mut(|c| {
             c.update("SELECT set_config('synchronous_commit', 'local', true)", None, &[])?;
-            let done: i64 = c
-                .select(
-                    "SELECT coalesce(max(seq), 0) FROM pgkeeper.history WHERE node_name = $1",
-                    None,
-                    &[me.into()],
-                )?
-                .first()
-                .get_one::<i64>()?
-                .unwrap_or(0);
-            for e in events.iter().filter(|e| e.seq as i64 > done) {
+            // (a lock on the table must not hold up the round: the next one tries again)
+            c.update("SELECT set_config('lock_timeout', '50ms', true)", None, &[])?;
+            // Every event of the log: (node, seq, at) names it, so a log that started again
+            // at 1 (a node cloned anew under the same name) adds its events too.
+            for e in &events {
                 c.update(
                     "INSERT INTO pgkeeper.history (node_name, seq, at, event, term, nodes, reason) \
                      VALUES ($1, $2, to_timestamp($3::float8 / 1000), $4, $5, $6, $7) ON CONFLICT DO NOTHING",

@@ -59,14 +59,19 @@ pub extern "C-unwind" fn pg_keeper_http_main(_arg: pg_sys::Datum) {
     // shared memory and locks are touched from the process's main thread only.
     let local = tokio::task::LocalSet::new();
     local.block_on(&rt, serve(listen));
+    drop(local);
+    drop(rt);
+    // Exit code 1, whatever the reason: the postmaster starts this worker again in 5 s (after
+    // a failed bind, or a pg_terminate_backend), except when it is shutting down.
+    unsafe { pg_sys::proc_exit(1) };
 }
 
+/// Serve until SIGTERM or the postmaster's death, or until it cannot listen.
 async fn serve(listen: String) {
     let listener = match tokio::net::TcpListener::bind(&listen).await {
         Ok(l) => l,
         Err(e) => {
-            // The postmaster starts this worker again in 5 s.
-            warning!("pg_keeper: HTTP endpoints: cannot listen on {listen:?} (pg_keeper.http_listen): {e}");
+            warning!("pg_keeper: HTTP endpoints: cannot listen on {listen:?} (pg_keeper.http_listen): {e}; retrying in 5 s");
             return;
         }
     };
@@ -76,15 +81,19 @@ async fn serve(listen: String) {
     loop {
         tokio::select! {
             accepted = listener.accept() => {
-                let Ok((stream, _)) = accepted else { continue };
+                let Ok((stream, _)) = accepted else {
+                    // (out of file descriptors, say: do not spin)
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                };
                 if open.load(Ordering::Relaxed) >= MAX_CONNECTIONS {
                     drop(stream);
                     continue;
                 }
                 let _ = stream.set_nodelay(true);
-                open.fetch_add(1, Ordering::Relaxed);
-                let open = open.clone();
+                let slot = Slot::take(&open);
                 tokio::task::spawn_local(async move {
+                    let _slot = slot;
                     let conn = http1::Builder::new()
                         .timer(TokioTimer::new())
                         .header_read_timeout(HEAD_TIMEOUT)
@@ -92,7 +101,6 @@ async fn serve(listen: String) {
                         .keep_alive(false)
                         .serve_connection(TokioIo::new(stream), service_fn(answer));
                     let _ = tokio::time::timeout(CONNECTION_TIMEOUT, conn).await;
-                    open.fetch_sub(1, Ordering::Relaxed);
                 });
             }
             _ = tick.tick() => {
@@ -104,6 +112,20 @@ async fn serve(listen: String) {
                 }
             }
         }
+    }
+}
+
+/// One of the [`MAX_CONNECTIONS`], given back however the connection ends.
+struct Slot(Rc<AtomicUsize>);
+impl Slot {
+    fn take(open: &Rc<AtomicUsize>) -> Slot {
+        open.fetch_add(1, Ordering::Relaxed);
+        Slot(open.clone())
+    }
+}
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

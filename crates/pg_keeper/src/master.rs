@@ -242,9 +242,14 @@ impl Worker {
                         GateStep::Deposed { .. } | GateStep::Revoke { .. } => unreachable!("handled above"),
                     }
                 }
+                if renew && self.fenced_recorded {
+                    self.fenced_recorded = false;
+                    crate::history::record(Kind::Unfenced, term, &[me], "a majority answers again");
+                }
                 if let MasterVerdict::NoMajority { reached, registered } = verdict {
                     if can_fail_over {
-                        if !self.last_notice.starts_with("pg_keeper: fenced") {
+                        if !self.fenced_recorded {
+                            self.fenced_recorded = true;
                             crate::history::record(
                                 Kind::Fenced,
                                 term,
@@ -257,7 +262,6 @@ impl Worker {
                         ));
                     }
                 } else if self.last_notice.starts_with("pg_keeper: fenced") {
-                    crate::history::record(Kind::Unfenced, term, &[me], "a majority answers again");
                     self.notice_once("pg_keeper: a majority answers again: lease renewed".into());
                 }
                 if full {

@@ -327,21 +327,23 @@ pub struct ViaAnswer {
 }
 
 /// Indirect poll: ask `via` to poll `target_conninfo` within `nested` (passed as parameters,
-/// never pasted into SQL). Err when `via` itself did not answer.
+/// never pasted into SQL); `require_master`: only a writable target counts as reached. Err
+/// when `via` itself did not answer.
 pub async fn poll_via(
     via: Config,
     target_conninfo: &str,
     deadline: Duration,
     nested: Duration,
+    require_master: bool,
 ) -> Result<ViaAnswer, String> {
     let ms = nested.as_millis().clamp(1, 60_000) as i32;
     let row = query_one(
         via,
         deadline,
-        "SELECT pgkeeper.indirect_polling($1::text, $2::integer, true), \
+        "SELECT pgkeeper.indirect_polling($1::text, $2::integer, $3::boolean), \
          p.in_recovery, p.fenced, p.term, p.witness, p.deposed, p.elected, p.membership \
          FROM pgkeeper._poll() p",
-        &[&target_conninfo, &ms],
+        &[&target_conninfo, &ms, &require_master],
     )
     .await?;
     Ok(ViaAnswer { reached: row.get(0), me: peer_answer(&row, 1) })

@@ -127,6 +127,9 @@ pub struct KeeperState {
     /// `_force_failover` asks the worker to promote this standby, removing these nodes
     /// (space-separated).
     pub force_requested: bool,
+    /// The request's term, and until when (boot-clock ms) the worker may act on it.
+    pub force_term: u64,
+    pub force_deadline: i64,
     pub force_removed: [u8; ELIGIBLE_LEN],
 }
 
@@ -192,6 +195,8 @@ impl Default for KeeperState {
             cluster_paused: false,
             stand_for_failover: false,
             force_requested: false,
+            force_term: 0,
+            force_deadline: 0,
             force_removed: [0; ELIGIBLE_LEN],
         }
     }

@@ -63,18 +63,24 @@ impl Worker {
     }
 
     pub(crate) fn standby_round(&mut self, me: &str, nodes: &[Node]) {
-        if let Some(gone) = crate::forced::take_request() {
+        if let Some((term, gone)) = crate::forced::take_request() {
             let old_master = nodes.iter().find(|n| n.is_master).map(|n| n.name.clone()).unwrap_or_default();
-            let state = match crate::forced::prepare(me, &gone) {
-                Ok(term) => {
+            let state = match crate::forced::prepare(me, term, &gone) {
+                Ok(()) => {
                     warning!("pg_keeper: forced failover: promoting {me} in term {term}; removed: {}", gone.join(", "));
                     let s = self.promote(me, &old_master, term, &[me.to_string()], nodes.len());
+                    if unsafe { pg_sys::RecoveryInProgress() } && !unsafe { pg_sys::PromoteIsTriggered() } {
+                        crate::forced::abandon(me);
+                    }
                     let mut st = shared::STATE.exclusive();
                     st.promoting = false;
                     st.stand_until = 0;
                     s
                 }
-                Err(e) => format!("forced failover failed: {e}"),
+                Err(e) => {
+                    warning!("pg_keeper: forced failover not done: {e}");
+                    format!("forced failover not done: {e}")
+                }
             };
             self.publish(Mode::Standby, &state, &[]);
             return;
@@ -124,7 +130,7 @@ impl Worker {
             join_all(others.iter().map(|n| {
                 let cfg = probe::config(&n.conninfo, Some(&db));
                 let target = master.conninfo.clone();
-                async move { probe::poll_via(cfg?, &target, left, nested).await }
+                async move { probe::poll_via(cfg?, &target, left, nested, true).await }
             }))
         };
         let both = async {

@@ -33,7 +33,8 @@ fn store(node: &str, rec: &VoteRecord) -> Result<(), String> {
 /// Write `contents` to `p` so that a crash leaves either the old file or the new one: a
 /// temporary file, fsynced, renamed over `p`, and the directory fsynced.
 pub fn durable_write(p: &std::path::Path, contents: &str) -> Result<(), String> {
-    let tmp = p.with_extension("tmp");
+    // (one temporary file per file: `.vote`, `.forced`, ... may be written at once)
+    let tmp = std::path::PathBuf::from(format!("{}.tmp", p.display()));
     let io = |e: std::io::Error| format!("cannot write {}: {e}", p.display());
     let mut f = std::fs::File::create(&tmp).map_err(io)?;
     f.write_all(contents.as_bytes()).map_err(io)?;

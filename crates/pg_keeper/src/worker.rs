@@ -99,6 +99,8 @@ pub(crate) struct Worker {
     last_title: String,
     /// Last notable condition logged (a hold, a conflict), to log changes once.
     pub(crate) last_notice: String,
+    /// The history has a "fenced" with no "unfenced" after it (master mode).
+    pub(crate) fenced_recorded: bool,
     /// after_command started after a promotion, until it exits.
     pub(crate) after_command: Option<std::process::Child>,
     /// The node this standby re-pointed primary_conninfo at.
@@ -170,6 +172,7 @@ impl Worker {
             rounds: 0,
             last_title: String::new(),
             last_notice: String::new(),
+            fenced_recorded: false,
             after_command: None,
             following: None,
             hurry: false,
