@@ -43,12 +43,12 @@ test: install
 # into .pg/<version> by scripts/pg-version.sh): registry and bad input, failover after kill -9,
 # the sync guard, partitions with fencing, switchover, rejoin. The harness and pgkeeper take
 # the servers' programs from PGK_PG_BINDIR (that version's pg_config --bindir).
-PG_CORE_TESTS     := --test registry_api --test failover --test sync_guard --test partitions
+PG_CORE_TESTS     := --test pg_version --test registry_api --test failover --test sync_guard --test partitions --test http_endpoints
 PG_CORE_CLI_TESTS := --test switchover --test operations
 define test_pg
 	@pgc=$$(scripts/pg-version.sh $(1)) && \
 	cargo pgrx install --pg-config $$pgc -p pg_keeper $(PROFILE_FLAG) && \
-	export PGK_PG_BINDIR=$$($$pgc --bindir) && \
+	export PGK_PG_BINDIR=$$($$pgc --bindir) PGK_EXPECT_PG=$(1) && \
 	cargo test --no-fail-fast -p keeper-integration $(PG_CORE_TESTS) -- --test-threads=$(TEST_THREADS) && \
 	cargo test --no-fail-fast -p pgkeeper-cli $(PG_CORE_CLI_TESTS) -- --test-threads=$(TEST_THREADS)
 endef
@@ -67,7 +67,7 @@ package: install
 # dpkg -r; then the development build is installed again.
 test-package: install
 	PACKAGE_PROFILE=$(if $(filter release,$(PROFILE)),release,dev) PACKAGE_VERSIONS=15 scripts/package.sh
-	PGK_DEB=$$(ls target/package/postgresql-15-pg-keeper_*.deb) \
+	PGK_DEB=$$(ls $(CURDIR)/target/package/postgresql-15-pg-keeper_*.deb) \
 	    cargo test -p pgkeeper-cli --test package -- --ignored --test-threads=1; \
 	    rc=$$?; $(MAKE) -s install-ext install-cli >/dev/null; exit $$rc
 
