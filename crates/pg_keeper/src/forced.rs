@@ -20,13 +20,11 @@ use keeper_core::election::VoteRecord;
 use keeper_core::history::Kind;
 use keeper_core::Node;
 use pgrx::prelude::*;
-use std::ffi::CStr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 fn path(node: &str) -> PathBuf {
-    let dir = unsafe { CStr::from_ptr(pg_sys::DataDir) }.to_string_lossy().into_owned();
-    PathBuf::from(dir).join(format!("pg_keeper.{node}.forced"))
+    crate::votes::node_file(node, "forced")
 }
 
 /// The nodes a forced failover removed, while it is still being completed: only on the

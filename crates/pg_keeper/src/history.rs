@@ -8,13 +8,11 @@ use crate::{gucs, shared};
 use keeper_core::history::{parse_log, Event, Kind};
 use pgrx::prelude::*;
 use std::cell::Cell;
-use std::ffi::CStr;
 use std::io::Write;
 use std::path::PathBuf;
 
 pub fn path(node: &str) -> PathBuf {
-    let dir = unsafe { CStr::from_ptr(pg_sys::DataDir) }.to_string_lossy().into_owned();
-    PathBuf::from(dir).join(format!("pg_keeper.{node}.history"))
+    crate::votes::node_file(node, "history")
 }
 
 /// This node's log (empty when there is none yet).
@@ -23,7 +21,8 @@ pub fn local(node: &str) -> Vec<Event> {
 }
 
 thread_local! {
-    /// Highest seq of this node's log known to be in the table (master mode's copy).
+    /// The length of this node's log when master mode last copied all of it into the table:
+    /// the log only grows, so the same length means nothing new (no read each round).
     static PUBLISHED: Cell<Option<u64>> = const { Cell::new(None) };
 }
 
@@ -70,11 +69,11 @@ fn append(me: &str, kind: Kind, term: u64, nodes: &[&str], reason: &str) -> std:
 /// Master mode, gate open: copy what this node's log holds beyond the table into it, with
 /// `synchronous_commit = local` (a history row must never wait for a standby).
 pub fn publish(me: &str) {
-    let events = local(me);
-    let Some(newest) = events.iter().map(|e| e.seq).max() else { return };
-    if PUBLISHED.with(|p| p.get()) >= Some(newest) {
+    let Ok(len) = std::fs::metadata(path(me)).map(|m| m.len()) else { return };
+    if PUBLISHED.with(|p| p.get()) == Some(len) {
         return;
     }
+    let events = local(me);
     let r = crate::tx::transaction(|| {
         Spi::connect_mut(|c| {
             c.update("SELECT set_config('synchronous_commit', 'local', true)", None, &[])?;
@@ -102,7 +101,7 @@ pub fn publish(me: &str) {
         })
     });
     match r {
-        Ok(()) => PUBLISHED.with(|p| p.set(Some(newest))),
+        Ok(()) => PUBLISHED.with(|p| p.set(Some(len))),
         Err(e) => warning!("pg_keeper: cannot copy this node's history into pgkeeper.history: {e}"),
     }
 }

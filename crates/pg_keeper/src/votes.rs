@@ -13,8 +13,14 @@ use std::io::Write;
 use std::path::PathBuf;
 
 fn path(node: &str) -> PathBuf {
+    node_file(node, "vote")
+}
+
+/// `$PGDATA/pg_keeper.<node>.<what>`: each of pg_keeper's files of this node (the vote
+/// record, its history log, a forced failover's record, ...).
+pub fn node_file(node: &str, what: &str) -> PathBuf {
     let dir = unsafe { CStr::from_ptr(pgrx::pg_sys::DataDir) }.to_string_lossy().into_owned();
-    PathBuf::from(dir).join(format!("pg_keeper.{node}.vote"))
+    PathBuf::from(dir).join(format!("pg_keeper.{node}.{what}"))
 }
 
 fn load(node: &str) -> Result<VoteRecord, String> {
