@@ -39,6 +39,18 @@ if ! cargo pgrx --version 2>/dev/null | grep -q "$PGRX_VERSION"; then
 fi
 
 PGRX_HOME=${PGRX_HOME:-$HOME/.pgrx}
+# pgrx-pg-sys's build checks every pg_config registered: one that is gone (a PostgreSQL 16 or
+# 18 of scripts/pg-version.sh in a clone since removed) fails every build. Drop those.
+cfg=$PGRX_HOME/config.toml
+if [ -f "$cfg" ]; then
+    while IFS= read -r line; do
+        if [[ $line =~ ^pg[0-9]+\ =\ \"(.*)\"$ ]] && [ ! -x "${BASH_REMATCH[1]}" ]; then
+            say "dropping from $cfg: $line (no such pg_config)"
+            grep -vxF -- "$line" "$cfg" > "$cfg.tmp" || true
+            mv "$cfg.tmp" "$cfg"
+        fi
+    done < <(cat "$cfg"; echo)
+fi
 if ! grep -qs "^pg15 = \"$PG_CONFIG\"" "$PGRX_HOME/config.toml"; then
     say "registering $PG_CONFIG with cargo-pgrx"
     cargo pgrx init --pg15 "$PG_CONFIG" >/dev/null
