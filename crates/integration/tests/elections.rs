@@ -66,11 +66,14 @@ fn request_vote_refuses_bad_input_and_live_masters() {
     }
     // A live master's heartbeats hold the vote. (The request names no membership version, so
     // it can never be granted; on a loaded machine a late heartbeat may leave node3 without a
-    // hold for a moment, and the refusal then cites the version: ask again.)
+    // hold for a moment, and the refusal then cites the version: ask again. As a pre-vote
+    // (dry_run), which persists nothing: a real request in that moment would make node3 adopt
+    // term 5, and the master's older-term heartbeats would hold nothing there any more.)
+    let dry = "SELECT granted, term, reason FROM pgkeeper.request_vote($1, $2, $3, true)";
     let mut cl = n3.try_connect().unwrap();
     let mut reason = String::new();
     let held = wait_until(Duration::from_secs(10), || {
-        let row = cl.query_one(sql, &[&"node2", &5i64, &"FFFF/0"]).unwrap();
+        let row = cl.query_one(dry, &[&"node2", &5i64, &"FFFF/0"]).unwrap();
         assert!(!row.get::<_, bool>(0), "a vote granted while the master lives");
         reason = row.get::<_, String>(2);
         reason.contains("lease")
