@@ -110,6 +110,9 @@ fn rejoin_case(name: &str, extra: &[&str]) {
     wait_replayed(n1, cluster.node("node3")).unwrap();
     n1.kill9();
     wait_until(PATIENCE, || n2.is_in_recovery().ok() == Some(false)).expect("failover");
+    // The new master takes commits from its first heartbeat round a majority answers (on a
+    // loaded machine that can take longer than the gate's 4 s wait for one commit).
+    wait_until(PATIENCE, || commit_gate(n2) == "open").expect("node2's gate opens");
     n2.execute("CREATE TABLE after_failover AS SELECT g FROM generate_series(1, 50) g").unwrap();
     // Status after the failover, asked on the new master: node1 unreachable, node2 master.
     let (out, _) = text(&pgkeeper(&["status", &n2.conninfo()]));
